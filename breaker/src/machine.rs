@@ -1,0 +1,539 @@
+//! The state machine itself (DESIGN §3).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::spec::MAX_HALF_OPEN_PERMITS;
+use crate::window::Window;
+use crate::{
+    Acquired, Error, Outcome, Override, PermitToken, Persisted, Reason, Reported, Spec, State,
+    Status, Timestamp, Transition,
+};
+
+/// One circuit breaker. Pure: no I/O, no clock reads, every `now` is an argument.
+///
+/// Every state change, override change and reset bumps the generation by exactly one
+/// and returns a [`Transition`]; nothing else bumps it. Permits carry the generation
+/// they were issued in, so a report that arrives after a change is `stale`.
+///
+/// Under `FORCED_OPEN` the machine sits in `Open` (without `open_until`), under
+/// `FORCED_CLOSED` and `DISABLED` in `Closed`, so `state` is always the effective
+/// state; under `SHADOW` it runs as if enforcing.
+///
+/// `acquire` and `report` do not allocate.
+pub struct Breaker {
+    spec: Spec,
+    /// `spec.effective_consecutive_failures()`, cached for the hot path.
+    consecutive_threshold: Option<u32>,
+    /// `spec.slow_call_threshold()`, cached for the hot path.
+    slow_threshold: Option<Duration>,
+
+    state: State,
+    override_: Option<Override>,
+    generation: u64,
+    /// `Some` iff OPEN and not forced.
+    open_until: Option<Timestamp>,
+    /// How long the current open period was set to last (for `OpenElapsed`).
+    open_for: Duration,
+    backoff_level: u32,
+
+    consecutive_failures: u32,
+    window: Window,
+    /// Half-open probes in flight; capacity `half_open_permits`, reserved up front.
+    probes: Vec<Probe>,
+    next_probe_id: u64,
+    half_open_successes: u32,
+}
+
+#[derive(Copy, Clone, Debug)]
+struct Probe {
+    id: u64,
+    expires_at: Timestamp,
+}
+
+/// What the machine (enforcing, or in shadow) says about one call.
+enum Admission {
+    Allowed(PermitToken),
+    Rejected { retry_after: Option<Duration> },
+}
+
+impl Breaker {
+    /// A CLOSED breaker at generation 1 with an empty window.
+    ///
+    /// `spec` should have passed [`Spec::validate`]; an invalid one does not panic,
+    /// but its out-of-range sizes are clamped.
+    pub fn new(spec: Spec) -> Self {
+        Self {
+            consecutive_threshold: spec.effective_consecutive_failures(),
+            slow_threshold: spec.slow_call_threshold(),
+            state: State::Closed,
+            override_: None,
+            generation: 1,
+            open_until: None,
+            open_for: spec.open_duration,
+            backoff_level: 0,
+            consecutive_failures: 0,
+            window: Window::new(spec.window),
+            probes: Vec::with_capacity(probe_slots(&spec)),
+            next_probe_id: 1,
+            half_open_successes: 0,
+            spec,
+        }
+    }
+
+    /// A breaker as it was persisted. Probes in flight are gone (their slots are
+    /// free) and the window is empty; the caller then calls [`tick`](Self::tick) to
+    /// catch up with timers that fell due while it was down.
+    ///
+    /// An OPEN record without `open_until` (not forced) is treated as already due.
+    pub fn restore(spec: Spec, persisted: Persisted) -> Self {
+        let mut b = Self::new(spec);
+        b.generation = persisted.generation;
+        b.override_ = persisted.override_;
+        b.backoff_level = persisted.backoff_level;
+        b.state = match persisted.override_ {
+            Some(Override::ForcedOpen) => State::Open,
+            Some(Override::ForcedClosed | Override::Disabled) => State::Closed,
+            Some(Override::Shadow) | None => persisted.state,
+        };
+        if b.state == State::Open && b.override_.is_none_or(|o| o == Override::Shadow) {
+            b.open_until = Some(persisted.open_until.unwrap_or_default());
+            b.open_for = b.spec.open_duration_at(b.backoff_level);
+        }
+        b
+    }
+
+    /// The breaker's spec.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// Replaces the spec, keeping state, generation, override, deadlines and counters.
+    /// The window is rebuilt (empty) only if `spec.window` changed.
+    pub fn set_spec(&mut self, spec: Spec) {
+        if spec.window != self.spec.window {
+            self.window = Window::new(spec.window);
+        }
+        // Reserved now so that admitting a probe never allocates.
+        self.probes
+            .reserve_exact(probe_slots(&spec).saturating_sub(self.probes.len()));
+        self.consecutive_threshold = spec.effective_consecutive_failures();
+        self.slow_threshold = spec.slow_call_threshold();
+        self.spec = spec;
+    }
+
+    /// Asks whether a call may proceed now. Runs due timers first (a lazy
+    /// OPEN → HALF_OPEN or probe expiry), so the answer never lags the clock.
+    pub fn acquire(&mut self, now: Timestamp) -> Acquired {
+        let transition = self.run_timers(now);
+        let mut answer = Acquired {
+            allowed: false,
+            permit: None,
+            state: self.state,
+            generation: self.generation,
+            retry_after: None,
+            valid_until: None,
+            shadow_rejected: false,
+            transition: None,
+        };
+        match self.override_ {
+            Some(Override::ForcedOpen) => {}
+            Some(Override::ForcedClosed | Override::Disabled) => {
+                answer.allowed = true;
+                answer.permit = Some(self.token(None));
+            }
+            Some(Override::Shadow) => {
+                answer.allowed = true;
+                answer.permit = Some(match self.admit(now) {
+                    Admission::Allowed(permit) => permit,
+                    Admission::Rejected { .. } => {
+                        answer.shadow_rejected = true;
+                        self.token(None)
+                    }
+                });
+            }
+            None => match self.admit(now) {
+                Admission::Allowed(permit) => {
+                    answer.allowed = true;
+                    answer.permit = Some(permit);
+                    if self.state == State::Closed {
+                        answer.valid_until = self.spec.cache_ttl.map(|ttl| now.saturating_add(ttl));
+                    }
+                }
+                Admission::Rejected { retry_after } => answer.retry_after = retry_after,
+            },
+        }
+        answer.transition = transition;
+        answer
+    }
+
+    /// Records how a call went. `duration` is how long it took, if the caller measured
+    /// it (used to classify slow successes).
+    ///
+    /// A permit from an older generation, or one this generation never handed out
+    /// (a probe already reported or expired), is `stale`: acknowledged, nothing changes.
+    /// A permit from a newer generation is an error.
+    pub fn report(
+        &mut self,
+        permit: PermitToken,
+        outcome: Outcome,
+        duration: Option<Duration>,
+        now: Timestamp,
+    ) -> Result<Reported, Error> {
+        if permit.generation > self.generation {
+            return Err(Error::PermitFromFuture {
+                permit: permit.generation,
+                current: self.generation,
+            });
+        }
+        let (stale, transition) = if permit.generation < self.generation {
+            (true, None)
+        } else {
+            match self.override_ {
+                // FORCED_OPEN hands out no permits, and the others only plain ones.
+                Some(Override::ForcedOpen) => (true, None),
+                Some(Override::ForcedClosed | Override::Disabled) if permit.probe.is_some() => {
+                    (true, None)
+                }
+                Some(Override::Disabled) => (false, None),
+                Some(Override::ForcedClosed) => {
+                    self.count(outcome, duration, now);
+                    (false, None)
+                }
+                Some(Override::Shadow) => self.machine_report(permit, outcome, duration, now, true),
+                None => self.machine_report(permit, outcome, duration, now, false),
+            }
+        };
+        Ok(Reported {
+            stale,
+            state: self.state,
+            generation: self.generation,
+            transition,
+        })
+    }
+
+    /// Runs the timers due at `now`: OPEN → HALF_OPEN at `open_until`, and half-open
+    /// probes unreported for `permit_ttl` (counted as a failure: back to OPEN).
+    /// Also drops a time window's old buckets. Does nothing to the state under
+    /// `FORCED_OPEN`, `FORCED_CLOSED` and `DISABLED`.
+    pub fn tick(&mut self, now: Timestamp) -> Option<Transition> {
+        self.window.advance(now);
+        self.run_timers(now)
+    }
+
+    /// When [`tick`](Self::tick) must next run: `open_until` while OPEN, the earliest
+    /// probe expiry while HALF_OPEN; `None` when no timer is pending (CLOSED, or under
+    /// `FORCED_OPEN`, `FORCED_CLOSED` and `DISABLED`).
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        if self.timers_frozen() {
+            return None;
+        }
+        match self.state {
+            State::Closed => None,
+            State::Open => self.open_until,
+            State::HalfOpen => self.probes.iter().map(|p| p.expires_at).min(),
+        }
+    }
+
+    /// Sets (`Some`) or clears (`None`) the operator's override. Always a transition,
+    /// even to the same override. Every override starts afresh: empty window,
+    /// backoff 0, no probes; `FORCED_OPEN` sits OPEN, the others start CLOSED.
+    pub fn set_override(&mut self, o: Option<Override>, now: Timestamp) -> Transition {
+        let reason = o.map_or(Reason::OverrideCleared, Reason::OverrideSet);
+        self.start_over(o, reason, now)
+    }
+
+    /// Back to CLOSED with an empty window and backoff 0; the override is kept (under
+    /// `FORCED_OPEN` the breaker stays OPEN). Always a transition.
+    pub fn reset(&mut self, now: Timestamp) -> Transition {
+        self.start_over(self.override_, Reason::Reset, now)
+    }
+
+    /// What the store keeps (DESIGN §6).
+    pub fn persisted(&self) -> Persisted {
+        Persisted {
+            state: self.state,
+            override_: self.override_,
+            generation: self.generation,
+            open_until: self.open_until,
+            backoff_level: self.backoff_level,
+        }
+    }
+
+    /// A snapshot for operators.
+    pub fn status(&self) -> Status {
+        let counts = self.window.counts();
+        let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        Status {
+            state: self.state,
+            override_: self.override_,
+            generation: self.generation,
+            open_until: self.open_until,
+            backoff_level: self.backoff_level,
+            consecutive_failures: self.consecutive_failures,
+            window_calls: sat(counts.calls),
+            window_failures: sat(counts.failures),
+            window_slow_calls: sat(counts.slow),
+            probes_in_flight: sat(self.probes.len() as u64),
+            half_open_successes: self.half_open_successes,
+        }
+    }
+
+    fn token(&self, probe: Option<u64>) -> PermitToken {
+        PermitToken {
+            generation: self.generation,
+            probe,
+        }
+    }
+
+    fn timers_frozen(&self) -> bool {
+        matches!(
+            self.override_,
+            Some(Override::ForcedOpen | Override::ForcedClosed | Override::Disabled)
+        )
+    }
+
+    /// The enforcing machine's decision. Timers have run, so OPEN means `now` is
+    /// before `open_until`, and no probe in flight has expired.
+    fn admit(&mut self, now: Timestamp) -> Admission {
+        match self.state {
+            State::Closed => Admission::Allowed(self.token(None)),
+            State::Open => Admission::Rejected {
+                retry_after: self.open_until.map(|u| u.saturating_duration_since(now)),
+            },
+            State::HalfOpen => {
+                if self.probes.len() >= self.spec.half_open_permits as usize {
+                    let earliest = self.probes.iter().map(|p| p.expires_at).min();
+                    return Admission::Rejected {
+                        retry_after: earliest.map(|e| e.saturating_duration_since(now)),
+                    };
+                }
+                let id = self.next_probe_id;
+                self.next_probe_id = self.next_probe_id.wrapping_add(1);
+                self.probes.push(Probe {
+                    id,
+                    expires_at: now.saturating_add(self.spec.permit_ttl),
+                });
+                Admission::Allowed(self.token(Some(id)))
+            }
+        }
+    }
+
+    /// A current-generation report to the running machine (no override, or shadow).
+    fn machine_report(
+        &mut self,
+        permit: PermitToken,
+        outcome: Outcome,
+        duration: Option<Duration>,
+        now: Timestamp,
+        shadow: bool,
+    ) -> (bool, Option<Transition>) {
+        match (self.state, permit.probe) {
+            (State::Closed, None) => {
+                let counted = self.count(outcome, duration, now);
+                let reason = if counted { self.trip_reason() } else { None };
+                (false, reason.map(|r| self.trip(r, now)))
+            }
+            (State::HalfOpen, Some(id)) => {
+                let Some(i) = self.probes.iter().position(|p| p.id == id) else {
+                    return (true, None); // already reported, or never handed out
+                };
+                self.probes.swap_remove(i);
+                (false, self.probe_outcome(outcome, duration, now))
+            }
+            // Shadow hands plain permits to the calls it would have rejected; they
+            // count nothing.
+            (State::Open | State::HalfOpen, None) if shadow => (false, None),
+            // This generation never handed out such a permit.
+            _ => (true, None),
+        }
+    }
+
+    /// Counts a CLOSED outcome; returns whether it was counted (IGNORED is not).
+    fn count(&mut self, outcome: Outcome, duration: Option<Duration>, now: Timestamp) -> bool {
+        match outcome {
+            Outcome::Ignored => return false,
+            Outcome::Success => {
+                let slow = self.is_slow(duration);
+                self.window.record(now, false, slow);
+                self.consecutive_failures = 0;
+            }
+            Outcome::Failure => {
+                self.window.record(now, true, false);
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+            }
+        }
+        true
+    }
+
+    fn is_slow(&self, duration: Option<Duration>) -> bool {
+        matches!((self.slow_threshold, duration), (Some(t), Some(d)) if d > t)
+    }
+
+    /// The first trip condition that holds, if any.
+    fn trip_reason(&self) -> Option<Reason> {
+        if let Some(n) = self.consecutive_threshold
+            && self.consecutive_failures >= n
+        {
+            return Some(Reason::ConsecutiveFailures {
+                count: self.consecutive_failures,
+            });
+        }
+        let c = self.window.counts();
+        if c.calls == 0 || c.calls < u64::from(self.spec.minimum_calls) {
+            return None;
+        }
+        let calls = u32::try_from(c.calls).unwrap_or(u32::MAX);
+        // `count * 100 >= threshold * calls` is `floor(rate) >= threshold`, without
+        // the rounding of an integer division.
+        let reached = |count: u64, threshold: u32| count * 100 >= u64::from(threshold) * c.calls;
+        let rounded = |count: u64| ((count * 100 + c.calls / 2) / c.calls) as u32;
+        if let Some(t) = self.spec.failure_rate_percent
+            && reached(c.failures, t)
+        {
+            return Some(Reason::FailureRate {
+                rate_percent: rounded(c.failures),
+                threshold_percent: t,
+                calls,
+            });
+        }
+        if let Some(t) = self.spec.slow_call_rate_percent
+            && reached(c.slow, t)
+        {
+            return Some(Reason::SlowCallRate {
+                rate_percent: rounded(c.slow),
+                threshold_percent: t,
+                calls,
+            });
+        }
+        None
+    }
+
+    /// A half-open probe's outcome (its slot is already free).
+    fn probe_outcome(
+        &mut self,
+        outcome: Outcome,
+        duration: Option<Duration>,
+        now: Timestamp,
+    ) -> Option<Transition> {
+        match outcome {
+            Outcome::Ignored => None,
+            Outcome::Failure => Some(self.reopen(Reason::ProbeFailed, now)),
+            Outcome::Success if self.is_slow(duration) => {
+                let threshold = self.slow_threshold.unwrap_or_default();
+                Some(self.reopen(Reason::ProbeSlow { threshold }, now))
+            }
+            Outcome::Success => {
+                self.half_open_successes += 1;
+                if self.half_open_successes < self.spec.success_threshold {
+                    return None;
+                }
+                let count = self.half_open_successes;
+                self.backoff_level = 0;
+                Some(self.switch(
+                    State::Closed,
+                    self.override_,
+                    Reason::ProbesSucceeded { count },
+                    now,
+                ))
+            }
+        }
+    }
+
+    fn run_timers(&mut self, now: Timestamp) -> Option<Transition> {
+        if self.timers_frozen() {
+            return None;
+        }
+        match self.state {
+            State::Closed => None,
+            State::Open => {
+                let due = self.open_until.is_some_and(|until| now >= until);
+                let open_for = self.open_for;
+                due.then(|| {
+                    self.switch(
+                        State::HalfOpen,
+                        self.override_,
+                        Reason::OpenElapsed { open_for },
+                        now,
+                    )
+                })
+            }
+            State::HalfOpen => {
+                let expired = self.probes.iter().any(|p| p.expires_at <= now);
+                expired.then(|| self.reopen(Reason::ProbeExpired, now))
+            }
+        }
+    }
+
+    /// HALF_OPEN → OPEN, one backoff level up.
+    fn reopen(&mut self, reason: Reason, now: Timestamp) -> Transition {
+        self.backoff_level = self.backoff_level.saturating_add(1);
+        self.trip(reason, now)
+    }
+
+    /// → OPEN for the open duration of the current backoff level.
+    fn trip(&mut self, reason: Reason, now: Timestamp) -> Transition {
+        let open_for = self.spec.open_duration_at(self.backoff_level);
+        let t = self.switch(State::Open, self.override_, reason, now);
+        self.open_for = open_for;
+        self.open_until = Some(now.saturating_add(open_for));
+        t
+    }
+
+    /// Operator changes: a fresh start under override `o`.
+    fn start_over(&mut self, o: Option<Override>, reason: Reason, now: Timestamp) -> Transition {
+        self.backoff_level = 0;
+        let state = if o == Some(Override::ForcedOpen) {
+            State::Open
+        } else {
+            State::Closed
+        };
+        self.switch(state, o, reason, now)
+    }
+
+    /// Enters `state` under `to_override` afresh (empty window, no probes, no
+    /// deadline) as a new generation.
+    fn switch(
+        &mut self,
+        state: State,
+        to_override: Option<Override>,
+        reason: Reason,
+        now: Timestamp,
+    ) -> Transition {
+        let (from, from_override) = (self.state, self.override_);
+        self.state = state;
+        self.override_ = to_override;
+        self.open_until = None;
+        self.consecutive_failures = 0;
+        self.window.clear();
+        self.probes.clear();
+        self.half_open_successes = 0;
+        // Saturating: 2^64 changes will not happen; a restored record might be corrupt.
+        self.generation = self.generation.saturating_add(1);
+        Transition {
+            from,
+            to: state,
+            from_override,
+            to_override,
+            generation: self.generation,
+            reason,
+            at: now,
+        }
+    }
+}
+
+/// Probe slots to reserve: `half_open_permits`, clamped for an unvalidated spec.
+fn probe_slots(spec: &Spec) -> usize {
+    spec.half_open_permits.min(MAX_HALF_OPEN_PERMITS) as usize
+}
+
+impl fmt::Debug for Breaker {
+    // The window's ring can be large; show its totals instead.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breaker")
+            .field("spec", &self.spec)
+            .field("status", &self.status())
+            .field("probes", &self.probes)
+            .finish()
+    }
+}

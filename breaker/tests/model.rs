@@ -1,0 +1,786 @@
+//! Random operation sequences against a naive reference model.
+//!
+//! The model keeps every outcome since the window was last emptied in a `Vec` and
+//! recomputes the window from it on demand; the backoff is a loop of doublings; rates
+//! use the spec's integer definition (`count * 100 / calls`). Besides agreeing with
+//! the model at every step, the machine must keep the invariants of DESIGN §3, which
+//! are checked directly.
+
+use std::time::Duration;
+
+use cbd_breaker::{
+    Acquired, Breaker, Error, Outcome, Override, PermitToken, Reason, Spec, State, Status,
+    Timestamp, Transition, WindowSpec,
+};
+use proptest::prelude::*;
+
+const MS: u64 = 1_000_000;
+const T0: u64 = 1_700_000_000_000_000_000;
+
+// ---- the reference model --------------------------------------------------------
+
+#[derive(Clone, Debug)]
+struct Rec {
+    at: u64,
+    failure: bool,
+    slow: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct ExpectedTransition {
+    from: State,
+    to: State,
+    from_override: Option<Override>,
+    to_override: Option<Override>,
+    generation: u64,
+    reason: Reason,
+}
+
+#[derive(Clone, Debug)]
+struct Model {
+    spec: Spec,
+    ov: Option<Override>,
+    state: State,
+    generation: u64,
+    open_until: Option<u64>,
+    open_for: Duration,
+    backoff: u32,
+    consecutive: u32,
+    outcomes: Vec<Rec>,
+    /// (probe id as the machine issued it, expiry in ns)
+    probes: Vec<(u64, u64)>,
+    successes: u32,
+}
+
+#[derive(Debug, PartialEq)]
+enum Admit {
+    Plain,
+    Probe,
+    No { retry_after: Option<Duration> },
+}
+
+impl Model {
+    fn new(spec: Spec) -> Self {
+        Self {
+            open_for: spec.open_duration,
+            spec,
+            ov: None,
+            state: State::Closed,
+            generation: 1,
+            open_until: None,
+            backoff: 0,
+            consecutive: 0,
+            outcomes: Vec::new(),
+            probes: Vec::new(),
+            successes: 0,
+        }
+    }
+
+    fn bucket_ns(&self) -> Option<(u64, u64)> {
+        match self.spec.window {
+            WindowSpec::Time { duration, buckets } => {
+                let b = u64::from(buckets);
+                Some((duration.as_nanos() as u64 / b, b))
+            }
+            WindowSpec::Count { .. } => None,
+        }
+    }
+
+    /// (calls, failures, slow) in the window as seen at `now`.
+    fn window(&self, now: u64) -> (u32, u32, u32) {
+        let kept: Vec<&Rec> = match self.spec.window {
+            WindowSpec::Count { calls } => {
+                self.outcomes.iter().rev().take(calls as usize).collect()
+            }
+            WindowSpec::Time { .. } => {
+                let (len, buckets) = self.bucket_ns().unwrap();
+                self.outcomes
+                    .iter()
+                    .filter(|r| now / len - r.at / len < buckets)
+                    .collect()
+            }
+        };
+        let failures = kept.iter().filter(|r| r.failure).count() as u32;
+        let slow = kept.iter().filter(|r| r.slow).count() as u32;
+        (kept.len() as u32, failures, slow)
+    }
+
+    fn frozen(&self) -> bool {
+        matches!(
+            self.ov,
+            Some(Override::ForcedOpen | Override::ForcedClosed | Override::Disabled)
+        )
+    }
+
+    fn open_duration(&self) -> Duration {
+        let Some(max) = self.spec.max_open_duration else {
+            return self.spec.open_duration;
+        };
+        let mut d = self.spec.open_duration;
+        for _ in 0..self.backoff {
+            d = (d * 2).min(max);
+        }
+        d
+    }
+
+    fn change(&mut self, to: State, ov: Option<Override>, reason: Reason) -> ExpectedTransition {
+        let t = ExpectedTransition {
+            from: self.state,
+            to,
+            from_override: self.ov,
+            to_override: ov,
+            generation: self.generation + 1,
+            reason,
+        };
+        self.state = to;
+        self.ov = ov;
+        self.generation += 1;
+        self.open_until = None;
+        self.consecutive = 0;
+        self.outcomes.clear();
+        self.probes.clear();
+        self.successes = 0;
+        t
+    }
+
+    fn trip(&mut self, reason: Reason, now: u64) -> ExpectedTransition {
+        let d = self.open_duration();
+        let t = self.change(State::Open, self.ov, reason);
+        self.open_until = Some(now + d.as_nanos() as u64);
+        self.open_for = d;
+        t
+    }
+
+    fn reopen(&mut self, reason: Reason, now: u64) -> ExpectedTransition {
+        self.backoff += 1;
+        self.trip(reason, now)
+    }
+
+    fn timers(&mut self, now: u64) -> Option<ExpectedTransition> {
+        if self.frozen() {
+            return None;
+        }
+        match self.state {
+            State::Open if now >= self.open_until.unwrap() => Some(self.change(
+                State::HalfOpen,
+                self.ov,
+                Reason::OpenElapsed {
+                    open_for: self.open_for,
+                },
+            )),
+            State::HalfOpen if self.probes.iter().any(|&(_, exp)| exp <= now) => {
+                Some(self.reopen(Reason::ProbeExpired, now))
+            }
+            _ => None,
+        }
+    }
+
+    fn enforce(&self, now: u64) -> Admit {
+        match self.state {
+            State::Closed => Admit::Plain,
+            State::Open => Admit::No {
+                retry_after: Some(Duration::from_nanos(self.open_until.unwrap() - now)),
+            },
+            State::HalfOpen if self.probes.len() < self.spec.half_open_permits as usize => {
+                Admit::Probe
+            }
+            State::HalfOpen => Admit::No {
+                retry_after: self
+                    .probes
+                    .iter()
+                    .map(|&(_, exp)| Duration::from_nanos(exp - now))
+                    .min(),
+            },
+        }
+    }
+
+    fn slow(&self, duration: Option<Duration>) -> bool {
+        match (
+            self.spec.slow_call_rate_percent,
+            self.spec.slow_call_duration,
+            duration,
+        ) {
+            (Some(_), Some(limit), Some(d)) => d > limit,
+            _ => false,
+        }
+    }
+
+    /// Records a CLOSED outcome; true if counted.
+    fn record(&mut self, outcome: Outcome, duration: Option<Duration>, now: u64) -> bool {
+        match outcome {
+            Outcome::Ignored => false,
+            Outcome::Success => {
+                let slow = self.slow(duration);
+                self.outcomes.push(Rec {
+                    at: now,
+                    failure: false,
+                    slow,
+                });
+                self.consecutive = 0;
+                true
+            }
+            Outcome::Failure => {
+                self.outcomes.push(Rec {
+                    at: now,
+                    failure: true,
+                    slow: false,
+                });
+                self.consecutive += 1;
+                true
+            }
+        }
+    }
+
+    fn trip_reason(&self, now: u64) -> Option<Reason> {
+        let s = &self.spec;
+        let consecutive = match (
+            s.consecutive_failures,
+            s.failure_rate_percent,
+            s.slow_call_rate_percent,
+        ) {
+            (Some(n), _, _) => Some(n),
+            (None, None, None) => Some(5),
+            _ => None,
+        };
+        if consecutive.is_some_and(|n| self.consecutive >= n) {
+            return Some(Reason::ConsecutiveFailures {
+                count: self.consecutive,
+            });
+        }
+        let (calls, failures, slow) = self.window(now);
+        if calls == 0 || calls < s.minimum_calls {
+            return None;
+        }
+        let round = |n: u32| (f64::from(n) * 100.0 / f64::from(calls)).round() as u32;
+        if let Some(t) = s.failure_rate_percent
+            && failures * 100 / calls >= t
+        {
+            return Some(Reason::FailureRate {
+                rate_percent: round(failures),
+                threshold_percent: t,
+                calls,
+            });
+        }
+        if let Some(t) = s.slow_call_rate_percent
+            && slow * 100 / calls >= t
+        {
+            return Some(Reason::SlowCallRate {
+                rate_percent: round(slow),
+                threshold_percent: t,
+                calls,
+            });
+        }
+        None
+    }
+
+    /// (stale, transition) for a current-or-older-generation permit.
+    fn report(
+        &mut self,
+        permit: PermitToken,
+        outcome: Outcome,
+        duration: Option<Duration>,
+        now: u64,
+    ) -> (bool, Option<ExpectedTransition>) {
+        if permit.generation < self.generation {
+            return (true, None);
+        }
+        let shadow = self.ov == Some(Override::Shadow);
+        match (self.ov, self.state, permit.probe) {
+            (Some(Override::ForcedOpen), _, _) => (true, None),
+            (Some(Override::ForcedClosed | Override::Disabled), _, Some(_)) => (true, None),
+            (Some(Override::Disabled), _, None) => (false, None),
+            (Some(Override::ForcedClosed), _, None) => {
+                self.record(outcome, duration, now);
+                (false, None)
+            }
+            (_, State::Closed, None) => {
+                if !self.record(outcome, duration, now) {
+                    return (false, None);
+                }
+                (false, self.trip_reason(now).map(|r| self.trip(r, now)))
+            }
+            (_, State::HalfOpen, Some(id)) => {
+                let Some(i) = self.probes.iter().position(|&(p, _)| p == id) else {
+                    return (true, None);
+                };
+                self.probes.remove(i);
+                let t = match outcome {
+                    Outcome::Ignored => None,
+                    Outcome::Failure => Some(self.reopen(Reason::ProbeFailed, now)),
+                    Outcome::Success if self.slow(duration) => {
+                        let threshold = self.spec.slow_call_duration.unwrap();
+                        Some(self.reopen(Reason::ProbeSlow { threshold }, now))
+                    }
+                    Outcome::Success => {
+                        self.successes += 1;
+                        (self.successes >= self.spec.success_threshold).then(|| {
+                            self.backoff = 0;
+                            let count = self.successes;
+                            self.change(State::Closed, self.ov, Reason::ProbesSucceeded { count })
+                        })
+                    }
+                };
+                (false, t)
+            }
+            (_, State::Open | State::HalfOpen, None) if shadow => (false, None),
+            _ => (true, None),
+        }
+    }
+
+    fn start_over(&mut self, ov: Option<Override>, reason: Reason) -> ExpectedTransition {
+        self.backoff = 0;
+        let to = if ov == Some(Override::ForcedOpen) {
+            State::Open
+        } else {
+            State::Closed
+        };
+        self.change(to, ov, reason)
+    }
+}
+
+// ---- operations -----------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum Op {
+    Acquire,
+    /// Report the `pick`-th outstanding permit.
+    Report {
+        pick: usize,
+        outcome: Outcome,
+        slow: bool,
+        timed: bool,
+    },
+    /// Report a permit from an older generation.
+    ReportStale {
+        pick: usize,
+        outcome: Outcome,
+    },
+    /// Report a probe again after it was reported or expired.
+    ReportUsedProbe {
+        pick: usize,
+        outcome: Outcome,
+    },
+    /// Report a permit from a generation not reached yet.
+    ReportFuture,
+    Advance {
+        ms: u64,
+    },
+    /// Jump to the machine's next deadline exactly, to hit the timer boundaries.
+    AdvanceToDeadline,
+    Tick,
+    SetOverride(Override),
+    ClearOverride,
+    Reset,
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![3 => Just(Outcome::Success), 3 => Just(Outcome::Failure), 1 => Just(Outcome::Ignored)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => Just(Op::Acquire),
+        5 => (any::<usize>(), outcome(), any::<bool>(), any::<bool>())
+            .prop_map(|(pick, outcome, slow, timed)| Op::Report { pick, outcome, slow, timed }),
+        1 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::ReportStale { pick, outcome }),
+        1 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::ReportUsedProbe { pick, outcome }),
+        1 => Just(Op::ReportFuture),
+        2 => (0u64..50).prop_map(|ms| Op::Advance { ms }),
+        2 => (100u64..3_000).prop_map(|ms| Op::Advance { ms }),
+        1 => Just(Op::AdvanceToDeadline),
+        2 => Just(Op::Tick),
+        1 => prop_oneof![
+            Just(Override::ForcedOpen),
+            Just(Override::ForcedClosed),
+            Just(Override::Disabled),
+            Just(Override::Shadow),
+        ]
+        .prop_map(Op::SetOverride),
+        1 => Just(Op::ClearOverride),
+        1 => Just(Op::Reset),
+    ]
+}
+
+/// Small valid specs, so that trips, timers and probes all happen in 40 steps.
+fn spec() -> impl Strategy<Value = Spec> {
+    let rate = || proptest::option::of(prop_oneof![Just(25u32), Just(50), Just(75), Just(100)]);
+    let window = prop_oneof![
+        (1u32..=6).prop_map(|calls| WindowSpec::Count { calls }),
+        (1u64..=4, 1u32..=4).prop_map(|(s, buckets)| WindowSpec::Time {
+            duration: Duration::from_secs(s),
+            buckets
+        }),
+    ];
+    (
+        (proptest::option::of(1u32..=4), rate(), rate(), any::<u32>()),
+        (
+            window,
+            1u64..=5,
+            proptest::option::of(0u64..=10),
+            1u32..=3,
+            any::<u32>(),
+            1u64..=5,
+        ),
+        proptest::option::of(1u64..=5),
+    )
+        .prop_map(
+            |(
+                (consecutive, failure_rate, slow_rate, min),
+                (window, open, max, permits, threshold, ttl),
+                cache,
+            )| {
+                let limit = match window {
+                    WindowSpec::Count { calls } => calls,
+                    WindowSpec::Time { .. } => 6,
+                };
+                let spec = Spec {
+                    consecutive_failures: consecutive,
+                    failure_rate_percent: failure_rate,
+                    slow_call_rate_percent: slow_rate,
+                    slow_call_duration: slow_rate.map(|_| Duration::from_millis(100)),
+                    minimum_calls: 1 + min % limit,
+                    window,
+                    open_duration: Duration::from_secs(open),
+                    max_open_duration: max.map(|extra| Duration::from_secs(open + extra)),
+                    half_open_permits: permits,
+                    success_threshold: 1 + threshold % permits,
+                    permit_ttl: Duration::from_secs(ttl),
+                    cache_ttl: cache.map(Duration::from_secs),
+                    ..Spec::default()
+                };
+                spec.validate().expect("strategy makes valid specs");
+                spec
+            },
+        )
+}
+
+// ---- the harness ----------------------------------------------------------------
+
+fn ts(ns: u64) -> Timestamp {
+    Timestamp::from_unix_nanos(ns)
+}
+
+fn check_transition(t: &Option<Transition>, expected: &Option<ExpectedTransition>, now: u64) {
+    let actual = t.as_ref().map(|t| {
+        assert_eq!(t.at, ts(now));
+        ExpectedTransition {
+            from: t.from,
+            to: t.to,
+            from_override: t.from_override,
+            to_override: t.to_override,
+            generation: t.generation,
+            reason: t.reason.clone(),
+        }
+    });
+    assert_eq!(&actual, expected);
+}
+
+/// Compares everything `status` shows with the model. The time window's counts are
+/// only compared when `window_at` says when the machine last saw the time.
+fn check_status(b: &Breaker, m: &Model, window_at: Option<u64>) {
+    let s = b.status();
+    assert_eq!(s.state, m.state, "state");
+    assert_eq!(s.override_, m.ov, "override");
+    assert_eq!(s.generation, m.generation, "generation");
+    assert_eq!(s.open_until, m.open_until.map(ts), "open_until");
+    assert_eq!(s.backoff_level, m.backoff, "backoff_level");
+    assert_eq!(
+        s.consecutive_failures, m.consecutive,
+        "consecutive_failures"
+    );
+    assert_eq!(
+        s.probes_in_flight,
+        m.probes.len() as u32,
+        "probes_in_flight"
+    );
+    assert_eq!(s.half_open_successes, m.successes, "half_open_successes");
+    let at = match m.spec.window {
+        WindowSpec::Count { .. } => Some(0),
+        WindowSpec::Time { .. } => window_at,
+    };
+    if let Some(at) = at {
+        let (calls, failures, slow) = m.window(at);
+        assert_eq!(
+            (s.window_calls, s.window_failures, s.window_slow_calls),
+            (calls, failures, slow),
+            "window"
+        );
+    }
+    let next = if m.frozen() {
+        None
+    } else {
+        match m.state {
+            State::Closed => None,
+            State::Open => m.open_until,
+            State::HalfOpen => m.probes.iter().map(|&(_, e)| e).min(),
+        }
+    };
+    assert_eq!(b.next_deadline(), next.map(ts), "next_deadline");
+}
+
+fn check_acquire(a: &Acquired, m: &mut Model, now: u64, expected_t: Option<ExpectedTransition>) {
+    check_transition(&a.transition, &expected_t, now);
+    assert_eq!(a.state, m.state);
+    assert_eq!(a.generation, m.generation);
+    assert_eq!(a.permit.is_some(), a.allowed, "permit iff allowed");
+    if let Some(p) = a.permit {
+        assert_eq!(p.generation, m.generation);
+    }
+    let (allowed, shadow_rejected, retry_after, probe) = match m.ov {
+        Some(Override::ForcedOpen) => (false, false, None, false),
+        Some(Override::ForcedClosed | Override::Disabled) => (true, false, None, false),
+        Some(Override::Shadow) => match m.enforce(now) {
+            Admit::Plain => (true, false, None, false),
+            Admit::Probe => (true, false, None, true),
+            Admit::No { .. } => (true, true, None, false),
+        },
+        None => match m.enforce(now) {
+            Admit::Plain => (true, false, None, false),
+            Admit::Probe => (true, false, None, true),
+            Admit::No { retry_after } => (false, false, retry_after, false),
+        },
+    };
+    assert_eq!(a.allowed, allowed, "allowed");
+    assert_eq!(a.shadow_rejected, shadow_rejected, "shadow_rejected");
+    assert_eq!(a.retry_after, retry_after, "retry_after");
+    assert_eq!(a.permit.and_then(|p| p.probe).is_some(), probe, "probe");
+    let cached = m.ov.is_none() && m.state == State::Closed;
+    let valid_until = m
+        .spec
+        .cache_ttl
+        .filter(|_| cached)
+        .map(|ttl| ts(now + ttl.as_nanos() as u64));
+    assert_eq!(a.valid_until, valid_until, "valid_until");
+    if probe {
+        let id = a.permit.unwrap().probe.unwrap();
+        assert!(
+            m.probes.iter().all(|&(p, _)| p != id),
+            "probe ids are unique"
+        );
+        m.probes
+            .push((id, now + m.spec.permit_ttl.as_nanos() as u64));
+    }
+}
+
+fn run(spec: Spec, ops: Vec<Op>) {
+    let mut b = Breaker::new(spec.clone());
+    let mut m = Model::new(spec.clone());
+    let mut now = T0;
+    // Permits handed out and not reported yet; every permit ever handed out; probes
+    // already reported.
+    let mut outstanding: Vec<(PermitToken, u64)> = Vec::new();
+    let mut issued: Vec<PermitToken> = Vec::new();
+    let mut used_probes: Vec<PermitToken> = Vec::new();
+    check_status(&b, &m, Some(now));
+
+    for op in ops {
+        let before: Status = b.status();
+        let forced = before.override_.filter(|o| *o != Override::Shadow);
+        let mut transition = None;
+        let mut window_at = None;
+        match op {
+            Op::Acquire => {
+                let rejected_by_design = match before.override_ {
+                    Some(Override::ForcedOpen) => true,
+                    None => {
+                        before.state == State::Open
+                            && before.open_until.is_some_and(|u| ts(now) < u)
+                    }
+                    _ => false,
+                };
+                let expected_t = m.timers(now);
+                let a = b.acquire(ts(now));
+                if rejected_by_design {
+                    assert!(!a.allowed, "OPEN allows nothing before open_until");
+                }
+                check_acquire(&a, &mut m, now, expected_t);
+                if let Some(p) = a.permit {
+                    outstanding.push((p, now + spec.permit_ttl.as_nanos() as u64));
+                    issued.push(p);
+                }
+                transition = a.transition;
+            }
+            Op::Report {
+                pick,
+                outcome,
+                slow,
+                timed,
+            } => {
+                if outstanding.is_empty() {
+                    continue;
+                }
+                let (permit, _) = outstanding.remove(pick % outstanding.len());
+                let duration = match (slow, timed) {
+                    (true, _) => Some(Duration::from_millis(101)),
+                    (false, true) => Some(Duration::from_millis(100)),
+                    (false, false) => None,
+                };
+                let (stale, expected_t) = m.report(permit, outcome, duration, now);
+                let r = b.report(permit, outcome, duration, ts(now)).unwrap();
+                assert_eq!(r.stale, stale, "stale");
+                check_transition(&r.transition, &expected_t, now);
+                assert_eq!((r.state, r.generation), (m.state, m.generation));
+                if permit.probe.is_some() {
+                    used_probes.push(permit);
+                }
+                if stale {
+                    assert_eq!(b.status(), before, "a stale report changes nothing");
+                }
+                if !stale && outcome != Outcome::Ignored {
+                    window_at = Some(now);
+                }
+                transition = r.transition;
+            }
+            Op::ReportStale { pick, outcome } => {
+                let old: Vec<PermitToken> = issued
+                    .iter()
+                    .copied()
+                    .filter(|p| p.generation < before.generation)
+                    .collect();
+                let permit = match old.len() {
+                    0 if before.generation > 1 => PermitToken {
+                        generation: before.generation - 1,
+                        probe: None,
+                    },
+                    0 => continue,
+                    n => old[pick % n],
+                };
+                let r = b.report(permit, outcome, None, ts(now)).unwrap();
+                assert!(r.stale);
+                assert_eq!(r.transition, None);
+                assert_eq!(b.status(), before, "a stale report changes nothing");
+            }
+            Op::ReportUsedProbe { pick, outcome } => {
+                if used_probes.is_empty() {
+                    continue;
+                }
+                let permit = used_probes[pick % used_probes.len()];
+                let r = b.report(permit, outcome, None, ts(now)).unwrap();
+                assert!(r.stale, "a used probe is stale");
+                assert_eq!(b.status(), before, "a stale report changes nothing");
+            }
+            Op::ReportFuture => {
+                let permit = PermitToken {
+                    generation: before.generation + 1,
+                    probe: None,
+                };
+                assert_eq!(
+                    b.report(permit, Outcome::Failure, None, ts(now)),
+                    Err(Error::PermitFromFuture {
+                        permit: before.generation + 1,
+                        current: before.generation
+                    })
+                );
+                assert_eq!(b.status(), before);
+            }
+            Op::Advance { ms } => now += ms * MS,
+            Op::AdvanceToDeadline => {
+                if let Some(d) = b.next_deadline() {
+                    now = now.max(d.unix_nanos());
+                }
+            }
+            Op::Tick => {
+                let probe_due = forced.is_none()
+                    && before.state == State::HalfOpen
+                    && outstanding.iter().any(|(p, exp)| {
+                        p.generation == before.generation && p.probe.is_some() && *exp <= now
+                    });
+                let expected_t = m.timers(now);
+                let t = b.tick(ts(now));
+                check_transition(&t, &expected_t, now);
+                if probe_due {
+                    // An unreported probe past its ttl frees its slot and re-opens.
+                    let t = t.as_ref().expect("expired probe re-opens");
+                    assert_eq!((t.to, &t.reason), (State::Open, &Reason::ProbeExpired));
+                    assert_eq!(b.status().probes_in_flight, 0);
+                }
+                for (p, _) in &outstanding {
+                    if p.probe.is_some() && p.generation == b.status().generation {
+                        assert_eq!(b.status().state, State::HalfOpen);
+                    }
+                }
+                window_at = Some(now);
+                transition = t;
+            }
+            Op::SetOverride(o) => {
+                let expected = m.start_over(Some(o), Reason::OverrideSet(o));
+                let t = b.set_override(Some(o), ts(now));
+                check_transition(&Some(t.clone()), &Some(expected), now);
+                transition = Some(t);
+            }
+            Op::ClearOverride => {
+                let expected = m.start_over(None, Reason::OverrideCleared);
+                let t = b.set_override(None, ts(now));
+                check_transition(&Some(t.clone()), &Some(expected), now);
+                transition = Some(t);
+            }
+            Op::Reset => {
+                let expected = m.start_over(m.ov, Reason::Reset);
+                let t = b.reset(ts(now));
+                check_transition(&Some(t.clone()), &Some(expected), now);
+                transition = Some(t);
+            }
+        }
+
+        let after = b.status();
+        // The generation moves by exactly one per transition, and never otherwise.
+        match &transition {
+            Some(t) => {
+                assert_eq!(
+                    after.generation,
+                    before.generation + 1,
+                    "one transition = +1"
+                );
+                assert_eq!(t.generation, after.generation);
+            }
+            None => {
+                assert_eq!(
+                    after.generation, before.generation,
+                    "no transition, same generation"
+                );
+                assert_eq!(after.state, before.state, "no transition, same state");
+            }
+        }
+        // Forced states hold until an operator changes them.
+        let operator = matches!(op_kind(&transition), Some(true));
+        if let Some(o) = forced
+            && !operator
+        {
+            assert_eq!(after.override_, Some(o));
+            let held = if o == Override::ForcedOpen {
+                State::Open
+            } else {
+                State::Closed
+            };
+            assert_eq!(after.state, held, "forced state holds");
+            assert!(
+                transition.is_none(),
+                "nothing changes a forced state but an operator"
+            );
+        }
+        assert!(
+            after.probes_in_flight <= spec.half_open_permits,
+            "probes within half_open_permits"
+        );
+        check_status(&b, &m, window_at);
+    }
+}
+
+/// `Some(true)` for an operator's transition, `Some(false)` for the machine's own.
+fn op_kind(t: &Option<Transition>) -> Option<bool> {
+    t.as_ref().map(|t| {
+        matches!(
+            t.reason,
+            Reason::OverrideSet(_) | Reason::OverrideCleared | Reason::Reset
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn machine_matches_the_model(spec in spec(), ops in proptest::collection::vec(op(), 1..=40)) {
+        run(spec, ops);
+    }
+}

@@ -1,0 +1,295 @@
+//! The daemon's configuration: flags, `CBD_*` environment variables, and an optional
+//! TOML file. Precedence: flag > environment > file > default.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use cbd_proto::spec_fields::SpecFields;
+use clap::{Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// Default gRPC listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7411";
+
+/// cbd, the circuit-breaker daemon: named circuit breakers in an embedded sled
+/// database, served over gRPC (cbd.v1.Breakers, cbd.v1.Admin, health, reflection).
+///
+/// Every flag can also be set with its CBD_* environment variable or in the TOML
+/// file given with --config (keys as the long flags, in snake_case); a flag beats
+/// the environment, which beats the file.
+#[derive(Debug, Parser)]
+#[command(name = "cbd", version, about, long_about)]
+pub struct Args {
+    /// TOML configuration file (same keys as the flags, plus [[template]] tables).
+    #[arg(long, env = "CBD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// gRPC listen address [default: 127.0.0.1:7411]. Port 0 picks a free port
+    /// (see --addr-file). Non-loopback addresses need --allow-unauthenticated.
+    #[arg(long, env = "CBD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Directory of the sled database [default: ./cbd-data].
+    #[arg(long, env = "CBD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Write the bound address to this file once serving (for port 0).
+    #[arg(long, env = "CBD_ADDR_FILE", value_name = "PATH")]
+    pub addr_file: Option<PathBuf>,
+
+    /// Log format [default: text].
+    #[arg(long, env = "CBD_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, as RUST_LOG [default: info].
+    #[arg(long, env = "CBD_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Most breakers the daemon holds; past it, RESOURCE_EXHAUSTED [default: 100000].
+    #[arg(long, env = "CBD_MAX_BREAKERS", value_name = "N")]
+    pub max_breakers: Option<usize>,
+
+    /// Largest gRPC message accepted, in bytes [default: 65536].
+    #[arg(long, env = "CBD_MAX_MESSAGE_SIZE", value_name = "BYTES")]
+    pub max_message_size: Option<usize>,
+
+    /// Events kept in the watch log; older ones are compacted [default: 100000].
+    #[arg(long, env = "CBD_WATCH_RETENTION", value_name = "N")]
+    pub watch_retention: Option<u64>,
+
+    /// Most concurrent Watch streams; past it, RESOURCE_EXHAUSTED [default: 10000].
+    #[arg(long, env = "CBD_MAX_WATCHERS", value_name = "N")]
+    pub max_watchers: Option<usize>,
+
+    /// Allow listening on a non-loopback address without authentication.
+    #[arg(long, env = "CBD_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A `[[template]]` table: a spec for unknown names under `prefix`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    /// Names starting with this get the spec; the longest matching prefix wins.
+    pub prefix: String,
+    /// The spec keys (as in `cbctl apply`).
+    #[serde(flatten)]
+    pub spec: SpecFields,
+}
+
+/// The effective configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// sled directory.
+    pub data_dir: PathBuf,
+    /// Where to write the bound address, if anywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr_file: Option<PathBuf>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+    /// Breaker cap.
+    pub max_breakers: usize,
+    /// Largest message, bytes.
+    pub max_message_size: usize,
+    /// Events kept in the log.
+    pub watch_retention: u64,
+    /// Watch stream cap.
+    pub max_watchers: usize,
+    /// Non-loopback without auth allowed.
+    pub allow_unauthenticated: bool,
+    /// Specs for unknown names by prefix.
+    #[serde(rename = "template", skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<Template>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            data_dir: PathBuf::from("cbd-data"),
+            addr_file: None,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            max_breakers: 100_000,
+            max_message_size: 64 * 1024,
+            watch_retention: 100_000,
+            max_watchers: 10_000,
+            allow_unauthenticated: false,
+            templates: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The file (if any), then the environment and flags on top, then checked.
+    pub fn from_args(args: &Args) -> Result<Self, Error> {
+        let mut config = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        macro_rules! overlay {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &args.$field { config.$field = v.clone(); }
+            )*};
+        }
+        overlay!(
+            listen,
+            data_dir,
+            log_format,
+            log_level,
+            max_breakers,
+            max_message_size,
+            watch_retention,
+            max_watchers
+        );
+        if args.addr_file.is_some() {
+            config.addr_file.clone_from(&args.addr_file);
+        }
+        config.allow_unauthenticated |= args.allow_unauthenticated;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file; unknown keys are errors.
+    pub fn from_file(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::invalid("--config", format!("{}: {e}", path.display())))?;
+        toml::from_str(&text)
+            .map_err(|e| Error::invalid("--config", format!("{}: {e}", path.display())))
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), Error> {
+        if !self.listen.ip().is_loopback() && !self.allow_unauthenticated {
+            return Err(Error::invalid(
+                "--listen",
+                format!(
+                    "refusing to listen on non-loopback address {} without authentication; \
+                     pass --allow-unauthenticated to do it anyway",
+                    self.listen
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("--max-breakers", self.max_breakers as u64),
+            ("--max-message-size", self.max_message_size as u64),
+            ("--watch-retention", self.watch_retention),
+            ("--max-watchers", self.max_watchers as u64),
+        ] {
+            if value == 0 {
+                return Err(Error::invalid(field, "must be at least 1"));
+            }
+        }
+        if self.max_message_size < 1024 {
+            return Err(Error::invalid(
+                "--max-message-size",
+                "must be at least 1024 bytes",
+            ));
+        }
+        self.template_specs()?;
+        Ok(())
+    }
+
+    /// The templates as validated specs, by prefix.
+    pub fn template_specs(&self) -> Result<Vec<(String, cbd_breaker::Spec)>, Error> {
+        self.templates
+            .iter()
+            .map(|t| {
+                let field = format!("template {:?}", t.prefix);
+                if t.prefix.is_empty() {
+                    return Err(Error::invalid(field, "prefix must not be empty"));
+                }
+                let wire = t.spec.to_proto().map_err(|e| Error::invalid(&field, e))?;
+                let spec = cbd_proto::convert::spec_from_proto(&wire)
+                    .map_err(|e| Error::invalid(&field, e.to_string()))?;
+                Ok((t.prefix.clone(), spec))
+            })
+            .collect()
+    }
+
+    /// The configuration as TOML, for `--print-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::parse_from(std::iter::once("cbd").chain(list.iter().copied()))
+    }
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cbd.toml");
+        std::fs::write(
+            &path,
+            "max_breakers = 7\nlisten = \"127.0.0.1:9000\"\n\n[[template]]\nprefix = \"payments/\"\nconsecutive_failures = 3\nopen_duration = \"10s\"\n",
+        )
+        .expect("write");
+        let config = Config::from_args(&args(&[
+            "--config",
+            path.to_str().expect("utf8"),
+            "--listen",
+            "127.0.0.1:0",
+        ]))
+        .expect("valid");
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.max_breakers, 7);
+        assert_eq!(config.watch_retention, 100_000);
+        let templates = config.template_specs().expect("valid templates");
+        assert_eq!(templates[0].0, "payments/");
+        assert_eq!(templates[0].1.consecutive_failures, Some(3));
+        // --print-config output reads back as the same configuration.
+        let back: Config = toml::from_str(&config.to_toml()).expect("round trip");
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn non_loopback_needs_explicit_consent() {
+        let err = Config::from_args(&args(&["--listen", "0.0.0.0:0"])).unwrap_err();
+        assert!(err.to_string().contains("--allow-unauthenticated"), "{err}");
+        assert!(
+            Config::from_args(&args(&["--listen", "0.0.0.0:0", "--allow-unauthenticated"])).is_ok()
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_templates_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cbd.toml");
+        std::fs::write(&path, "max_breaker = 7\n").expect("write");
+        assert!(Config::from_file(&path).is_err());
+        std::fs::write(&path, "[[template]]\nprefix = \"a/\"\nfailure_rate = 500\n")
+            .expect("write");
+        let err =
+            Config::from_args(&args(&["--config", path.to_str().expect("utf8")])).unwrap_err();
+        assert!(err.to_string().contains("failure_rate_percent"), "{err}");
+    }
+}

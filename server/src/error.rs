@@ -1,0 +1,162 @@
+//! The daemon's one error type and its one mapping to gRPC status codes.
+//! Clients decide by the code, never by the message.
+
+use tonic::{Code, Status};
+
+/// Every way a request or the daemon can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field of the request is invalid; `field` names it (e.g. `name`, `spec.open_duration`).
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    /// No breaker by that name, and no template for its prefix.
+    #[error("breaker {name:?} not found")]
+    NotFound { name: String },
+    /// The permit's breaker was deleted.
+    #[error("permit: breaker {name:?} no longer exists")]
+    PermitOfDeletedBreaker { name: String },
+    /// A configured limit was hit; `limit` names the flag.
+    #[error("{limit} reached ({max})")]
+    LimitReached { limit: &'static str, max: u64 },
+    /// A watch asked for a revision the log no longer holds.
+    #[error("revision {requested} has been compacted; the oldest retained revision is {oldest}")]
+    Compacted { requested: u64, oldest: u64 },
+    /// The store failed; what was asked may not be durable.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// The daemon is shutting down.
+    #[error("cbd is shutting down")]
+    ShuttingDown,
+}
+
+impl Error {
+    /// An invalid-argument error naming `field`.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The gRPC code this error maps to (the one table; see `From<Error> for Status`).
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::NotFound { .. } | Self::PermitOfDeletedBreaker { .. } => Code::NotFound,
+            Self::LimitReached { .. } => Code::ResourceExhausted,
+            Self::Compacted { .. } => Code::OutOfRange,
+            Self::Storage(_) => Code::Internal,
+            Self::ShuttingDown => Code::Unavailable,
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
+impl From<prost::DecodeError> for Error {
+    fn from(e: prost::DecodeError) -> Self {
+        Self::Storage(format!("corrupt record: {e}"))
+    }
+}
+
+/// Maps state-machine errors, prefixing spec fields with `spec.` as the request has them.
+impl From<cbd_breaker::Error> for Error {
+    fn from(e: cbd_breaker::Error) -> Self {
+        match e {
+            cbd_breaker::Error::InvalidSpec { field, reason } => {
+                Self::invalid(format!("spec.{field}"), reason)
+            }
+            cbd_breaker::Error::InvalidName { reason } => Self::invalid("name", reason),
+            e @ cbd_breaker::Error::PermitFromFuture { .. } => {
+                Self::invalid("permit", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let code = e.code();
+        let message = e.to_string();
+        match e {
+            // The oldest retained revision, machine-readable, so a client need not parse text.
+            Error::Compacted { oldest, .. } => {
+                let mut status = Status::new(code, message);
+                status.metadata_mut().insert(
+                    crate::COMPACT_REVISION_METADATA,
+                    oldest
+                        .to_string()
+                        .parse()
+                        .expect("digits are valid metadata"),
+                );
+                status
+            }
+            _ => Status::new(code, message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_its_code() {
+        let table: Vec<(Error, Code)> = vec![
+            (Error::invalid("name", "empty"), Code::InvalidArgument),
+            (Error::NotFound { name: "a".into() }, Code::NotFound),
+            (
+                Error::PermitOfDeletedBreaker { name: "a".into() },
+                Code::NotFound,
+            ),
+            (
+                Error::LimitReached {
+                    limit: "--max-breakers",
+                    max: 1,
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                Error::Compacted {
+                    requested: 1,
+                    oldest: 5,
+                },
+                Code::OutOfRange,
+            ),
+            (Error::Storage("io".into()), Code::Internal),
+            (Error::ShuttingDown, Code::Unavailable),
+        ];
+        for (err, code) in table {
+            let status = Status::from(err);
+            assert_eq!(status.code(), code, "{}", status.message());
+        }
+    }
+
+    #[test]
+    fn invalid_argument_message_names_the_field() {
+        let status = Status::from(Error::from(cbd_breaker::Error::InvalidSpec {
+            field: "half_open_permits",
+            reason: "must be at least 1".into(),
+        }));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with("spec.half_open_permits:"));
+    }
+
+    #[test]
+    fn compacted_carries_the_oldest_revision_in_metadata() {
+        let status = Status::from(Error::Compacted {
+            requested: 2,
+            oldest: 40,
+        });
+        let oldest = status
+            .metadata()
+            .get(crate::COMPACT_REVISION_METADATA)
+            .expect("metadata present");
+        assert_eq!(oldest.to_str().expect("ascii"), "40");
+        assert!(status.message().contains("40"));
+    }
+}

@@ -1,0 +1,16 @@
+//! cbd, the circuit-breaker daemon.
+//!
+//! Three layers (DESIGN §2): the pure state machine (crate `cbd-breaker`), [`store`]
+//! (sled), and thin [`service`] handlers, joined by the [`registry`].
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod permit;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod store;
+
+/// Trailing-metadata key of an `OUT_OF_RANGE` watch error: the oldest retained revision.
+pub const COMPACT_REVISION_METADATA: &str = "cbd-compact-revision";

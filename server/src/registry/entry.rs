@@ -1,0 +1,135 @@
+//! One live breaker: its state machine under a lock, the changes it made that are not
+//! yet durable, and how far the writer has persisted them.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use cbd_breaker::{Breaker, Timestamp, Transition};
+use cbd_proto::{convert, v1 as pb};
+use parking_lot::Mutex;
+
+/// A named breaker as the registry keeps it.
+#[derive(Debug)]
+pub struct Entry {
+    /// The breaker's name.
+    pub name: Arc<str>,
+    /// Everything that changes, behind the breaker's one lock. Never held across an
+    /// `.await`, I/O, or a send to another task.
+    pub(crate) state: Mutex<EntryState>,
+    /// The highest `EntryState::change_seq` the writer has made durable.
+    pub(crate) durable_seq: AtomicU64,
+}
+
+/// The mutable part of an [`Entry`].
+#[derive(Debug)]
+pub(crate) struct EntryState {
+    pub machine: Breaker,
+    /// Deleted, and the delete not yet committed (the writer then drops the entry).
+    pub deleted: bool,
+    /// Changes made since the writer last drained this entry, in order; their
+    /// revisions are assigned by the writer.
+    pub pending: Vec<pb::Event>,
+    /// Counts every change made to this entry; compared with `Entry::durable_seq`.
+    pub change_seq: u64,
+    /// The revision of the last committed change.
+    pub mod_revision: u64,
+    /// When the timer task is due to tick this breaker; `None`: not scheduled.
+    pub timer_at: Option<Timestamp>,
+}
+
+impl Entry {
+    pub(crate) fn new(name: Arc<str>, machine: Breaker, mod_revision: u64) -> Self {
+        Self {
+            name,
+            state: Mutex::new(EntryState {
+                machine,
+                deleted: false,
+                pending: Vec::new(),
+                change_seq: 0,
+                mod_revision,
+                timer_at: None,
+            }),
+            durable_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The change sequence a caller that saw `state` must wait for before answering,
+    /// so that no client sees a state a crash could take back. `None`: all durable.
+    pub(crate) fn undurable(&self, state: &EntryState) -> Option<u64> {
+        (state.change_seq > self.durable_seq.load(Ordering::Acquire)).then_some(state.change_seq)
+    }
+}
+
+impl EntryState {
+    /// Queues a state-machine transition for the writer.
+    pub fn push_transition(&mut self, name: &str, t: &Transition) {
+        let kind = match t.reason {
+            cbd_breaker::Reason::OverrideSet(_) => pb::EventKind::OverrideSet,
+            cbd_breaker::Reason::OverrideCleared => pb::EventKind::OverrideCleared,
+            cbd_breaker::Reason::Reset => pb::EventKind::Reset,
+            _ => pb::EventKind::StateChanged,
+        };
+        self.push(pb::Event {
+            revision: 0,
+            name: name.to_owned(),
+            kind: kind as i32,
+            previous_state: convert::state_to_proto(t.from) as i32,
+            state: convert::state_to_proto(t.to) as i32,
+            r#override: convert::override_to_proto(t.to_override) as i32,
+            generation: t.generation,
+            reason: t.reason.to_string(),
+            time: Some(convert::timestamp_to_proto(t.at)),
+            spec: None,
+        });
+    }
+
+    /// Queues a spec put or a delete for the writer.
+    pub fn push_spec_event(&mut self, name: &str, kind: pb::EventKind, now: Timestamp) {
+        let status = self.machine.status();
+        let state = convert::state_to_proto(status.state) as i32;
+        self.push(pb::Event {
+            revision: 0,
+            name: name.to_owned(),
+            kind: kind as i32,
+            previous_state: state,
+            state,
+            r#override: convert::override_to_proto(status.override_) as i32,
+            generation: status.generation,
+            reason: match kind {
+                pb::EventKind::Deleted => "deleted by operator".into(),
+                _ => "spec put".into(),
+            },
+            time: Some(convert::timestamp_to_proto(now)),
+            spec: (kind == pb::EventKind::SpecPut)
+                .then(|| convert::spec_to_proto(self.machine.spec())),
+        });
+    }
+
+    fn push(&mut self, event: pb::Event) {
+        self.pending.push(event);
+        self.change_seq += 1;
+    }
+
+    /// The wire status of this breaker.
+    pub fn status(&self, name: &str) -> pb::BreakerStatus {
+        let s = self.machine.status();
+        pb::BreakerStatus {
+            name: name.to_owned(),
+            spec: Some(convert::spec_to_proto(self.machine.spec())),
+            state: convert::state_to_proto(s.state) as i32,
+            r#override: convert::override_to_proto(s.override_) as i32,
+            generation: s.generation,
+            window_calls: s.window_calls,
+            window_failures: s.window_failures,
+            window_slow_calls: s.window_slow_calls,
+            consecutive_failures: s.consecutive_failures,
+            open_until: s.open_until.map(convert::timestamp_to_proto),
+            backoff_level: s.backoff_level,
+            probes_in_flight: s.probes_in_flight,
+            half_open_successes: s.half_open_successes,
+            mod_revision: self.mod_revision,
+        }
+    }
+}

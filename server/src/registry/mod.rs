@@ -1,0 +1,630 @@
+//! The registry: name → live breaker, the timers that move breakers without traffic,
+//! the writer that makes changes durable, and the feed of committed events.
+//!
+//! Every operation follows one pattern: look the entry up, change it under its lock
+//! (queueing any event in the entry itself, so per-breaker order is kept without
+//! sending under the lock), release the lock, then hand the entry to the writer and
+//! the timer task and, if anything the caller saw is not yet durable, wait for it.
+
+mod entry;
+mod timers;
+mod writer;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use cbd_breaker::{
+    Acquired, Breaker, Outcome, Override, Persisted, Reported, Spec, State, Timestamp,
+};
+use cbd_proto::v1 as pb;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{broadcast, mpsc, watch};
+
+pub use entry::Entry;
+use entry::EntryState;
+
+use crate::{
+    clock,
+    error::Error,
+    store::{Store, WriteBatch},
+};
+
+/// Capacity of the live event feed; a watcher further behind catches up from the log.
+const FEED_CAPACITY: usize = 4096;
+
+/// Settings of the registry, from the daemon's configuration.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Most breakers the registry holds (`--max-breakers`).
+    pub max_breakers: usize,
+    /// Events kept in the log (`--watch-retention`).
+    pub watch_retention: u64,
+    /// Specs for unknown names under a prefix, longest prefix first.
+    pub templates: Vec<(String, Spec)>,
+}
+
+/// A decision and what it needs to be answered.
+#[derive(Debug)]
+pub struct AcquireAnswer {
+    pub name: Arc<str>,
+    pub acquired: Acquired,
+    pub revision: u64,
+}
+
+/// A report's result.
+#[derive(Debug)]
+pub struct ReportAnswer {
+    pub reported: Reported,
+    pub revision: u64,
+}
+
+/// Result of a put.
+#[derive(Debug)]
+pub struct PutAnswer {
+    pub breaker: pb::BreakerStatus,
+    pub created: bool,
+    pub unchanged: bool,
+    pub revision: u64,
+}
+
+/// A page of breakers.
+#[derive(Debug)]
+pub struct Page {
+    pub breakers: Vec<pb::BreakerStatus>,
+    pub next_page_token: String,
+    pub revision: u64,
+}
+
+/// What a new watcher starts from: the committed state at `revision` and a feed of
+/// every event committed after it.
+#[derive(Debug)]
+pub struct Subscription {
+    pub revision: u64,
+    pub oldest_retained: u64,
+    pub feed: broadcast::Receiver<Arc<pb::Event>>,
+}
+
+/// The live breakers. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    config: RegistryConfig,
+    store: Arc<dyn Store>,
+    breakers: RwLock<HashMap<Arc<str>, Arc<Entry>>>,
+    dirty: mpsc::UnboundedSender<Arc<Entry>>,
+    schedule: mpsc::UnboundedSender<timers::Schedule>,
+    /// Bumped after every group commit; durability waiters watch it.
+    commits: watch::Sender<u64>,
+    /// The last revision handed out by the writer (committed or being committed).
+    next_revision: AtomicU64,
+    /// The last committed (durable) revision.
+    revision: AtomicU64,
+    oldest_retained: AtomicU64,
+    /// Committed events, in revision order.
+    feed: broadcast::Sender<Arc<pb::Event>>,
+    /// Held by a commit while it writes and publishes, and by a new watcher while it
+    /// reads the revision and subscribes, so that the two never interleave.
+    commit_lock: RwLock<()>,
+    storage_error: Mutex<Option<String>>,
+}
+
+/// What an operation on an entry leaves to do once its lock is released.
+#[derive(Debug, Default)]
+struct After {
+    changed: bool,
+    wait_for: Option<u64>,
+    schedule: Option<Timestamp>,
+    transitions: Vec<cbd_breaker::Transition>,
+}
+
+impl Registry {
+    /// Loads every breaker from `store`, recovers them (an OPEN breaker whose deadline
+    /// passed while the daemon was down moves to HALF_OPEN), and starts the writer and
+    /// the timers. Must be called inside a Tokio runtime.
+    pub fn open(store: Arc<dyn Store>, mut config: RegistryConfig) -> Result<Self, Error> {
+        let loaded = store.load()?;
+        config.templates.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        let (dirty, dirty_rx) = mpsc::unbounded_channel();
+        let (schedule, schedule_rx) = mpsc::unbounded_channel();
+        let mut breakers = HashMap::with_capacity(loaded.breakers.len());
+        for (name, record) in &loaded.breakers {
+            let name: Arc<str> = name.as_str().into();
+            let entry = Arc::new(Entry::new(
+                name.clone(),
+                record.restore()?,
+                record.mod_revision,
+            ));
+            breakers.insert(name, entry);
+        }
+        let shared = Arc::new(Shared {
+            config,
+            store,
+            breakers: RwLock::new(breakers),
+            dirty,
+            schedule,
+            commits: watch::Sender::new(0),
+            next_revision: AtomicU64::new(loaded.revision),
+            revision: AtomicU64::new(loaded.revision),
+            oldest_retained: AtomicU64::new(loaded.oldest_retained),
+            feed: broadcast::Sender::new(FEED_CAPACITY),
+            commit_lock: RwLock::new(()),
+            storage_error: Mutex::new(None),
+        });
+        tokio::spawn(writer::run(shared.clone(), dirty_rx));
+        tokio::spawn(timers::run(shared.clone(), schedule_rx));
+        let now = clock::now();
+        let entries: Vec<_> = shared.breakers.read().values().cloned().collect();
+        for entry in &entries {
+            shared.tick(entry, now);
+        }
+        tracing::info!(
+            breakers = entries.len(),
+            revision = loaded.revision,
+            "store recovered"
+        );
+        Ok(Self { shared })
+    }
+
+    /// The last committed revision.
+    pub fn revision(&self) -> u64 {
+        self.shared.revision.load(Ordering::Acquire)
+    }
+
+    /// Number of breakers.
+    pub fn len(&self) -> usize {
+        self.shared.breakers.read().len()
+    }
+
+    /// Whether there are no breakers.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// May I call `name`? Creates the breaker from a template when there is one.
+    pub async fn acquire(&self, name: &str) -> Result<AcquireAnswer, Error> {
+        cbd_breaker::validate_name(name)?;
+        let entry = match self.shared.lookup(name) {
+            Some(entry) => entry,
+            None => self.create_from_template(name).await?,
+        };
+        let (acquired, after) = self.shared.update(&entry, |st, now, _| {
+            if st.deleted {
+                return Err(Error::NotFound { name: name.into() });
+            }
+            let acquired = st.machine.acquire(now);
+            Ok((acquired.clone(), acquired.transition))
+        })?;
+        let revision = self.shared.finish(&entry, after).await?;
+        Ok(AcquireAnswer {
+            name: entry.name.clone(),
+            acquired,
+            revision,
+        })
+    }
+
+    /// How did it go? `name` and `permit` come from a decoded permit.
+    pub async fn report(
+        &self,
+        name: &str,
+        permit: cbd_breaker::PermitToken,
+        outcome: Outcome,
+        duration: Option<Duration>,
+    ) -> Result<ReportAnswer, Error> {
+        let deleted = || Error::PermitOfDeletedBreaker { name: name.into() };
+        let entry = self.shared.lookup(name).ok_or_else(deleted)?;
+        let (reported, after) = self.shared.update(&entry, |st, now, _| {
+            if st.deleted {
+                return Err(deleted());
+            }
+            let reported = st.machine.report(permit, outcome, duration, now)?;
+            Ok((reported.clone(), reported.transition))
+        })?;
+        let revision = self.shared.finish(&entry, after).await?;
+        Ok(ReportAnswer { reported, revision })
+    }
+
+    /// Creates `name` with `spec`, or replaces its spec (state, override and
+    /// generation are kept). An identical spec writes nothing.
+    pub async fn put(&self, name: &str, spec: Spec) -> Result<PutAnswer, Error> {
+        cbd_breaker::validate_name(name)?;
+        let (entry, created) = self.shared.get_or_create(name, &spec)?;
+        let ((unchanged, status), after) = self.shared.update(&entry, |st, now, entry| {
+            if created {
+                return Ok(((false, st.status(&entry.name)), None));
+            }
+            if st.deleted {
+                // Deleted but not yet committed: start over, keeping the generation
+                // moving so that the old incarnation's permits are stale.
+                let generation = st.machine.status().generation + 1;
+                st.machine = revived(spec.clone(), generation);
+                st.deleted = false;
+            } else if st.machine.spec() == &spec {
+                return Ok(((true, st.status(&entry.name)), None));
+            } else {
+                st.machine.set_spec(spec.clone());
+            }
+            st.push_spec_event(&entry.name, pb::EventKind::SpecPut, now);
+            Ok(((false, st.status(&entry.name)), None))
+        })?;
+        let revision = self.shared.finish(&entry, after).await?;
+        let mut breaker = status;
+        if !unchanged {
+            breaker.mod_revision = entry.state.lock().mod_revision;
+        }
+        Ok(PutAnswer {
+            breaker,
+            created,
+            unchanged,
+            revision,
+        })
+    }
+
+    /// One breaker's status.
+    pub fn get(&self, name: &str) -> Result<(pb::BreakerStatus, u64), Error> {
+        cbd_breaker::validate_name(name)?;
+        let revision = self.revision();
+        let entry = self.shared.existing(name)?;
+        let st = entry.state.lock();
+        if st.deleted {
+            return Err(Error::NotFound { name: name.into() });
+        }
+        Ok((st.status(&entry.name), revision))
+    }
+
+    /// Breakers whose names start with `prefix`, in name order, after `page_token`.
+    pub fn list(&self, prefix: &str, page_size: usize, page_token: &str) -> Result<Page, Error> {
+        let revision = self.revision();
+        let mut entries: Vec<Arc<Entry>> = self
+            .shared
+            .breakers
+            .read()
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix) && name.as_ref() > page_token)
+            .map(|(_, e)| e.clone())
+            .collect();
+        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let mut breakers = Vec::with_capacity(page_size.min(entries.len()));
+        let mut next_page_token = String::new();
+        for entry in entries {
+            let st = entry.state.lock();
+            if st.deleted {
+                continue;
+            }
+            if breakers.len() == page_size {
+                next_page_token = breakers
+                    .last()
+                    .map(|b: &pb::BreakerStatus| b.name.clone())
+                    .unwrap_or_default();
+                break;
+            }
+            breakers.push(st.status(&entry.name));
+        }
+        Ok(Page {
+            breakers,
+            next_page_token,
+            revision,
+        })
+    }
+
+    /// Deletes `name`; its permits become invalid.
+    pub async fn delete(&self, name: &str) -> Result<u64, Error> {
+        cbd_breaker::validate_name(name)?;
+        let entry = self.shared.existing(name)?;
+        let ((), after) = self.shared.update(&entry, |st, now, entry| {
+            if st.deleted {
+                return Err(Error::NotFound { name: name.into() });
+            }
+            st.deleted = true;
+            st.push_spec_event(&entry.name, pb::EventKind::Deleted, now);
+            Ok(((), None))
+        })?;
+        self.shared.finish(&entry, after).await
+    }
+
+    /// Sets (`Some`) or clears (`None`) the operator override of `name`.
+    pub async fn set_override(
+        &self,
+        name: &str,
+        value: Option<Override>,
+    ) -> Result<(pb::BreakerStatus, u64), Error> {
+        self.operator_change(name, |m, now| m.set_override(value, now))
+            .await
+    }
+
+    /// Back to CLOSED with an empty window and no backoff; the override stays.
+    pub async fn reset(&self, name: &str) -> Result<(pb::BreakerStatus, u64), Error> {
+        self.operator_change(name, Breaker::reset).await
+    }
+
+    /// Subscribes to committed events and returns the revision the subscription
+    /// starts after: every event with a higher revision arrives on the feed.
+    pub fn subscribe(&self) -> Subscription {
+        let _commit = self.shared.commit_lock.read();
+        Subscription {
+            revision: self.revision(),
+            oldest_retained: self.shared.oldest_retained.load(Ordering::Acquire),
+            feed: self.shared.feed.subscribe(),
+        }
+    }
+
+    /// Like [`Registry::subscribe`], plus the committed records of the breakers whose
+    /// names start with `prefix`, read at exactly the subscription's revision.
+    pub fn subscribe_with_snapshot(
+        &self,
+        prefix: &str,
+    ) -> Result<(Subscription, Vec<(String, crate::store::StoredBreaker)>), Error> {
+        let _commit = self.shared.commit_lock.read();
+        let records = self.shared.store.breakers(prefix)?;
+        let subscription = Subscription {
+            revision: self.revision(),
+            oldest_retained: self.shared.oldest_retained.load(Ordering::Acquire),
+            feed: self.shared.feed.subscribe(),
+        };
+        Ok((subscription, records))
+    }
+
+    /// Logged events with `from <= revision <= to`.
+    pub fn events(&self, from: u64, to: u64) -> Result<Vec<pb::Event>, Error> {
+        self.shared.store.events(from, to)
+    }
+
+    /// The oldest revision still in the log.
+    pub fn oldest_retained(&self) -> u64 {
+        self.shared.oldest_retained.load(Ordering::Acquire)
+    }
+
+    /// The live status of `name`, if it exists (window counts are only in memory).
+    pub fn live_status(&self, name: &str) -> Option<pb::BreakerStatus> {
+        let entry = self.shared.lookup(name)?;
+        let st = entry.state.lock();
+        (!st.deleted).then(|| st.status(&entry.name))
+    }
+
+    /// Waits until every change made so far is durable (used at shutdown).
+    pub async fn sync(&self) -> Result<(), Error> {
+        let entries: Vec<_> = self.shared.breakers.read().values().cloned().collect();
+        for entry in entries {
+            let wait = {
+                let st = entry.state.lock();
+                entry.undurable(&st)
+            };
+            if let Some(seq) = wait {
+                self.shared.wait_durable(&entry, seq).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn operator_change(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Breaker, Timestamp) -> cbd_breaker::Transition,
+    ) -> Result<(pb::BreakerStatus, u64), Error> {
+        cbd_breaker::validate_name(name)?;
+        let entry = self.shared.existing(name)?;
+        let (status, after) = self.shared.update(&entry, |st, now, entry| {
+            if st.deleted {
+                return Err(Error::NotFound { name: name.into() });
+            }
+            let t = change(&mut st.machine, now);
+            Ok((st.status(&entry.name), Some(t)))
+        })?;
+        let revision = self.shared.finish(&entry, after).await?;
+        let mut status = status;
+        status.mod_revision = entry.state.lock().mod_revision;
+        Ok((status, revision))
+    }
+
+    async fn create_from_template(&self, name: &str) -> Result<Arc<Entry>, Error> {
+        let spec = self
+            .shared
+            .config
+            .templates
+            .iter()
+            .find(|(prefix, _)| name.starts_with(prefix.as_str()))
+            .map(|(_, spec)| spec.clone())
+            .ok_or_else(|| Error::NotFound { name: name.into() })?;
+        let (entry, created) = self.shared.get_or_create(name, &spec)?;
+        if created {
+            tracing::info!(breaker = %name, "created from template");
+        }
+        Ok(entry)
+    }
+}
+
+/// A breaker with `spec` starting over at `generation`.
+fn revived(spec: Spec, generation: u64) -> Breaker {
+    Breaker::restore(
+        spec,
+        Persisted {
+            state: State::Closed,
+            override_: None,
+            generation,
+            open_until: None,
+            backoff_level: 0,
+        },
+    )
+}
+
+impl Shared {
+    fn lookup(&self, name: &str) -> Option<Arc<Entry>> {
+        self.breakers.read().get(name).cloned()
+    }
+
+    fn existing(&self, name: &str) -> Result<Arc<Entry>, Error> {
+        self.lookup(name)
+            .ok_or_else(|| Error::NotFound { name: name.into() })
+    }
+
+    /// The entry for `name`, creating it with `spec` (and queueing its SpecPut) if
+    /// there is none. `true` when it was created.
+    fn get_or_create(&self, name: &str, spec: &Spec) -> Result<(Arc<Entry>, bool), Error> {
+        if let Some(entry) = self.lookup(name) {
+            return Ok((entry, false));
+        }
+        let mut map = self.breakers.write();
+        if let Some(entry) = map.get(name) {
+            return Ok((entry.clone(), false));
+        }
+        if map.len() >= self.config.max_breakers {
+            return Err(Error::LimitReached {
+                limit: "--max-breakers",
+                max: self.config.max_breakers as u64,
+            });
+        }
+        let name: Arc<str> = name.into();
+        let entry = Arc::new(Entry::new(name.clone(), Breaker::new(spec.clone()), 0));
+        entry
+            .state
+            .lock()
+            .push_spec_event(&name, pb::EventKind::SpecPut, clock::now());
+        map.insert(name, entry.clone());
+        Ok((entry, true))
+    }
+
+    /// Runs `f` on `entry` under its lock. `f` returns its result and the
+    /// transition it caused, if any; the rest of the follow-up is worked out here.
+    fn update<R>(
+        &self,
+        entry: &Arc<Entry>,
+        f: impl FnOnce(
+            &mut EntryState,
+            Timestamp,
+            &Entry,
+        ) -> Result<(R, Option<cbd_breaker::Transition>), Error>,
+    ) -> Result<(R, After), Error> {
+        let now = clock::now();
+        let mut st = entry.state.lock();
+        let (result, transition) = f(&mut st, now, entry)?;
+        let mut after = After::default();
+        if let Some(t) = transition {
+            st.push_transition(&entry.name, &t);
+            after.transitions.push(t);
+        }
+        // Pending changes may predate `f` (a breaker just created): hand them over too.
+        after.changed = !st.pending.is_empty();
+        after.wait_for = entry.undurable(&st);
+        after.schedule = self.reschedule(&mut st);
+        Ok((result, after))
+    }
+
+    /// The deadline to hand the timer task, if it is earlier than the one it has.
+    fn reschedule(&self, st: &mut EntryState) -> Option<Timestamp> {
+        if st.deleted {
+            return None;
+        }
+        let next = st.machine.next_deadline()?;
+        if st.timer_at.is_some_and(|at| at <= next) {
+            return None;
+        }
+        st.timer_at = Some(next);
+        Some(next)
+    }
+
+    /// The follow-up of an update, with the lock released: log, hand over to the
+    /// writer and the timers, and wait for durability if the caller saw anything
+    /// that is not yet durable. Returns the revision to answer with.
+    async fn finish(&self, entry: &Arc<Entry>, after: After) -> Result<u64, Error> {
+        for t in &after.transitions {
+            tracing::info!(breaker = %entry.name, from = %t.from, to = %t.to, generation = t.generation, reason = %t.reason, "state changed");
+        }
+        if after.changed {
+            // The receiver lives as long as `self`; a send only fails during teardown.
+            let _ = self.dirty.send(entry.clone());
+        }
+        if let Some(at) = after.schedule {
+            let _ = self.schedule.send((at, entry.clone()));
+        }
+        if let Some(seq) = after.wait_for {
+            self.wait_durable(entry, seq).await?;
+        }
+        Ok(self.revision.load(Ordering::Acquire))
+    }
+
+    async fn wait_durable(&self, entry: &Entry, seq: u64) -> Result<(), Error> {
+        let mut commits = self.commits.subscribe();
+        loop {
+            if entry.durable_seq.load(Ordering::Acquire) >= seq {
+                return Ok(());
+            }
+            if let Some(e) = self.storage_error.lock().clone() {
+                return Err(Error::Storage(e));
+            }
+            if commits.changed().await.is_err() {
+                return Err(Error::ShuttingDown);
+            }
+        }
+    }
+
+    /// Timer work for one breaker: called by the timer task and at recovery.
+    fn tick(&self, entry: &Arc<Entry>, now: Timestamp) {
+        let mut st = entry.state.lock();
+        st.timer_at = None;
+        if st.deleted {
+            return;
+        }
+        let transition = st.machine.tick(now);
+        let mut after = After::default();
+        if let Some(t) = transition {
+            st.push_transition(&entry.name, &t);
+            after.changed = true;
+            after.transitions.push(t);
+        }
+        after.schedule = self.reschedule(&mut st);
+        drop(st);
+        for t in &after.transitions {
+            tracing::info!(breaker = %entry.name, from = %t.from, to = %t.to, generation = t.generation, reason = %t.reason, "state changed");
+        }
+        if after.changed {
+            let _ = self.dirty.send(entry.clone());
+        }
+        if let Some(at) = after.schedule {
+            let _ = self.schedule.send((at, entry.clone()));
+        }
+    }
+
+    /// Commits one batch and publishes its events; called by the writer on a
+    /// blocking thread.
+    fn commit(&self, batch: &WriteBatch) -> Result<(), Error> {
+        let _commit = self.commit_lock.write();
+        self.store.commit(batch)?;
+        self.revision.store(batch.revision, Ordering::Release);
+        self.oldest_retained
+            .store(batch.oldest_retained, Ordering::Release);
+        for event in &batch.events {
+            // No receivers is fine: nobody is watching.
+            let _ = self.feed.send(Arc::new(event.clone()));
+        }
+        Ok(())
+    }
+
+    /// After a committed delete: drops the entry unless it was revived meanwhile.
+    fn forget_if_deleted(&self, entry: &Arc<Entry>) {
+        if !entry.state.lock().deleted {
+            return;
+        }
+        let mut map = self.breakers.write();
+        let st = entry.state.lock();
+        if st.deleted
+            && st.pending.is_empty()
+            && map.get(&entry.name).is_some_and(|e| Arc::ptr_eq(e, entry))
+        {
+            map.remove(&entry.name);
+        }
+    }
+
+    fn fail_storage(&self, error: String) {
+        tracing::error!(%error, "storage failed; changes are no longer durable");
+        *self.storage_error.lock() = Some(error);
+    }
+}

@@ -1,0 +1,148 @@
+//! Wiring: storage, registry, services, health, reflection, and graceful shutdown.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use cbd_proto::v1::{admin_server::AdminServer, breakers_server::BreakersServer};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::{
+    config::Config,
+    error::Error,
+    registry::{Registry, RegistryConfig},
+    service::{AdminService, BreakersService, watch::Watcher},
+    store::sled::SledStore,
+};
+
+/// How long in-flight RPCs get to finish after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the daemon until `shutdown` resolves, then drains and flushes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || SledStore::open(&data_dir))
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))??;
+    let registry = Registry::open(
+        Arc::new(store),
+        RegistryConfig {
+            max_breakers: config.max_breakers,
+            watch_retention: config.watch_retention,
+            templates: config.template_specs()?,
+        },
+    )?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::invalid("--listen", format!("cannot bind {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::invalid("--listen", e.to_string()))?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<BreakersServer<BreakersService>>()
+        .await;
+    health.set_serving::<AdminServer<AdminService>>().await;
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cbd_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Storage(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cbd_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| Error::Storage(format!("reflection: {e}")))?;
+
+    let (stopping_tx, stopping) = watch::channel(false);
+    let watcher = Watcher::new(registry.clone(), config.max_watchers, stopping.clone());
+    let max = config.max_message_size;
+    let breakers = BreakersServer::new(BreakersService::new(registry.clone(), watcher))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max.max(4 * 1024 * 1024));
+    let admin = AdminServer::new(AdminService::new(registry.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max.max(4 * 1024 * 1024));
+
+    // Shutdown: NOT_SERVING first, then end watch streams, then stop accepting and
+    // let in-flight RPCs finish.
+    let (drain_tx, drain) = watch::channel(false);
+    let shutdown_health = health.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutdown requested: draining");
+        shutdown_health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        shutdown_health
+            .set_not_serving::<BreakersServer<BreakersService>>()
+            .await;
+        shutdown_health
+            .set_not_serving::<AdminServer<AdminService>>()
+            .await;
+        let _ = stopping_tx.send(true);
+        let _ = drain_tx.send(true);
+    });
+
+    let server = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(breakers)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), wait_true(drain.clone()));
+
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "cbd serving");
+    if let Some(path) = &config.addr_file {
+        write_addr_file(path, addr)?;
+    }
+
+    let mut drain_deadline = drain;
+    tokio::select! {
+        served = server => served.map_err(|e| Error::Storage(format!("transport: {e}")))?,
+        () = async {
+            wait_true(drain_deadline.clone()).await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "drain timed out; closing remaining streams"),
+    }
+    let _ = drain_deadline.borrow_and_update();
+    registry.sync().await?;
+    tracing::info!(revision = registry.revision(), "cbd stopped");
+    Ok(())
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Writes the address atomically, so a reader never sees half of it.
+fn write_addr_file(path: &std::path::Path, addr: SocketAddr) -> Result<(), Error> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, addr.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::invalid("--addr-file", format!("{}: {e}", path.display())))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn signals() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}

@@ -1,0 +1,132 @@
+//! `cbd.v1.Breakers`: Acquire, Report, their batches, Watch and Session.
+
+use std::pin::Pin;
+
+use cbd_proto::v1::{self as pb, breakers_server::Breakers};
+use futures::{Stream, future::join_all};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{convert, watch::Watcher};
+use crate::{error::Error, permit, registry::Registry};
+
+/// The data-plane service.
+#[derive(Clone, Debug)]
+pub struct BreakersService {
+    registry: Registry,
+    watcher: Watcher,
+}
+
+impl BreakersService {
+    /// Serves `registry`; `watcher` runs Watch streams.
+    pub fn new(registry: Registry, watcher: Watcher) -> Self {
+        Self { registry, watcher }
+    }
+
+    async fn acquire_one(&self, req: &pb::AcquireRequest) -> Result<pb::AcquireResponse, Error> {
+        let answer = self.registry.acquire(&req.name).await?;
+        Ok(convert::acquire_response(&answer))
+    }
+
+    async fn report_one(&self, req: &pb::ReportRequest) -> Result<pb::ReportResponse, Error> {
+        let (name, token) = permit::decode(&req.permit)?;
+        let outcome = convert::outcome(req.outcome)?;
+        let duration = convert::duration(req.duration.as_ref())?;
+        let answer = self.registry.report(name, token, outcome, duration).await?;
+        Ok(pb::ReportResponse {
+            state: cbd_proto::convert::state_to_proto(answer.reported.state) as i32,
+            stale: answer.reported.stale,
+            revision: answer.revision,
+            generation: answer.reported.generation,
+        })
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Breakers for BreakersService {
+    async fn acquire(
+        &self,
+        request: Request<pb::AcquireRequest>,
+    ) -> Result<Response<pb::AcquireResponse>, Status> {
+        Ok(Response::new(self.acquire_one(request.get_ref()).await?))
+    }
+
+    async fn report(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
+        Ok(Response::new(self.report_one(request.get_ref()).await?))
+    }
+
+    async fn acquire_batch(
+        &self,
+        request: Request<pb::AcquireBatchRequest>,
+    ) -> Result<Response<pb::AcquireBatchResponse>, Status> {
+        let items = &request.get_ref().items;
+        convert::batch_size(items.len())?;
+        let results = join_all(items.iter().map(|item| async {
+            match self.acquire_one(item).await {
+                Ok(r) => pb::AcquireResult {
+                    response: Some(r),
+                    error: None,
+                },
+                Err(e) => pb::AcquireResult {
+                    response: None,
+                    error: Some(convert::item_error(e)),
+                },
+            }
+        }))
+        .await;
+        Ok(Response::new(pb::AcquireBatchResponse {
+            results,
+            revision: self.registry.revision(),
+        }))
+    }
+
+    async fn report_batch(
+        &self,
+        request: Request<pb::ReportBatchRequest>,
+    ) -> Result<Response<pb::ReportBatchResponse>, Status> {
+        let items = &request.get_ref().items;
+        convert::batch_size(items.len())?;
+        let results = join_all(items.iter().map(|item| async {
+            match self.report_one(item).await {
+                Ok(r) => pb::ReportResult {
+                    response: Some(r),
+                    error: None,
+                },
+                Err(e) => pb::ReportResult {
+                    response: None,
+                    error: Some(convert::item_error(e)),
+                },
+            }
+        }))
+        .await;
+        Ok(Response::new(pb::ReportBatchResponse {
+            results,
+            revision: self.registry.revision(),
+        }))
+    }
+
+    type WatchStream = BoxStream<pb::WatchResponse>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let stream = self.watcher.start(request.into_inner())?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type SessionStream = BoxStream<pb::SessionResponse>;
+
+    async fn session(
+        &self,
+        _request: Request<Streaming<pb::SessionRequest>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        Err(Status::unimplemented(
+            "Session is not implemented yet: use Acquire/Report or their batch forms",
+        ))
+    }
+}

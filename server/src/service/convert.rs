@@ -1,0 +1,92 @@
+//! Request validation and response building shared by the handlers.
+
+use cbd_proto::{convert, rpc, v1 as pb};
+
+use crate::{error::Error, permit, registry::AcquireAnswer};
+
+/// Most items in one batch request.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+
+/// The wire answer to an acquire.
+pub fn acquire_response(answer: &AcquireAnswer) -> pb::AcquireResponse {
+    let a = &answer.acquired;
+    pb::AcquireResponse {
+        allowed: a.allowed,
+        permit: a
+            .permit
+            .map(|t| permit::encode(&answer.name, t))
+            .unwrap_or_default(),
+        state: convert::state_to_proto(a.state) as i32,
+        generation: a.generation,
+        retry_after: a.retry_after.map(convert::duration_to_proto),
+        revision: answer.revision,
+        valid_until: a.valid_until.map(convert::timestamp_to_proto),
+        shadow_rejected: a.shadow_rejected,
+    }
+}
+
+/// A per-item error in a batch or session answer.
+pub fn item_error(e: Error) -> rpc::Status {
+    rpc::Status {
+        code: e.code() as i32,
+        message: e.to_string(),
+        details: Vec::new(),
+    }
+}
+
+/// An outcome from the wire; unset or unknown values name the field.
+pub fn outcome(value: i32) -> Result<cbd_breaker::Outcome, Error> {
+    let o = pb::Outcome::try_from(value)
+        .map_err(|_| Error::invalid("outcome", format!("unknown value {value}")))?;
+    convert::outcome_from_proto(o).ok_or_else(|| {
+        Error::invalid(
+            "outcome",
+            "required: OUTCOME_SUCCESS, OUTCOME_FAILURE or OUTCOME_IGNORED",
+        )
+    })
+}
+
+/// An override from the wire; unspecified clears it.
+pub fn override_(value: i32) -> Result<Option<cbd_breaker::Override>, Error> {
+    pb::Override::try_from(value)
+        .map(convert::override_from_proto)
+        .map_err(|_| Error::invalid("override", format!("unknown value {value}")))
+}
+
+/// A report's optional duration.
+pub fn duration(d: Option<&prost_types::Duration>) -> Result<Option<std::time::Duration>, Error> {
+    d.map(|d| {
+        convert::duration_from_proto(d, "duration")
+            .map_err(|e| Error::invalid("duration", e.to_string()))
+    })
+    .transpose()
+}
+
+/// A spec from the wire, validated, with errors naming `spec.<field>`.
+pub fn spec(spec: Option<&pb::BreakerSpec>) -> Result<cbd_breaker::Spec, Error> {
+    Ok(convert::spec_from_proto(
+        &spec.cloned().unwrap_or_default(),
+    )?)
+}
+
+/// A name prefix (for List and Watch): empty, or the characters of a name.
+pub fn prefix(field: &str, prefix: &str) -> Result<(), Error> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    cbd_breaker::validate_name(prefix).map_err(|e| match e {
+        cbd_breaker::Error::InvalidName { reason } => Error::invalid(field, reason),
+        other => Error::invalid(field, other.to_string()),
+    })
+}
+
+/// Fails when a batch has too many items.
+pub fn batch_size(len: usize) -> Result<(), Error> {
+    if len > MAX_BATCH_ITEMS {
+        return Err(Error::invalid(
+            "items",
+            format!("{len} items; at most {MAX_BATCH_ITEMS} per batch"),
+        ));
+    }
+    Ok(())
+}

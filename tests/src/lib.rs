@@ -1,0 +1,328 @@
+//! The end-to-end harness: starts the real `cbd` binary on `127.0.0.1:0` with a
+//! temporary data directory, waits for it with a health check, and hands out gRPC
+//! clients. The tests live in `tests/tests/`.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use cbd_proto::v1::{self as pb, admin_client::AdminClient, breakers_client::BreakersClient};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// How long a daemon may take to start serving.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `cbd` binary: `$CBD_BIN`, or the one cargo built next to this test.
+pub fn cbd_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("CBD_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/cbd
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("cbd");
+    assert!(
+        bin.exists(),
+        "{} not found: run the tests with `cargo test --workspace` (which builds it) or set CBD_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `cbd` process. Killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    /// The address it serves on.
+    pub addr: SocketAddr,
+    data_dir: PathBuf,
+    log: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts `cbd` on `127.0.0.1:0` with its data in `data_dir`, plus `extra` flags,
+    /// and waits until its health check answers SERVING.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        Self::spawn(data_dir.to_owned(), extra).await
+    }
+
+    async fn spawn(data_dir: PathBuf, extra: Vec<String>) -> Self {
+        let run_dir = data_dir.with_extension("run");
+        std::fs::create_dir_all(&run_dir).expect("run dir");
+        let addr_file = run_dir.join("addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = run_dir.join("cbd.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(cbd_bin())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .args(&extra)
+            .env_remove("CBD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn cbd");
+        let mut daemon = Self {
+            child: Some(child),
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            data_dir,
+            log,
+            extra,
+        };
+        daemon.addr = daemon.wait_for_addr(&addr_file).await;
+        daemon.wait_serving().await;
+        daemon
+    }
+
+    /// Stops this process (if still running) and starts a new one on the same data.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        let fresh = Self::spawn(self.data_dir.clone(), self.extra.clone()).await;
+        *self = fresh;
+    }
+
+    async fn wait_for_addr(&mut self, addr_file: &Path) -> SocketAddr {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(addr_file)
+                && let Ok(addr) = text.trim().parse()
+            {
+                return addr;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("cbd exited before serving ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cbd did not write its address:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Polls the health check until SERVING.
+    pub async fn wait_serving(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if self.health().await == Some(ServingStatus::Serving) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cbd never became SERVING:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The overall health status, or `None` when it cannot be asked.
+    pub async fn health(&self) -> Option<ServingStatus> {
+        let mut client = HealthClient::new(self.try_channel().await.ok()?);
+        let resp = client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .ok()?;
+        ServingStatus::try_from(resp.into_inner().status).ok()
+    }
+
+    /// `http://addr`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn try_channel(&self) -> Result<Channel, tonic::transport::Error> {
+        Channel::from_shared(self.endpoint())
+            .expect("valid uri")
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+    }
+
+    /// A connected channel.
+    pub async fn channel(&self) -> Channel {
+        self.try_channel().await.expect("connect to cbd")
+    }
+
+    /// A data-plane client.
+    pub async fn breakers(&self) -> BreakersClient<Channel> {
+        BreakersClient::new(self.channel().await)
+    }
+
+    /// A control-plane client.
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel().await)
+    }
+
+    /// A health client.
+    pub async fn health_client(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel().await)
+    }
+
+    /// What the daemon has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal by name (`TERM`, `STOP`, `CONT`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit (after a signal), at most `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cbd did not exit within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Resident memory of the process, in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A `google.protobuf.Duration` of `ms` milliseconds.
+pub fn ms(ms: u64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// Puts `name` with `spec`, panicking on error.
+pub async fn put(
+    admin: &mut AdminClient<Channel>,
+    name: &str,
+    spec: pb::BreakerSpec,
+) -> pb::PutBreakerResponse {
+    admin
+        .put_breaker(pb::PutBreakerRequest {
+            name: name.into(),
+            spec: Some(spec),
+        })
+        .await
+        .expect("put")
+        .into_inner()
+}
+
+/// Acquires `name`, panicking on a gRPC error.
+pub async fn acquire(client: &mut BreakersClient<Channel>, name: &str) -> pb::AcquireResponse {
+    client
+        .acquire(pb::AcquireRequest { name: name.into() })
+        .await
+        .expect("acquire")
+        .into_inner()
+}
+
+/// Reports `outcome` for `permit`, panicking on a gRPC error.
+pub async fn report(
+    client: &mut BreakersClient<Channel>,
+    permit: &[u8],
+    outcome: pb::Outcome,
+) -> pb::ReportResponse {
+    client
+        .report(pb::ReportRequest {
+            permit: permit.to_vec(),
+            outcome: outcome as i32,
+            duration: None,
+        })
+        .await
+        .expect("report")
+        .into_inner()
+}
+
+/// Polls `name` until it is in `state`, at most `timeout` (the daemon's timers
+/// move breakers in real time; this waits for that, it does not sleep blindly).
+pub async fn wait_state(
+    admin: &mut AdminClient<Channel>,
+    name: &str,
+    state: pb::State,
+    timeout: Duration,
+) -> pb::BreakerStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = admin
+            .get_breaker(pb::GetBreakerRequest { name: name.into() })
+            .await
+            .expect("get")
+            .into_inner()
+            .breaker
+            .expect("breaker");
+        if status.state() == state {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not {state:?} within {timeout:?}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

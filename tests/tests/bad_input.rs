@@ -1,0 +1,521 @@
+//! Bad input on every RPC: the right code, a message naming the field, and a daemon
+//! that keeps serving.
+
+use cbd_proto::v1 as pb;
+use cbd_tests::{Daemon, acquire, ms, put, report};
+use tonic::Code;
+
+/// Asserts `result` failed with `code` and a message mentioning `field`.
+fn assert_error<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, field: &str) {
+    let status = result.expect_err("expected an error");
+    assert_eq!(status.code(), code, "{field}: {}", status.message());
+    assert!(
+        status.message().contains(field),
+        "message {:?} should name {field:?}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn every_rpc_rejects_bad_input_with_the_right_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let mut admin = daemon.admin().await;
+    let mut client = daemon.breakers().await;
+    put(&mut admin, "ok", pb::BreakerSpec::default()).await;
+
+    // Names: empty, oversized, bad characters, on every RPC that takes one.
+    let long = "a".repeat(257);
+    for bad in ["", long.as_str(), "has space", "semi;colon", "ünï"] {
+        assert_error(
+            client
+                .acquire(pb::AcquireRequest { name: bad.into() })
+                .await,
+            Code::InvalidArgument,
+            "name",
+        );
+        assert_error(
+            admin
+                .put_breaker(pb::PutBreakerRequest {
+                    name: bad.into(),
+                    spec: None,
+                })
+                .await,
+            Code::InvalidArgument,
+            "name",
+        );
+        assert_error(
+            admin
+                .get_breaker(pb::GetBreakerRequest { name: bad.into() })
+                .await,
+            Code::InvalidArgument,
+            "name",
+        );
+        assert_error(
+            admin
+                .delete_breaker(pb::DeleteBreakerRequest { name: bad.into() })
+                .await,
+            Code::InvalidArgument,
+            "name",
+        );
+        assert_error(
+            admin
+                .set_override(pb::SetOverrideRequest {
+                    name: bad.into(),
+                    r#override: 1,
+                })
+                .await,
+            Code::InvalidArgument,
+            "name",
+        );
+        assert_error(
+            admin
+                .reset_breaker(pb::ResetBreakerRequest { name: bad.into() })
+                .await,
+            Code::InvalidArgument,
+            "name",
+        );
+    }
+    // A name of exactly 256 bytes is fine.
+    put(&mut admin, &"a".repeat(256), pb::BreakerSpec::default()).await;
+
+    // Unknown breakers.
+    assert_error(
+        client
+            .acquire(pb::AcquireRequest {
+                name: "nope".into(),
+            })
+            .await,
+        Code::NotFound,
+        "nope",
+    );
+    assert_error(
+        admin
+            .get_breaker(pb::GetBreakerRequest {
+                name: "nope".into(),
+            })
+            .await,
+        Code::NotFound,
+        "nope",
+    );
+    assert_error(
+        admin
+            .delete_breaker(pb::DeleteBreakerRequest {
+                name: "nope".into(),
+            })
+            .await,
+        Code::NotFound,
+        "nope",
+    );
+    assert_error(
+        admin
+            .set_override(pb::SetOverrideRequest {
+                name: "nope".into(),
+                r#override: 1,
+            })
+            .await,
+        Code::NotFound,
+        "nope",
+    );
+    assert_error(
+        admin
+            .reset_breaker(pb::ResetBreakerRequest {
+                name: "nope".into(),
+            })
+            .await,
+        Code::NotFound,
+        "nope",
+    );
+
+    // Invalid specs, one rule each; the message names the field.
+    let bad_specs: Vec<(pb::BreakerSpec, &str)> = vec![
+        (
+            pb::BreakerSpec {
+                failure_rate_percent: Some(0),
+                ..Default::default()
+            },
+            "failure_rate_percent",
+        ),
+        (
+            pb::BreakerSpec {
+                failure_rate_percent: Some(101),
+                ..Default::default()
+            },
+            "failure_rate_percent",
+        ),
+        (
+            pb::BreakerSpec {
+                slow_call_rate_percent: Some(50),
+                ..Default::default()
+            },
+            "slow_call_duration",
+        ),
+        (
+            pb::BreakerSpec {
+                consecutive_failures: Some(0),
+                ..Default::default()
+            },
+            "consecutive_failures",
+        ),
+        (
+            pb::BreakerSpec {
+                minimum_calls: Some(0),
+                ..Default::default()
+            },
+            "minimum_calls",
+        ),
+        (
+            pb::BreakerSpec {
+                window: Some(pb::breaker_spec::Window::CountWindow(pb::CountWindow {
+                    calls: 0,
+                })),
+                ..Default::default()
+            },
+            "window",
+        ),
+        (
+            pb::BreakerSpec {
+                window: Some(pb::breaker_spec::Window::TimeWindow(pb::TimeWindow {
+                    duration: None,
+                    buckets: 0,
+                })),
+                ..Default::default()
+            },
+            "window",
+        ),
+        (
+            pb::BreakerSpec {
+                half_open_permits: Some(0),
+                ..Default::default()
+            },
+            "half_open_permits",
+        ),
+        (
+            pb::BreakerSpec {
+                half_open_permits: Some(1),
+                success_threshold: Some(2),
+                ..Default::default()
+            },
+            "success_threshold",
+        ),
+        (
+            pb::BreakerSpec {
+                open_duration: Some(ms(10_000)),
+                max_open_duration: Some(ms(5_000)),
+                ..Default::default()
+            },
+            "max_open_duration",
+        ),
+        (
+            pb::BreakerSpec {
+                open_duration: Some(ms(0)),
+                ..Default::default()
+            },
+            "open_duration",
+        ),
+        (
+            pb::BreakerSpec {
+                open_duration: Some(prost_types::Duration {
+                    seconds: -5,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            },
+            "open_duration",
+        ),
+        (
+            pb::BreakerSpec {
+                permit_ttl: Some(ms(0)),
+                ..Default::default()
+            },
+            "permit_ttl",
+        ),
+        (
+            pb::BreakerSpec {
+                open_duration: Some(ms(90_000_000)),
+                ..Default::default()
+            },
+            "open_duration",
+        ),
+    ];
+    for (spec, field) in bad_specs {
+        let result = admin
+            .put_breaker(pb::PutBreakerRequest {
+                name: "bad-spec".into(),
+                spec: Some(spec),
+            })
+            .await;
+        assert_error(result, Code::InvalidArgument, &format!("spec.{field}"));
+    }
+    assert_error(
+        admin
+            .get_breaker(pb::GetBreakerRequest {
+                name: "bad-spec".into(),
+            })
+            .await,
+        Code::NotFound,
+        "bad-spec",
+    );
+
+    // Permits: missing, garbage, truncated, of a deleted breaker; outcome missing.
+    let good = acquire(&mut client, "ok").await.permit;
+    let garbage = b"definitely-not-a-permit".to_vec();
+    let truncated = good[..good.len() - 3].to_vec();
+    for permit in [Vec::new(), garbage, truncated] {
+        let r = client
+            .report(pb::ReportRequest {
+                permit,
+                outcome: pb::Outcome::Success as i32,
+                duration: None,
+            })
+            .await;
+        assert_error(r, Code::InvalidArgument, "permit");
+    }
+    let r = client
+        .report(pb::ReportRequest {
+            permit: good.clone(),
+            outcome: 0,
+            duration: None,
+        })
+        .await;
+    assert_error(r, Code::InvalidArgument, "outcome");
+    let r = client
+        .report(pb::ReportRequest {
+            permit: good.clone(),
+            outcome: 99,
+            duration: None,
+        })
+        .await;
+    assert_error(r, Code::InvalidArgument, "outcome");
+    let r = client
+        .report(pb::ReportRequest {
+            permit: good.clone(),
+            outcome: pb::Outcome::Success as i32,
+            duration: Some(prost_types::Duration {
+                seconds: -1,
+                nanos: 0,
+            }),
+        })
+        .await;
+    assert_error(r, Code::InvalidArgument, "duration");
+
+    put(&mut admin, "doomed", pb::BreakerSpec::default()).await;
+    let doomed = acquire(&mut client, "doomed").await.permit;
+    admin
+        .delete_breaker(pb::DeleteBreakerRequest {
+            name: "doomed".into(),
+        })
+        .await
+        .expect("delete");
+    let r = client
+        .report(pb::ReportRequest {
+            permit: doomed,
+            outcome: pb::Outcome::Failure as i32,
+            duration: None,
+        })
+        .await;
+    assert_error(r, Code::NotFound, "doomed");
+
+    // Overrides and listing.
+    assert_error(
+        admin
+            .set_override(pb::SetOverrideRequest {
+                name: "ok".into(),
+                r#override: 42,
+            })
+            .await,
+        Code::InvalidArgument,
+        "override",
+    );
+    assert_error(
+        admin
+            .list_breakers(pb::ListBreakersRequest {
+                page_size: 5000,
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "page_size",
+    );
+    assert_error(
+        admin
+            .list_breakers(pb::ListBreakersRequest {
+                prefix: "bad prefix".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "prefix",
+    );
+
+    // Batches: too many items; per-item errors come back per item.
+    let too_many = pb::AcquireBatchRequest {
+        items: (0..1001)
+            .map(|_| pb::AcquireRequest { name: "ok".into() })
+            .collect(),
+    };
+    assert_error(
+        client.acquire_batch(too_many).await,
+        Code::InvalidArgument,
+        "items",
+    );
+    let mixed = client
+        .acquire_batch(pb::AcquireBatchRequest {
+            items: vec![
+                pb::AcquireRequest { name: "ok".into() },
+                pb::AcquireRequest {
+                    name: "nope".into(),
+                },
+            ],
+        })
+        .await
+        .expect("batch")
+        .into_inner();
+    assert!(
+        mixed.results[0]
+            .response
+            .as_ref()
+            .expect("answered")
+            .allowed
+    );
+    assert_eq!(
+        mixed.results[1].error.as_ref().expect("error").code,
+        Code::NotFound as i32
+    );
+    let reports = client
+        .report_batch(pb::ReportBatchRequest {
+            items: vec![
+                pb::ReportRequest {
+                    permit: good.clone(),
+                    outcome: pb::Outcome::Success as i32,
+                    duration: None,
+                },
+                pb::ReportRequest {
+                    permit: vec![1, 2, 3],
+                    outcome: pb::Outcome::Success as i32,
+                    duration: None,
+                },
+            ],
+        })
+        .await
+        .expect("batch")
+        .into_inner();
+    assert!(reports.results[0].response.is_some());
+    assert_eq!(
+        reports.results[1].error.as_ref().expect("error").code,
+        Code::InvalidArgument as i32
+    );
+
+    // Watch filters.
+    let w = client
+        .watch(pb::WatchRequest {
+            filter: Some(pb::WatchFilter {
+                prefix: "bad prefix".into(),
+                names: vec![],
+            }),
+            ..Default::default()
+        })
+        .await;
+    assert_error(w, Code::InvalidArgument, "filter.prefix");
+    let w = client
+        .watch(pb::WatchRequest {
+            progress_interval: Some(ms(1)),
+            ..Default::default()
+        })
+        .await;
+    assert_error(w, Code::InvalidArgument, "progress_interval");
+
+    // Oversized message (default limit 64 KiB).
+    let huge = pb::AcquireRequest {
+        name: "x".repeat(100 * 1024),
+    };
+    let status = client.acquire(huge).await.expect_err("oversized");
+    assert!(
+        matches!(
+            status.code(),
+            Code::ResourceExhausted | Code::OutOfRange | Code::InvalidArgument
+        ),
+        "oversized message: {status:?}"
+    );
+
+    // Still serving.
+    let a = acquire(&mut client, "ok").await;
+    assert!(a.allowed);
+    assert!(
+        !report(&mut client, &a.permit, pb::Outcome::Success)
+            .await
+            .stale
+    );
+}
+
+#[tokio::test]
+async fn templates_create_breakers_and_the_cap_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("cbd.toml");
+    std::fs::write(
+        &config,
+        "[[template]]\nprefix = \"auto/\"\nconsecutive_failures = 2\nopen_duration = \"1h\"\n",
+    )
+    .expect("write config");
+    let daemon = Daemon::start(
+        &dir.path().join("data"),
+        &[
+            "--config",
+            config.to_str().expect("utf8"),
+            "--max-breakers",
+            "3",
+        ],
+    )
+    .await;
+    let mut admin = daemon.admin().await;
+    let mut client = daemon.breakers().await;
+
+    // Unknown name under the prefix: created from the template, persisted.
+    let a = acquire(&mut client, "auto/first").await;
+    assert!(a.allowed);
+    let s = admin
+        .get_breaker(pb::GetBreakerRequest {
+            name: "auto/first".into(),
+        })
+        .await
+        .expect("created")
+        .into_inner()
+        .breaker
+        .expect("breaker");
+    assert_eq!(s.spec.expect("spec").consecutive_failures, Some(2));
+    // Outside every prefix: NOT_FOUND.
+    assert_error(
+        client
+            .acquire(pb::AcquireRequest {
+                name: "manual/x".into(),
+            })
+            .await,
+        Code::NotFound,
+        "manual/x",
+    );
+
+    acquire(&mut client, "auto/second").await;
+    acquire(&mut client, "auto/third").await;
+    // Past --max-breakers: RESOURCE_EXHAUSTED, from a template and from a put.
+    assert_error(
+        client
+            .acquire(pb::AcquireRequest {
+                name: "auto/fourth".into(),
+            })
+            .await,
+        Code::ResourceExhausted,
+        "--max-breakers",
+    );
+    assert_error(
+        admin
+            .put_breaker(pb::PutBreakerRequest {
+                name: "manual".into(),
+                spec: None,
+            })
+            .await,
+        Code::ResourceExhausted,
+        "--max-breakers",
+    );
+    // Existing ones keep working.
+    assert!(acquire(&mut client, "auto/first").await.allowed);
+}
