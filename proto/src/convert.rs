@@ -64,7 +64,7 @@ fn opt_duration(
 pub fn spec_from_proto(p: &pb::BreakerSpec) -> Result<Spec, Error> {
     let defaults = Spec::default();
     let window = match &p.window {
-        None => defaults.window.clone(),
+        None => defaults.window,
         Some(pb::breaker_spec::Window::CountWindow(c)) => WindowSpec::Count { calls: c.calls },
         Some(pb::breaker_spec::Window::TimeWindow(t)) => WindowSpec::Time {
             duration: opt_duration(t.duration.as_ref(), "window.duration")?.unwrap_or_default(),

@@ -133,7 +133,9 @@ impl Registry {
     /// the timers. Must be called inside a Tokio runtime.
     pub fn open(store: Arc<dyn Store>, mut config: RegistryConfig) -> Result<Self, Error> {
         let loaded = store.load()?;
-        config.templates.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        config
+            .templates
+            .sort_by_key(|t| std::cmp::Reverse(t.0.len()));
         let (dirty, dirty_rx) = mpsc::unbounded_channel();
         let (schedule, schedule_rx) = mpsc::unbounded_channel();
         let mut breakers = HashMap::with_capacity(loaded.breakers.len());

@@ -49,7 +49,7 @@ impl StoredBreaker {
 
     /// The state machine this record describes (probes and window counts start empty).
     pub fn restore(&self) -> Result<Breaker, Error> {
-        let spec: Spec = convert::spec_from_proto(&self.spec.clone().unwrap_or_default())
+        let spec: Spec = convert::spec_from_proto(&self.spec.unwrap_or_default())
             .map_err(|e| Error::Storage(format!("stored spec no longer valid: {e}")))?;
         let state = convert::state_from_proto(self.state())
             .ok_or_else(|| Error::Storage("stored record has no state".into()))?;
