@@ -24,12 +24,14 @@ pub fn cbd_bin() -> PathBuf {
         return path.into();
     }
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/cbd
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("cbd");
+    // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/cbd
+    let dir = exe.parent().expect("executable dir");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("profile dir")
+    } else {
+        dir
+    };
+    let bin = dir.join("cbd");
     assert!(
         bin.exists(),
         "{} not found: run the tests with `cargo test --workspace` (which builds it) or set CBD_BIN",

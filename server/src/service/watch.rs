@@ -11,10 +11,15 @@ use std::{
     time::Duration,
 };
 
-use cbd_proto::{convert, v1 as pb};
+use cbd_proto::{
+    convert,
+    v1::{self as pb, watch_response::Kind},
+};
 use futures::Stream;
-use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::{
+    sync::{broadcast::error::RecvError, watch},
+    time::Instant,
+};
 use tonic::Status;
 
 use crate::{error::Error, registry::Registry, store::StoredBreaker};
@@ -23,8 +28,6 @@ use crate::{error::Error, registry::Registry, store::StoredBreaker};
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 /// Shortest progress interval a watcher may ask for.
 const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(10);
-/// Messages buffered per watcher before its task waits for the client.
-const STREAM_BUFFER: usize = 64;
 /// Breakers per snapshot message, and events per read while catching up.
 const CHUNK: usize = 500;
 /// Most names in one filter.
@@ -66,6 +69,15 @@ impl Filter {
         })
     }
 
+    /// The prefix to read records by (everything when the filter lists names).
+    fn read_prefix(&self) -> String {
+        if self.names.is_empty() {
+            self.prefix.clone()
+        } else {
+            String::new()
+        }
+    }
+
     fn matches(&self, name: &str) -> bool {
         if self.names.is_empty() {
             return name.starts_with(&self.prefix);
@@ -84,23 +96,7 @@ impl Drop for Slot {
     }
 }
 
-/// One stream's task.
-#[derive(Debug)]
-struct Stream_ {
-    registry: Registry,
-    filter: Filter,
-    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
-    shutdown: watch::Receiver<bool>,
-    progress_interval: Duration,
-    /// Every committed event up to here has been considered (sent if it matched).
-    last: u64,
-}
-
-/// Why a stream task stops early.
-enum Stop {
-    /// Client gone or daemon shutting down: end quietly.
-    Quiet,
-}
+type Item = Result<pb::WatchResponse, Status>;
 
 impl Watcher {
     /// A watcher for `registry`; streams end when `shutdown` turns true.
@@ -118,11 +114,10 @@ impl Watcher {
         self.active.load(Ordering::Acquire)
     }
 
-    /// Validates `req` and starts its stream.
-    pub fn start(
-        &self,
-        req: pb::WatchRequest,
-    ) -> Result<impl Stream<Item = Result<pb::WatchResponse, Status>> + use<>, Error> {
+    /// Validates `req` and starts its stream. The stream is polled by the transport
+    /// directly (no task or channel per watcher); it ends when the client goes away,
+    /// and a client that stops reading only holds its place in the shared feed.
+    pub fn start(&self, req: pb::WatchRequest) -> Result<impl Stream<Item = Item> + use<>, Error> {
         let filter = Filter::from_proto(req.filter)?;
         let progress_interval = match req.progress_interval {
             None => DEFAULT_PROGRESS_INTERVAL,
@@ -149,23 +144,15 @@ impl Watcher {
             });
         }
         let slot = Slot(self.active.clone());
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let mut stream = Stream_ {
-            registry: self.registry.clone(),
-            filter,
-            tx,
-            shutdown: self.shutdown.clone(),
-            progress_interval,
-            last: 0,
-        };
         // Subscribe before returning, so that a compacted start revision is the RPC's
         // error and the snapshot is taken at the moment of the call.
-        let start = match req.start_revision {
+        let (sub, first) = match req.start_revision {
             None => {
                 let (sub, records) = self
                     .registry
-                    .subscribe_with_snapshot(&stream.filter_prefix())?;
-                Start::Snapshot(sub, records)
+                    .subscribe_with_snapshot(&filter.read_prefix())?;
+                let revision = sub.revision;
+                (sub, First::Snapshot(revision, records))
             }
             Some(from) => {
                 let sub = self.registry.subscribe();
@@ -175,179 +162,186 @@ impl Watcher {
                         oldest: sub.oldest_retained,
                     });
                 }
-                Start::Resume(sub, from)
+                let to = sub.revision;
+                (sub, First::Replay(from, to))
             }
         };
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(status) = stream.run(start).await {
-                let _ = stream.tx.send(Err(status)).await;
-            }
-        });
-        Ok(ReceiverStream::new(rx))
-    }
-}
-
-/// Where a stream begins.
-enum Start {
-    Snapshot(crate::registry::Subscription, Vec<(String, StoredBreaker)>),
-    Resume(crate::registry::Subscription, u64),
-}
-
-impl Stream_ {
-    /// The prefix to read records by (everything when the filter lists names).
-    fn filter_prefix(&self) -> String {
-        if self.filter.names.is_empty() {
-            self.filter.prefix.clone()
-        } else {
-            String::new()
-        }
-    }
-
-    async fn run(&mut self, start: Start) -> Result<(), Status> {
-        let mut feed = match start {
-            Start::Snapshot(sub, records) => {
-                if self.snapshot(sub.revision, records).await.is_err() {
-                    return Ok(());
-                }
-                self.last = sub.revision;
-                sub.feed
-            }
-            Start::Resume(sub, from) => {
-                if self.replay(from, sub.revision).await.is_err() {
-                    return Ok(());
-                }
-                sub.feed
-            }
-        };
-        if self.tx.is_closed() {
-            return Ok(());
-        }
-        let mut quiet_since = tokio::time::Instant::now();
+        let registry = self.registry.clone();
         let mut shutdown = self.shutdown.clone();
-        let tx = self.tx.clone();
-        loop {
-            let progress_at = quiet_since + self.progress_interval;
-            tokio::select! {
-                received = feed.recv() => match received {
-                    Ok(event) => {
-                        if event.revision <= self.last {
+        Ok(async_stream::stream! {
+            let _slot = slot;
+            let mut feed = sub.feed;
+            // Every committed event up to `last` has been considered (sent if it matched).
+            let mut last = sub.revision;
+            match first {
+                First::Snapshot(revision, records) => {
+                    for msg in snapshot(&registry, &filter, revision, records) {
+                        yield Ok(msg);
+                    }
+                }
+                First::Replay(from, to) => {
+                    for await item in replay(registry.clone(), &filter, from, to) {
+                        let failed = item.is_err();
+                        yield item;
+                        if failed {
+                            return;
+                        }
+                    }
+                }
+            }
+            let mut progress_at = Instant::now() + progress_interval;
+            loop {
+                // `yield` cannot sit inside `select!`: pick the step, then act on it.
+                let step = tokio::select! {
+                    received = feed.recv() => Step::Feed(received),
+                    () = tokio::time::sleep_until(progress_at) => Step::Progress,
+                    () = stopped(&mut shutdown) => Step::Stop,
+                };
+                match step {
+                    Step::Feed(Ok(event)) => {
+                        if event.revision <= last {
                             continue;
                         }
-                        self.last = event.revision;
-                        if self.filter.matches(&event.name) {
-                            if self.send(pb::watch_response::Kind::Event((*event).clone())).await.is_err() {
-                                return Ok(());
-                            }
-                            quiet_since = tokio::time::Instant::now();
+                        last = event.revision;
+                        if filter.matches(&event.name) {
+                            yield Ok(message(Kind::Event((*event).clone())));
+                            progress_at = Instant::now() + progress_interval;
                         }
                     }
-                    Err(RecvError::Lagged(_)) => {
+                    Step::Feed(Err(RecvError::Lagged(_))) => {
                         // Fell behind the live feed: catch up from the log.
-                        let sub = self.registry.subscribe();
-                        if self.last + 1 < sub.oldest_retained {
-                            return Err(Error::Compacted { requested: self.last + 1, oldest: sub.oldest_retained }.into());
+                        let sub = registry.subscribe();
+                        if last + 1 < sub.oldest_retained {
+                            yield Err(Status::from(Error::Compacted {
+                                requested: last + 1,
+                                oldest: sub.oldest_retained,
+                            }));
+                            break;
                         }
-                        if self.replay(self.last + 1, sub.revision).await.is_err() {
-                            return Ok(());
+                        for await item in replay(registry.clone(), &filter, last + 1, sub.revision) {
+                            let failed = item.is_err();
+                            yield item;
+                            if failed {
+                                return;
+                            }
                         }
+                        last = sub.revision;
                         feed = sub.feed;
                     }
-                    Err(RecvError::Closed) => return Ok(()),
-                },
-                () = tokio::time::sleep_until(progress_at) => {
-                    if self.send(pb::watch_response::Kind::ProgressRevision(self.last)).await.is_err() {
-                        return Ok(());
+                    Step::Feed(Err(RecvError::Closed)) | Step::Stop => break,
+                    Step::Progress => {
+                        yield Ok(message(Kind::ProgressRevision(last)));
+                        progress_at = Instant::now() + progress_interval;
                     }
-                    quiet_since = tokio::time::Instant::now();
                 }
-                () = stopped(&mut shutdown) => return Ok(()),
-                () = tx.closed() => return Ok(()),
             }
-        }
+        })
     }
+}
 
-    /// Sends the snapshot at `revision`, in chunks, the last marked `done`.
-    async fn snapshot(
-        &mut self,
-        revision: u64,
-        records: Vec<(String, StoredBreaker)>,
-    ) -> Result<(), Stop> {
-        let statuses: Vec<pb::BreakerStatus> = records
-            .into_iter()
-            .filter(|(name, _)| self.filter.matches(name))
-            .map(|(name, record)| self.status_at(name, record))
-            .collect();
-        let chunks = statuses.len().div_ceil(CHUNK).max(1);
-        let mut statuses = statuses.into_iter();
-        for i in 0..chunks {
-            let snapshot = pb::Snapshot {
+/// What woke a live stream.
+enum Step {
+    Feed(Result<Arc<pb::Event>, RecvError>),
+    Progress,
+    Stop,
+}
+
+/// What a stream sends before going live.
+enum First {
+    /// A snapshot of these records at this revision.
+    Snapshot(u64, Vec<(String, StoredBreaker)>),
+    /// The logged events `from..=to`.
+    Replay(u64, u64),
+}
+
+fn message(kind: Kind) -> pb::WatchResponse {
+    pb::WatchResponse { kind: Some(kind) }
+}
+
+/// The snapshot at `revision` as messages of at most `CHUNK` breakers, the last
+/// marked `done` (one empty message when nothing matches).
+fn snapshot(
+    registry: &Registry,
+    filter: &Filter,
+    revision: u64,
+    records: Vec<(String, StoredBreaker)>,
+) -> Vec<pb::WatchResponse> {
+    let statuses: Vec<pb::BreakerStatus> = records
+        .into_iter()
+        .filter(|(name, _)| filter.matches(name))
+        .map(|(name, record)| status_at(registry, name, record))
+        .collect();
+    let chunks = statuses.len().div_ceil(CHUNK).max(1);
+    let mut statuses = statuses.into_iter();
+    (0..chunks)
+        .map(|i| {
+            message(Kind::Snapshot(pb::Snapshot {
                 breakers: statuses.by_ref().take(CHUNK).collect(),
                 revision,
                 done: i + 1 == chunks,
-            };
-            self.send(pb::watch_response::Kind::Snapshot(snapshot))
-                .await?;
-        }
-        Ok(())
-    }
+            }))
+        })
+        .collect()
+}
 
-    /// A committed record as a status, with the live window counts added.
-    fn status_at(&self, name: String, record: StoredBreaker) -> pb::BreakerStatus {
-        let live = self
-            .registry
-            .live_status(&name)
-            .filter(|live| live.generation == record.generation);
-        let mut status = pb::BreakerStatus {
-            state: record.state,
-            r#override: record.override_,
-            generation: record.generation,
-            open_until: record
-                .open_until_unix_nanos
-                .map(|n| convert::timestamp_to_proto(cbd_breaker::Timestamp::from_unix_nanos(n))),
-            backoff_level: record.backoff_level,
-            mod_revision: record.mod_revision,
-            spec: record.spec,
-            name,
-            ..Default::default()
-        };
-        if let Some(live) = live {
-            status.window_calls = live.window_calls;
-            status.window_failures = live.window_failures;
-            status.window_slow_calls = live.window_slow_calls;
-            status.consecutive_failures = live.consecutive_failures;
-            status.probes_in_flight = live.probes_in_flight;
-            status.half_open_successes = live.half_open_successes;
-        }
-        status
+/// A committed record as a status, with the live window counts added.
+fn status_at(registry: &Registry, name: String, record: StoredBreaker) -> pb::BreakerStatus {
+    let live = registry
+        .live_status(&name)
+        .filter(|live| live.generation == record.generation);
+    let mut status = pb::BreakerStatus {
+        state: record.state,
+        r#override: record.override_,
+        generation: record.generation,
+        open_until: record
+            .open_until_unix_nanos
+            .map(|n| convert::timestamp_to_proto(cbd_breaker::Timestamp::from_unix_nanos(n))),
+        backoff_level: record.backoff_level,
+        mod_revision: record.mod_revision,
+        spec: record.spec,
+        name,
+        ..Default::default()
+    };
+    if let Some(live) = live {
+        status.window_calls = live.window_calls;
+        status.window_failures = live.window_failures;
+        status.window_slow_calls = live.window_slow_calls;
+        status.consecutive_failures = live.consecutive_failures;
+        status.probes_in_flight = live.probes_in_flight;
+        status.half_open_successes = live.half_open_successes;
     }
+    status
+}
 
-    /// Sends the logged events `from..=to` that match, reading in chunks.
-    async fn replay(&mut self, from: u64, to: u64) -> Result<(), Stop> {
+/// The logged events `from..=to` that match, read from the store in chunks.
+fn replay<'a>(
+    registry: Registry,
+    filter: &'a Filter,
+    from: u64,
+    to: u64,
+) -> impl Stream<Item = Item> + Send + 'a {
+    async_stream::stream! {
         let mut next = from;
         while next <= to {
             let chunk_end = to.min(next + CHUNK as u64 - 1);
-            let events = self.registry.events(next, chunk_end).map_err(|e| {
-                tracing::warn!(error = %e, "watch replay failed");
-                Stop::Quiet
-            })?;
-            for event in events {
-                if self.filter.matches(&event.name) {
-                    self.send(pb::watch_response::Kind::Event(event)).await?;
+            let read = registry.clone();
+            let events = tokio::task::spawn_blocking(move || read.events(next, chunk_end)).await;
+            match events {
+                Ok(Ok(events)) => {
+                    for event in events.into_iter().filter(|e| filter.matches(&e.name)) {
+                        yield Ok(message(Kind::Event(event)));
+                    }
+                }
+                Ok(Err(e)) => {
+                    yield Err(Status::from(e));
+                    return;
+                }
+                Err(e) => {
+                    yield Err(Status::internal(format!("watch replay failed: {e}")));
+                    return;
                 }
             }
             next = chunk_end + 1;
-        }
-        self.last = self.last.max(to);
-        Ok(())
-    }
-
-    /// Sends one message, or gives up when the client leaves or the daemon stops.
-    async fn send(&mut self, kind: pb::watch_response::Kind) -> Result<(), Stop> {
-        let msg = Ok(pb::WatchResponse { kind: Some(kind) });
-        tokio::select! {
-            sent = self.tx.send(msg) => sent.map_err(|_| Stop::Quiet),
-            () = stopped(&mut self.shutdown) => Err(Stop::Quiet),
         }
     }
 }

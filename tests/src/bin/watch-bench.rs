@@ -85,19 +85,21 @@ async fn main() {
                 ..Default::default()
             };
             let mut stream = client.watch(req).await.expect("watch").into_inner();
+            // Kept per watcher and merged when its stream ends: no shared lock while measuring.
+            let mut mine = Vec::new();
             while let Some(Ok(msg)) = stream.next().await {
                 match msg.kind {
                     Some(Kind::Snapshot(s)) if s.done => {
                         ready.fetch_add(1, Ordering::SeqCst);
                     }
                     Some(Kind::Event(e)) => {
-                        let delay = micros_since(e.time.as_ref().expect("event time"));
-                        delays.lock().expect("lock").push(delay);
+                        mine.push(micros_since(e.time.as_ref().expect("event time")));
                         delivered.fetch_add(1, Ordering::SeqCst);
                     }
                     _ => {}
                 }
             }
+            delays.lock().expect("lock").extend(mine);
         });
     }
     while ready.load(Ordering::SeqCst) < args.watchers {
@@ -132,6 +134,11 @@ async fn main() {
             );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+    // Stop the daemon: every stream ends and its watcher hands in its delays.
+    drop(daemon);
+    while Arc::strong_count(&delays) > 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut delays = std::mem::take(&mut *delays.lock().expect("lock"));
     delays.sort_unstable();
