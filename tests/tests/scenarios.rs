@@ -10,6 +10,7 @@ use std::{
 
 use cbd_proto::v1 as pb;
 use cbd_tests::{Daemon, acquire, ms, put, report, wait_state};
+use futures::StreamExt;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -24,7 +25,7 @@ async fn tutorial_three_failures_open_then_one_probe_closes() {
         "tutorial",
         pb::BreakerSpec {
             consecutive_failures: Some(3),
-            open_duration: Some(ms(300)),
+            open_duration: Some(ms(1000)),
             ..Default::default()
         },
     )
@@ -48,7 +49,7 @@ async fn tutorial_three_failures_open_then_one_probe_closes() {
     assert!(rejected.permit.is_empty());
     let retry = rejected.retry_after.expect("retry_after while open");
     let retry_ms = retry.seconds * 1000 + i64::from(retry.nanos) / 1_000_000;
-    assert!((1..=300).contains(&retry_ms), "retry_after {retry_ms} ms");
+    assert!((1..=1000).contains(&retry_ms), "retry_after {retry_ms} ms");
 
     // The timer moves it to HALF_OPEN with no traffic.
     wait_state(&mut admin, "tutorial", pb::State::HalfOpen, WAIT).await;
@@ -172,21 +173,57 @@ async fn unreported_probe_expires_after_permit_ttl() {
         },
     )
     .await;
+    // The transitions are short-lived: follow them on a watch rather than by polling.
+    let mut events = client
+        .watch(pb::WatchRequest {
+            filter: Some(pb::WatchFilter {
+                prefix: String::new(),
+                names: vec!["ttl".into()],
+            }),
+            start_revision: Some(1),
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut next_state_change = async || loop {
+        let msg = tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("an event in time")
+            .expect("stream open")
+            .expect("ok");
+        if let Some(pb::watch_response::Kind::Event(e)) = msg.kind
+            && e.kind() == pb::EventKind::StateChanged
+        {
+            return e;
+        }
+    };
+
     let a = acquire(&mut client, "ttl").await;
     report(&mut client, &a.permit, pb::Outcome::Failure).await;
-    wait_state(&mut admin, "ttl", pb::State::HalfOpen, WAIT).await;
+    assert_eq!(next_state_change().await.state(), pb::State::Open);
+    assert_eq!(next_state_change().await.state(), pb::State::HalfOpen);
     let probe = acquire(&mut client, "ttl").await;
     assert!(probe.allowed);
+
     // Never reported: the timer expires it, which counts as a failure and re-opens.
-    let reopened = wait_state(&mut admin, "ttl", pb::State::Open, WAIT).await;
-    assert!(reopened.generation > probe.generation);
-    assert_eq!(reopened.probes_in_flight, 0);
-    assert!(daemon.log().contains("probe expired"));
-    // The breaker moves on: half-open again, and the late report is stale.
-    wait_state(&mut admin, "ttl", pb::State::HalfOpen, WAIT).await;
+    let expired = next_state_change().await;
+    assert_eq!(
+        (expired.previous_state(), expired.state()),
+        (pb::State::HalfOpen, pb::State::Open)
+    );
+    assert_eq!(expired.reason, "probe expired");
+    assert!(expired.generation > probe.generation);
+
+    // The breaker moves on: half-open again with the slot free, and the late report is stale.
+    assert_eq!(next_state_change().await.state(), pb::State::HalfOpen);
     let late = report(&mut client, &probe.permit, pb::Outcome::Success).await;
     assert!(late.stale);
     assert_eq!(late.state(), pb::State::HalfOpen);
+    assert!(
+        acquire(&mut client, "ttl").await.allowed,
+        "the expired probe's slot is free"
+    );
 }
 
 #[tokio::test]
