@@ -7,7 +7,7 @@ const grpc = require('@grpc/grpc-js');
 const { startDaemon, unary, sleep, StreamReader } = require('./cbd');
 const { Breaker, BreakerOpenError } = require('./breaker');
 
-const OPEN_MS = 300;
+const OPEN_MS = 800; // long enough that a loaded CI machine still acquires while OPEN
 const DEADLINE_MS = 10_000;
 const SPEC = { consecutive_failures: 3, open_duration: { seconds: 0, nanos: OPEN_MS * 1e6 } };
 
