@@ -1,0 +1,10 @@
+//! End-to-end tests of `cbd-client` against real `cbd` processes on `127.0.0.1:0`
+//! (started by the `cbd-tests` harness, ready once their health check answers).
+//!
+//! One test binary, so the workspace links it once.
+
+mod calls;
+mod fallback;
+mod layer;
+mod support;
+mod watch;
