@@ -4,6 +4,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use cbd_proto::spec_fields::SpecFields;
@@ -69,6 +70,48 @@ pub struct Args {
     #[arg(long, env = "CBD_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
 
+    /// Bearer tokens and their roles: TOML, one [[token]] table per token with
+    /// `role = "admin"|"client"` and `token = "..."` or `sha256 = "<hex>"`.
+    /// Re-read on SIGHUP. With it, non-loopback addresses are allowed.
+    #[arg(long, env = "CBD_AUTH_FILE", value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+
+    /// Server certificate chain (PEM); turns TLS on. Needs --tls-key.
+    #[arg(long, env = "CBD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Server private key (PEM). Needs --tls-cert.
+    #[arg(long, env = "CBD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificate(s) (PEM) that client certificates must be signed by (mTLS):
+    /// a client without one is refused at the handshake. Needs --tls-cert.
+    #[arg(long, env = "CBD_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Most concurrent HTTP/2 streams per connection [default: 1024].
+    #[arg(long, env = "CBD_MAX_CONCURRENT_STREAMS", value_name = "N")]
+    pub max_concurrent_streams: Option<u32>,
+
+    /// Most cbd.v1 requests being handled at once, over all connections; past it,
+    /// RESOURCE_EXHAUSTED at once [default: 10000].
+    #[arg(long, env = "CBD_MAX_CONCURRENT_REQUESTS", value_name = "N")]
+    pub max_concurrent_requests: Option<usize>,
+
+    /// Longest a unary cbd.v1 request may take; past it, DEADLINE_EXCEEDED
+    /// [default: 30s]. Not applied to Watch streams.
+    #[arg(long, env = "CBD_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub request_timeout: Option<Duration>,
+
+    /// Serve Prometheus metrics over HTTP on this address (GET /metrics) [default: off].
+    #[arg(long, env = "CBD_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Most breakers with their own metric series; the rest are summed under
+    /// breaker="_other" [default: 1000].
+    #[arg(long, env = "CBD_METRICS_MAX_BREAKERS", value_name = "N")]
+    pub metrics_max_breakers: Option<usize>,
+
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -120,6 +163,30 @@ pub struct Config {
     pub max_watchers: usize,
     /// Non-loopback without auth allowed.
     pub allow_unauthenticated: bool,
+    /// Token file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_file: Option<PathBuf>,
+    /// TLS certificate chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// CA for client certificates (mTLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Requests in progress overall.
+    pub max_concurrent_requests: usize,
+    /// Unary request timeout.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Metrics HTTP address, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Breakers with their own metric series.
+    pub metrics_max_breakers: usize,
     /// Specs for unknown names by prefix.
     #[serde(rename = "template", skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<Template>,
@@ -138,6 +205,15 @@ impl Default for Config {
             watch_retention: 100_000,
             max_watchers: 10_000,
             allow_unauthenticated: false,
+            auth_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            max_concurrent_streams: 1024,
+            max_concurrent_requests: 10_000,
+            request_timeout: Duration::from_secs(30),
+            metrics_listen: None,
+            metrics_max_breakers: 1000,
             templates: Vec::new(),
         }
     }
@@ -163,11 +239,25 @@ impl Config {
             max_breakers,
             max_message_size,
             watch_retention,
-            max_watchers
+            max_watchers,
+            max_concurrent_streams,
+            max_concurrent_requests,
+            request_timeout,
+            metrics_max_breakers
         );
-        if args.addr_file.is_some() {
-            config.addr_file.clone_from(&args.addr_file);
+        macro_rules! overlay_option {
+            ($($field:ident),*) => {$(
+                if args.$field.is_some() { config.$field.clone_from(&args.$field); }
+            )*};
         }
+        overlay_option!(
+            addr_file,
+            auth_file,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            metrics_listen
+        );
         config.allow_unauthenticated |= args.allow_unauthenticated;
         config.validate()?;
         Ok(config)
@@ -183,21 +273,57 @@ impl Config {
 
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), Error> {
-        if !self.listen.ip().is_loopback() && !self.allow_unauthenticated {
+        if !self.listen.ip().is_loopback()
+            && self.auth_file.is_none()
+            && !self.allow_unauthenticated
+        {
             return Err(Error::invalid(
                 "--listen",
                 format!(
                     "refusing to listen on non-loopback address {} without authentication; \
-                     pass --allow-unauthenticated to do it anyway",
+                     give --auth-file, or pass --allow-unauthenticated to do it anyway",
                     self.listen
                 ),
             ));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    "--tls-cert",
+                    "--tls-cert and --tls-key must be given together (--tls-key is missing)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    "--tls-key",
+                    "--tls-cert and --tls-key must be given together (--tls-cert is missing)",
+                ));
+            }
+            _ => {}
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(Error::invalid(
+                "--tls-client-ca",
+                "mTLS needs TLS: give --tls-cert and --tls-key too",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(Error::invalid("--request-timeout", "must be above zero"));
         }
         for (field, value) in [
             ("--max-breakers", self.max_breakers as u64),
             ("--max-message-size", self.max_message_size as u64),
             ("--watch-retention", self.watch_retention),
             ("--max-watchers", self.max_watchers as u64),
+            (
+                "--max-concurrent-streams",
+                u64::from(self.max_concurrent_streams),
+            ),
+            (
+                "--max-concurrent-requests",
+                self.max_concurrent_requests as u64,
+            ),
+            ("--metrics-max-breakers", self.metrics_max_breakers as u64),
         ] {
             if value == 0 {
                 return Err(Error::invalid(field, "must be at least 1"));
@@ -277,6 +403,67 @@ mod tests {
         assert!(err.to_string().contains("--allow-unauthenticated"), "{err}");
         assert!(
             Config::from_args(&args(&["--listen", "0.0.0.0:0", "--allow-unauthenticated"])).is_ok()
+        );
+    }
+
+    #[test]
+    fn an_auth_file_allows_non_loopback() {
+        assert!(
+            Config::from_args(&args(&[
+                "--listen",
+                "0.0.0.0:0",
+                "--auth-file",
+                "tokens.toml"
+            ]))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn tls_flags_come_together() {
+        let err = Config::from_args(&args(&["--tls-cert", "c.pem"])).unwrap_err();
+        assert!(err.to_string().contains("--tls-key"), "{err}");
+        let err = Config::from_args(&args(&["--tls-key", "k.pem"])).unwrap_err();
+        assert!(err.to_string().contains("--tls-cert"), "{err}");
+        let err = Config::from_args(&args(&["--tls-client-ca", "ca.pem"])).unwrap_err();
+        assert!(err.to_string().starts_with("--tls-client-ca"), "{err}");
+        let config = Config::from_args(&args(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+        ]))
+        .expect("valid");
+        assert_eq!(config.tls_client_ca, Some(PathBuf::from("ca.pem")));
+    }
+
+    #[test]
+    fn limits_have_defaults_and_parse() {
+        let config = Config::from_args(&args(&[])).expect("valid");
+        assert_eq!(config.max_concurrent_streams, 1024);
+        assert_eq!(config.max_concurrent_requests, 10_000);
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.metrics_max_breakers, 1000);
+        assert_eq!(config.metrics_listen, None);
+        let config = Config::from_args(&args(&[
+            "--request-timeout",
+            "1m 500ms",
+            "--metrics-listen",
+            "127.0.0.1:9411",
+            "--max-concurrent-requests",
+            "5",
+        ]))
+        .expect("valid");
+        assert_eq!(config.request_timeout, Duration::from_millis(60_500));
+        assert_eq!(config.max_concurrent_requests, 5);
+        let back: Config = toml::from_str(&config.to_toml()).expect("round trip");
+        assert_eq!(back, config);
+        let err = Config::from_args(&args(&["--max-concurrent-requests", "0"])).unwrap_err();
+        assert!(
+            err.to_string().contains("--max-concurrent-requests"),
+            "{err}"
         );
     }
 

@@ -27,6 +27,18 @@ pub enum Error {
     /// The daemon is shutting down.
     #[error("cbd is shutting down")]
     ShuttingDown,
+    /// No bearer token, or one the daemon does not know. `reason` never holds the token.
+    #[error("{reason}")]
+    Unauthenticated { reason: &'static str },
+    /// A known token whose role may not call `rpc` (e.g. `cbd.v1.Admin/PutBreaker`).
+    #[error("role {role} may not call {rpc}")]
+    PermissionDenied { role: &'static str, rpc: String },
+    /// A request message above `--max-message-size`.
+    #[error("--max-message-size reached: {reason}")]
+    MessageTooLarge { reason: String },
+    /// A unary request ran past `--request-timeout`.
+    #[error("--request-timeout reached ({after:?})")]
+    RequestTimeout { after: std::time::Duration },
 }
 
 impl Error {
@@ -47,6 +59,10 @@ impl Error {
             Self::Compacted { .. } => Code::OutOfRange,
             Self::Storage(_) => Code::Internal,
             Self::ShuttingDown => Code::Unavailable,
+            Self::Unauthenticated { .. } => Code::Unauthenticated,
+            Self::PermissionDenied { .. } => Code::PermissionDenied,
+            Self::MessageTooLarge { .. } => Code::ResourceExhausted,
+            Self::RequestTimeout { .. } => Code::DeadlineExceeded,
         }
     }
 }
@@ -129,6 +145,31 @@ mod tests {
             ),
             (Error::Storage("io".into()), Code::Internal),
             (Error::ShuttingDown, Code::Unavailable),
+            (
+                Error::Unauthenticated {
+                    reason: "missing bearer token",
+                },
+                Code::Unauthenticated,
+            ),
+            (
+                Error::PermissionDenied {
+                    role: "client",
+                    rpc: "cbd.v1.Admin/PutBreaker".into(),
+                },
+                Code::PermissionDenied,
+            ),
+            (
+                Error::MessageTooLarge {
+                    reason: "found 2 bytes".into(),
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                Error::RequestTimeout {
+                    after: std::time::Duration::from_secs(1),
+                },
+                Code::DeadlineExceeded,
+            ),
         ];
         for (err, code) in table {
             let status = Status::from(err);

@@ -3,9 +3,12 @@
 //! Three layers (DESIGN §2): the pure state machine (crate `cbd-breaker`), [`store`]
 //! (sled), and thin [`service`] handlers, joined by the [`registry`].
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod guard;
+pub mod metrics;
 pub mod permit;
 pub mod registry;
 pub mod server;

@@ -4,13 +4,15 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use cbd_proto::v1::{admin_server::AdminServer, breakers_server::BreakersServer};
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::ServingStatus;
 
 use crate::{
+    auth::Auth,
     config::Config,
     error::Error,
+    guard::{GuardConfig, GuardLayer},
+    metrics::Metrics,
     registry::{Registry, RegistryConfig},
     service::{AdminService, BreakersService, watch::Watcher},
     store::sled::SledStore,
@@ -24,6 +26,15 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // Everything that can be wrong with the configuration files is found before the
+    // store is opened.
+    let auth = match &config.auth_file {
+        Some(path) => Some(Arc::new(Auth::load(path)?)),
+        None => None,
+    };
+    let tls = tls_config(&config)?;
+    let metrics = Metrics::new(config.metrics_max_breakers);
+
     let data_dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || SledStore::open(&data_dir))
         .await
@@ -34,6 +45,7 @@ pub async fn run(
             max_breakers: config.max_breakers,
             watch_retention: config.watch_retention,
             templates: config.template_specs()?,
+            metrics: metrics.clone(),
         },
     )?;
 
@@ -65,7 +77,7 @@ pub async fn run(
     let (stopping_tx, stopping) = watch::channel(false);
     let watcher = Watcher::new(registry.clone(), config.max_watchers, stopping.clone());
     let max = config.max_message_size;
-    let breakers = BreakersServer::new(BreakersService::new(registry.clone(), watcher))
+    let breakers = BreakersServer::new(BreakersService::new(registry.clone(), watcher.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let admin = AdminServer::new(AdminService::new(registry.clone()))
@@ -92,15 +104,54 @@ pub async fn run(
         let _ = drain_tx.send(true);
     });
 
-    let server = Server::builder()
+    spawn_reload_on_sighup(auth.clone());
+    if let Some(metrics_addr) = config.metrics_listen {
+        let gauges = {
+            let registry = registry.clone();
+            let watcher = watcher.clone();
+            move || (registry.len(), watcher.active())
+        };
+        crate::metrics::serve(
+            metrics_addr,
+            metrics.clone(),
+            gauges,
+            wait_true(drain.clone()),
+        )
+        .await?;
+    }
+
+    let mut builder = Server::builder().max_concurrent_streams(Some(config.max_concurrent_streams));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(tls_error)?;
+    }
+    let guard = GuardLayer::new(GuardConfig {
+        auth,
+        max_requests: config.max_concurrent_requests,
+        timeout: config.request_timeout,
+        metrics,
+    });
+    let server = builder
+        .layer(guard)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(breakers)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), wait_true(drain.clone()));
+        // Nagle off: otherwise two overlapping RPCs on one connection can wait ~40 ms
+        // for a delayed ACK, longer than a client's Acquire deadline.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            wait_true(drain.clone()),
+        );
 
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "cbd serving");
+    tracing::info!(
+        %addr,
+        data_dir = %config.data_dir.display(),
+        tls = config.tls_cert.is_some(),
+        mtls = config.tls_client_ca.is_some(),
+        auth = config.auth_file.is_some(),
+        "cbd serving"
+    );
     if let Some(path) = &config.addr_file {
         write_addr_file(path, addr)?;
     }
@@ -120,6 +171,65 @@ pub async fn run(
     }
     tracing::info!(revision = registry.revision(), "cbd stopped");
     Ok(())
+}
+
+/// The TLS settings, when `--tls-cert` is set; unreadable files name their flag.
+fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, Error> {
+    let read = |flag: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| Error::invalid(flag, format!("{}: {e}", path.display())))
+    };
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let identity = Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?);
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read("--tls-client-ca", ca)?));
+    }
+    // Parse the certificates and key now, before the store is opened.
+    Server::builder()
+        .tls_config(tls.clone())
+        .map_err(tls_error)?;
+    Ok(Some(tls))
+}
+
+/// A TLS setup error with its causes (tonic's own message is only "transport error").
+fn tls_error(e: tonic::transport::Error) -> Error {
+    let mut message = String::from("bad TLS certificate, key or CA");
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    Error::invalid("--tls-cert", message)
+}
+
+/// Re-reads the auth file on SIGHUP; a bad file keeps the tokens in force. Without
+/// an auth file SIGHUP is logged and ignored (it does not stop the daemon).
+fn spawn_reload_on_sighup(auth: Option<Arc<Auth>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; the auth file will not be reloaded");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match &auth {
+                None => tracing::info!("SIGHUP: no --auth-file, nothing to reload"),
+                Some(auth) => match auth.reload() {
+                    Ok(tokens) => tracing::info!(tokens, "SIGHUP: auth file reloaded"),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "SIGHUP: auth file not reloaded; the previous tokens stay in force"
+                    ),
+                },
+            }
+        }
+    });
 }
 
 async fn wait_true(mut rx: watch::Receiver<bool>) {

@@ -10,7 +10,7 @@ use std::{
 };
 
 use cbd_proto::v1::{self as pb, admin_client::AdminClient, breakers_client::BreakersClient};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -49,17 +49,35 @@ pub struct Daemon {
     data_dir: PathBuf,
     log: PathBuf,
     extra: Vec<String>,
+    options: Options,
+}
+
+/// How to start a daemon and talk to it, beyond extra flags (see [`Daemon::start_with`]).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `--listen` [default: `127.0.0.1:0`]. An unspecified address (`0.0.0.0:0`) is
+    /// connected to on 127.0.0.1.
+    pub listen: Option<String>,
+    /// TLS for the harness's own channels, the readiness check included (the daemon
+    /// gets its TLS flags in `extra`). Channels use `https://` and this config.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl Daemon {
     /// Starts `cbd` on `127.0.0.1:0` with its data in `data_dir`, plus `extra` flags,
     /// and waits until its health check answers SERVING.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        Self::spawn(data_dir.to_owned(), extra).await
+        Self::start_with(data_dir, extra, Options::default()).await
     }
 
-    async fn spawn(data_dir: PathBuf, extra: Vec<String>) -> Self {
+    /// Like [`Daemon::start`], with [`Options`]: another listen address, or TLS for
+    /// the harness's channels. Health needs no token, so readiness works with auth on.
+    pub async fn start_with(data_dir: &Path, extra: &[&str], options: Options) -> Self {
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        Self::spawn(data_dir.to_owned(), extra, options).await
+    }
+
+    async fn spawn(data_dir: PathBuf, extra: Vec<String>, options: Options) -> Self {
         let run_dir = data_dir.with_extension("run");
         std::fs::create_dir_all(&run_dir).expect("run dir");
         let addr_file = run_dir.join("addr");
@@ -72,7 +90,7 @@ impl Daemon {
             .expect("log file");
         let child = Command::new(cbd_bin())
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(options.listen.as_deref().unwrap_or("127.0.0.1:0"))
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--addr-file")
@@ -90,6 +108,7 @@ impl Daemon {
             data_dir,
             log,
             extra,
+            options,
         };
         daemon.addr = daemon.wait_for_addr(&addr_file).await;
         daemon.wait_serving().await;
@@ -99,7 +118,12 @@ impl Daemon {
     /// Stops this process (if still running) and starts a new one on the same data.
     pub async fn restart(&mut self) {
         self.kill9();
-        let fresh = Self::spawn(self.data_dir.clone(), self.extra.clone()).await;
+        let fresh = Self::spawn(
+            self.data_dir.clone(),
+            self.extra.clone(),
+            self.options.clone(),
+        )
+        .await;
         *self = fresh;
     }
 
@@ -107,8 +131,11 @@ impl Daemon {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(text) = std::fs::read_to_string(addr_file)
-                && let Ok(addr) = text.trim().parse()
+                && let Ok(mut addr) = text.trim().parse::<SocketAddr>()
             {
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
                 return addr;
             }
             if let Some(status) = self
@@ -155,17 +182,34 @@ impl Daemon {
         ServingStatus::try_from(resp.into_inner().status).ok()
     }
 
-    /// `http://addr`.
+    /// `http://addr`, or `https://addr` with TLS.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// A channel to this daemon with `tls` (or none): for tests of what the daemon
+    /// accepts. Always `https://` when `tls` is given.
+    pub async fn try_channel_with(
+        &self,
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Channel::from_shared(format!("{scheme}://{}", self.addr))
+            .expect("valid uri")
+            .connect_timeout(Duration::from_secs(2));
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        endpoint.connect().await
     }
 
     async fn try_channel(&self) -> Result<Channel, tonic::transport::Error> {
-        Channel::from_shared(self.endpoint())
-            .expect("valid uri")
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await
+        self.try_channel_with(self.options.tls.clone()).await
     }
 
     /// A connected channel.
@@ -248,6 +292,132 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
+
+/// Polls `f` until it returns `Some`, at most `timeout`; panics with `what` after.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A test PKI made with rcgen: a CA, a server certificate for `localhost` and
+/// 127.0.0.1 signed by it, and a client certificate signed by it, as PEM files.
+#[derive(Debug)]
+pub struct Pki {
+    /// CA certificate (PEM file).
+    pub ca: PathBuf,
+    /// Server certificate and key (PEM files).
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// Client certificate and key (PEM files), signed by the CA.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Pki {
+    /// Generates everything into `dir`.
+    pub fn generate(dir: &Path) -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        std::fs::create_dir_all(dir).expect("pki dir");
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "cbd test CA");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, cn: &str| {
+            let key = KeyPair::generate().expect("leaf key");
+            let mut params = CertificateParams::new(names).expect("leaf params");
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.extended_key_usages = vec![usage];
+            let cert = params.signed_by(&key, &issuer).expect("leaf cert");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(
+            vec!["localhost".into(), "127.0.0.1".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            "cbd test server",
+        );
+        let (client_cert, client_key) = leaf(
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+            "cbd test client",
+        );
+        let write = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write pem");
+            path
+        };
+        Self {
+            ca: write("ca.pem", &ca_cert.pem()),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server.key", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client.key", &client_key),
+        }
+    }
+
+    /// The daemon's TLS flags; with `mtls`, `--tls-client-ca` too.
+    pub fn server_flags(&self, mtls: bool) -> Vec<String> {
+        let mut flags = vec![
+            "--tls-cert".to_owned(),
+            self.server_cert.display().to_string(),
+            "--tls-key".to_owned(),
+            self.server_key.display().to_string(),
+        ];
+        if mtls {
+            flags.push("--tls-client-ca".into());
+            flags.push(self.ca.display().to_string());
+        }
+        flags
+    }
+
+    /// A client config trusting the CA, for server name `localhost`; with
+    /// `client_cert`, presenting the client certificate.
+    pub fn client_tls(&self, client_cert: bool) -> ClientTlsConfig {
+        let read = |p: &Path| std::fs::read(p).expect("read pem");
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(&self.ca)))
+            .domain_name("localhost");
+        if client_cert {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read(&self.client_cert),
+                read(&self.client_key),
+            ));
+        }
+        tls
     }
 }
 

@@ -10,6 +10,8 @@ use cbd_breaker::{Breaker, Timestamp, Transition};
 use cbd_proto::{convert, v1 as pb};
 use parking_lot::Mutex;
 
+use crate::metrics::{BreakerMetrics, Shown};
+
 /// A named breaker as the registry keeps it.
 #[derive(Debug)]
 pub struct Entry {
@@ -20,6 +22,8 @@ pub struct Entry {
     pub(crate) state: Mutex<EntryState>,
     /// The highest `EntryState::change_seq` the writer has made durable.
     pub(crate) durable_seq: AtomicU64,
+    /// This breaker's metric handles, resolved once.
+    pub(crate) metrics: BreakerMetrics,
 }
 
 /// The mutable part of an [`Entry`].
@@ -37,11 +41,18 @@ pub(crate) struct EntryState {
     pub mod_revision: u64,
     /// When the timer task is due to tick this breaker; `None`: not scheduled.
     pub timer_at: Option<Timestamp>,
+    /// What the metric gauges show of this breaker.
+    pub shown: Shown,
 }
 
 impl Entry {
-    pub(crate) fn new(name: Arc<str>, machine: Breaker, mod_revision: u64) -> Self {
-        Self {
+    pub(crate) fn new(
+        name: Arc<str>,
+        machine: Breaker,
+        mod_revision: u64,
+        metrics: BreakerMetrics,
+    ) -> Self {
+        let entry = Self {
             name,
             state: Mutex::new(EntryState {
                 machine,
@@ -50,9 +61,20 @@ impl Entry {
                 change_seq: 0,
                 mod_revision,
                 timer_at: None,
+                shown: Shown::default(),
             }),
             durable_seq: AtomicU64::new(0),
-        }
+            metrics,
+        };
+        entry.show_metrics(&mut entry.state.lock());
+        entry
+    }
+
+    /// Brings the metric gauges up to the breaker's state; under its lock.
+    pub(crate) fn show_metrics(&self, state: &mut EntryState) {
+        let s = state.machine.status();
+        self.metrics
+            .show(&mut state.shown, s.state, s.probes_in_flight);
     }
 
     /// The change sequence a caller that saw `state` must wait for before answering,

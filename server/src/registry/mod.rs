@@ -32,6 +32,7 @@ use entry::EntryState;
 use crate::{
     clock,
     error::Error,
+    metrics::Metrics,
     store::{Store, WriteBatch},
 };
 
@@ -47,6 +48,8 @@ pub struct RegistryConfig {
     pub watch_retention: u64,
     /// Specs for unknown names under a prefix, longest prefix first.
     pub templates: Vec<(String, Spec)>,
+    /// Where breakers, outcomes, transitions and commits are counted.
+    pub metrics: Metrics,
 }
 
 /// A decision and what it needs to be answered.
@@ -145,6 +148,7 @@ impl Registry {
                 name.clone(),
                 record.restore()?,
                 record.mod_revision,
+                config.metrics.breaker(&name),
             ));
             breakers.insert(name, entry);
         }
@@ -206,6 +210,9 @@ impl Registry {
             let acquired = st.machine.acquire(now);
             Ok((acquired.clone(), acquired.transition))
         })?;
+        if !acquired.allowed {
+            entry.metrics.rejected();
+        }
         let revision = self.shared.finish(&entry, after).await?;
         Ok(AcquireAnswer {
             name: entry.name.clone(),
@@ -231,6 +238,7 @@ impl Registry {
             let reported = st.machine.report(permit, outcome, duration, now)?;
             Ok((reported.clone(), reported.transition))
         })?;
+        entry.metrics.reported(outcome, reported.stale);
         let revision = self.shared.finish(&entry, after).await?;
         Ok(ReportAnswer { reported, revision })
     }
@@ -485,7 +493,12 @@ impl Shared {
             });
         }
         let name: Arc<str> = name.into();
-        let entry = Arc::new(Entry::new(name.clone(), Breaker::new(spec.clone()), 0));
+        let entry = Arc::new(Entry::new(
+            name.clone(),
+            Breaker::new(spec.clone()),
+            0,
+            self.config.metrics.breaker(&name),
+        ));
         entry
             .state
             .lock()
@@ -513,6 +526,7 @@ impl Shared {
             st.push_transition(&entry.name, &t);
             after.transitions.push(t);
         }
+        entry.show_metrics(&mut st);
         // Pending changes may predate `f` (a breaker just created): hand them over too.
         after.changed = !st.pending.is_empty();
         after.wait_for = entry.undurable(&st);
@@ -539,6 +553,7 @@ impl Shared {
     async fn finish(&self, entry: &Arc<Entry>, after: After) -> Result<u64, Error> {
         for t in &after.transitions {
             tracing::info!(breaker = %entry.name, from = %t.from, to = %t.to, generation = t.generation, reason = %t.reason, "state changed");
+            entry.metrics.transition(t.from, t.to);
         }
         if after.changed {
             // The receiver lives as long as `self`; a send only fails during teardown.
@@ -582,10 +597,12 @@ impl Shared {
             after.changed = true;
             after.transitions.push(t);
         }
+        entry.show_metrics(&mut st);
         after.schedule = self.reschedule(&mut st);
         drop(st);
         for t in &after.transitions {
             tracing::info!(breaker = %entry.name, from = %t.from, to = %t.to, generation = t.generation, reason = %t.reason, "state changed");
+            entry.metrics.transition(t.from, t.to);
         }
         if after.changed {
             let _ = self.dirty.send(entry.clone());
@@ -616,12 +633,13 @@ impl Shared {
             return;
         }
         let mut map = self.breakers.write();
-        let st = entry.state.lock();
+        let mut st = entry.state.lock();
         if st.deleted
             && st.pending.is_empty()
             && map.get(&entry.name).is_some_and(|e| Arc::ptr_eq(e, entry))
         {
             map.remove(&entry.name);
+            entry.metrics.release(&mut st.shown);
         }
     }
 

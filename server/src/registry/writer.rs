@@ -26,7 +26,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut dirty: mpsc::UnboundedReceiver<
         let committed = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let result = committer.commit(&batch);
-            tracing::debug!(events = batch.events.len(), revision = batch.revision, elapsed = ?started.elapsed(), "group commit");
+            let elapsed = started.elapsed();
+            committer.config.metrics.flush(elapsed, batch.events.len());
+            tracing::debug!(
+                events = batch.events.len(),
+                revision = batch.revision,
+                ?elapsed,
+                "group commit"
+            );
             result.map(|()| batch)
         })
         .await;

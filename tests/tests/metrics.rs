@@ -1,0 +1,261 @@
+//! Metrics end to end: scrape `--metrics-listen` with a plain HTTP GET and parse the
+//! Prometheus text exposition.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use cbd_proto::v1 as pb;
+use cbd_tests::{Daemon, acquire, eventually, ms, put, report};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One sample: name, labels, value.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parses the text exposition (label values here hold no `,`, `"` or `}`).
+fn parse(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("sample line");
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let body = rest.strip_suffix('}').expect("closing brace");
+                    let labels = body
+                        .split(',')
+                        .filter(|kv| !kv.is_empty())
+                        .map(|kv| {
+                            let (k, v) = kv.split_once('=').expect("label");
+                            (k.to_owned(), v.trim_matches('"').to_owned())
+                        })
+                        .collect();
+                    (name.to_owned(), labels)
+                }
+                None => (series.to_owned(), BTreeMap::new()),
+            };
+            Sample {
+                name,
+                labels,
+                value: value.parse().expect("sample value"),
+            }
+        })
+        .collect()
+}
+
+/// The value of `name` with exactly these labels (among others it may have: none).
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && s.labels.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+}
+
+/// GET /metrics with a bare HTTP/1.1 request.
+fn scrape(addr: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect to metrics");
+    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("http response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// The metrics address, from the daemon's log line.
+fn metrics_addr(daemon: &Daemon) -> SocketAddr {
+    let log = strip_ansi(&daemon.log());
+    let line = log
+        .lines()
+        .find(|l| l.contains("metrics serving"))
+        .unwrap_or_else(|| panic!("no metrics line in:\n{log}"));
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .expect("addr= in the metrics line");
+    addr.parse().expect("metrics address")
+}
+
+/// The text without ANSI colour sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_scripted_trip_shows_in_the_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(
+        &dir.path().join("data"),
+        &["--metrics-listen", "127.0.0.1:0", "--log-format", "text"],
+    )
+    .await;
+    let addr = metrics_addr(&daemon);
+    let mut admin = daemon.admin().await;
+    let mut client = daemon.breakers().await;
+    put(
+        &mut admin,
+        "dep",
+        pb::BreakerSpec {
+            consecutive_failures: Some(3),
+            open_duration: Some(ms(60_000)),
+            ..Default::default()
+        },
+    )
+    .await;
+    for _ in 0..3 {
+        let a = acquire(&mut client, "dep").await;
+        assert!(a.allowed);
+        report(&mut client, &a.permit, pb::Outcome::Failure).await;
+    }
+    assert!(!acquire(&mut client, "dep").await.allowed, "open: rejected");
+
+    let samples = eventually(WAIT, "the trip in the metrics", || async move {
+        let samples = parse(&scrape(addr));
+        (value(
+            &samples,
+            "cbd_breaker_state",
+            &[("breaker", "dep"), ("state", "OPEN")],
+        ) == Some(1.0))
+        .then_some(samples)
+    })
+    .await;
+    let dep = |name: &str, extra: &[(&str, &str)]| {
+        let mut labels = vec![("breaker", "dep")];
+        labels.extend_from_slice(extra);
+        value(&samples, name, &labels)
+    };
+    assert_eq!(dep("cbd_breaker_state", &[("state", "CLOSED")]), Some(0.0));
+    assert_eq!(
+        dep("cbd_breaker_state", &[("state", "HALF_OPEN")]),
+        Some(0.0)
+    );
+    assert_eq!(dep("cbd_calls_total", &[("outcome", "failure")]), Some(3.0));
+    assert_eq!(dep("cbd_calls_total", &[("outcome", "success")]), Some(0.0));
+    assert_eq!(
+        dep(
+            "cbd_transitions_total",
+            &[("from", "CLOSED"), ("to", "OPEN")]
+        ),
+        Some(1.0)
+    );
+    let transitions: Vec<_> = samples
+        .iter()
+        .filter(|s| s.name == "cbd_transitions_total")
+        .collect();
+    assert_eq!(transitions.len(), 1, "{transitions:?}");
+    assert_eq!(dep("cbd_rejections_total", &[]), Some(1.0));
+    assert_eq!(dep("cbd_probes_in_flight", &[]), Some(0.0));
+    assert_eq!(value(&samples, "cbd_breakers", &[]), Some(1.0));
+    assert_eq!(value(&samples, "cbd_watchers", &[]), Some(0.0));
+    let acquires = value(
+        &samples,
+        "cbd_rpc_duration_seconds_count",
+        &[("method", "cbd.v1.Breakers/Acquire"), ("code", "OK")],
+    );
+    assert_eq!(acquires, Some(4.0));
+    assert!(
+        value(&samples, "cbd_store_flush_duration_seconds_count", &[]).is_some_and(|n| n >= 1.0)
+    );
+    assert!(value(&samples, "cbd_store_batch_events_count", &[]).is_some_and(|n| n >= 1.0));
+}
+
+#[tokio::test]
+async fn per_breaker_series_are_capped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(
+        &dir.path().join("data"),
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--metrics-max-breakers",
+            "3",
+        ],
+    )
+    .await;
+    let addr = metrics_addr(&daemon);
+    let mut admin = daemon.admin().await;
+    let mut client = daemon.breakers().await;
+    for i in 0..10 {
+        let name = format!("b{i}");
+        put(&mut admin, &name, pb::BreakerSpec::default()).await;
+        let a = acquire(&mut client, &name).await;
+        report(&mut client, &a.permit, pb::Outcome::Success).await;
+    }
+    let samples = parse(&scrape(addr));
+    let breakers: BTreeSet<&str> = samples
+        .iter()
+        .filter_map(|s| s.labels.get("breaker").map(String::as_str))
+        .collect();
+    assert!(breakers.len() <= 4, "{breakers:?}");
+    assert!(breakers.contains("_other"), "{breakers:?}");
+    // The shared series add up: 7 breakers closed, 7 successes.
+    assert_eq!(
+        value(
+            &samples,
+            "cbd_breaker_state",
+            &[("breaker", "_other"), ("state", "CLOSED")]
+        ),
+        Some(7.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "cbd_calls_total",
+            &[("breaker", "_other"), ("outcome", "success")]
+        ),
+        Some(7.0)
+    );
+    assert_eq!(value(&samples, "cbd_breakers", &[]), Some(10.0));
+
+    // A deleted breaker's own series go, and its place under the cap is free.
+    admin
+        .delete_breaker(pb::DeleteBreakerRequest { name: "b0".into() })
+        .await
+        .expect("delete");
+    let samples = eventually(WAIT, "b0's series gone", || async move {
+        let samples = parse(&scrape(addr));
+        (!samples
+            .iter()
+            .any(|s| s.labels.get("breaker").map(String::as_str) == Some("b0")))
+        .then_some(samples)
+    })
+    .await;
+    assert_eq!(value(&samples, "cbd_breakers", &[]), Some(9.0));
+}
