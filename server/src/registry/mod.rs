@@ -168,10 +168,9 @@ impl Registry {
         });
         tokio::spawn(writer::run(shared.clone(), dirty_rx));
         tokio::spawn(timers::run(shared.clone(), schedule_rx));
-        let now = clock::now();
         let entries: Vec<_> = shared.breakers.read().values().cloned().collect();
         for entry in &entries {
-            shared.tick(entry, now);
+            shared.tick(entry);
         }
         tracing::info!(
             breakers = entries.len(),
@@ -551,6 +550,16 @@ impl Shared {
     /// writer and the timers, and wait for durability if the caller saw anything
     /// that is not yet durable. Returns the revision to answer with.
     async fn finish(&self, entry: &Arc<Entry>, after: After) -> Result<u64, Error> {
+        self.hand_over(entry, &after);
+        if let Some(seq) = after.wait_for {
+            self.wait_durable(entry, seq).await?;
+        }
+        Ok(self.revision.load(Ordering::Acquire))
+    }
+
+    /// Logs and counts the transitions, and hands the entry to the writer and the
+    /// timer task as needed. Never under the entry's lock.
+    fn hand_over(&self, entry: &Arc<Entry>, after: &After) {
         for t in &after.transitions {
             tracing::info!(breaker = %entry.name, from = %t.from, to = %t.to, generation = t.generation, reason = %t.reason, "state changed");
             entry.metrics.transition(t.from, t.to);
@@ -562,10 +571,6 @@ impl Shared {
         if let Some(at) = after.schedule {
             let _ = self.schedule.send((at, entry.clone()));
         }
-        if let Some(seq) = after.wait_for {
-            self.wait_durable(entry, seq).await?;
-        }
-        Ok(self.revision.load(Ordering::Acquire))
     }
 
     async fn wait_durable(&self, entry: &Entry, seq: u64) -> Result<(), Error> {
@@ -584,31 +589,14 @@ impl Shared {
     }
 
     /// Timer work for one breaker: called by the timer task and at recovery.
-    fn tick(&self, entry: &Arc<Entry>, now: Timestamp) {
-        let mut st = entry.state.lock();
-        st.timer_at = None;
-        if st.deleted {
-            return;
-        }
-        let transition = st.machine.tick(now);
-        let mut after = After::default();
-        if let Some(t) = transition {
-            st.push_transition(&entry.name, &t);
-            after.changed = true;
-            after.transitions.push(t);
-        }
-        entry.show_metrics(&mut st);
-        after.schedule = self.reschedule(&mut st);
-        drop(st);
-        for t in &after.transitions {
-            tracing::info!(breaker = %entry.name, from = %t.from, to = %t.to, generation = t.generation, reason = %t.reason, "state changed");
-            entry.metrics.transition(t.from, t.to);
-        }
-        if after.changed {
-            let _ = self.dirty.send(entry.clone());
-        }
-        if let Some(at) = after.schedule {
-            let _ = self.schedule.send((at, entry.clone()));
+    fn tick(&self, entry: &Arc<Entry>) {
+        let ticked = self.update(entry, |st, now, _| {
+            st.timer_at = None;
+            let transition = if st.deleted { None } else { st.machine.tick(now) };
+            Ok(((), transition))
+        });
+        if let Ok(((), after)) = ticked {
+            self.hand_over(entry, &after);
         }
     }
 

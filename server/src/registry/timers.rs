@@ -32,7 +32,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut schedule: mpsc::UnboundedReceiv
             () = sleep(sleep_for) => {
                 let now = clock::now();
                 while let Some(entry) = due.first_entry().and_then(|e| (e.key().0 <= now).then(|| e.remove())) {
-                    shared.tick(&entry, now);
+                    shared.tick(&entry);
                 }
             }
         }
