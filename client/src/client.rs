@@ -247,7 +247,6 @@ pub struct ClientBuilder {
     token: Option<String>,
     spec_refresh: Duration,
     watch_progress_interval: Duration,
-    #[cfg(feature = "tls")]
     tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
@@ -277,7 +276,6 @@ impl ClientBuilder {
             token: None,
             spec_refresh: DEFAULT_SPEC_REFRESH,
             watch_progress_interval: DEFAULT_WATCH_PROGRESS_INTERVAL,
-            #[cfg(feature = "tls")]
             tls: None,
         }
     }
@@ -332,9 +330,8 @@ impl ClientBuilder {
         self
     }
 
-    /// TLS for the channel (rustls). Needs the `tls` feature; use an `https://`
+    /// TLS for the channel (rustls, ring provider). Use an `https://`
     /// endpoint.
-    #[cfg(feature = "tls")]
     pub fn tls_config(mut self, tls: tonic::transport::ClientTlsConfig) -> Self {
         self.tls = Some(tls);
         self
@@ -353,7 +350,6 @@ impl ClientBuilder {
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
-        #[cfg(feature = "tls")]
         let endpoint = match &self.tls {
             Some(tls) => endpoint
                 .tls_config(tls.clone())

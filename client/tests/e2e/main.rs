@@ -6,5 +6,6 @@
 mod calls;
 mod fallback;
 mod layer;
+mod security;
 mod support;
 mod watch;
