@@ -592,7 +592,11 @@ impl Shared {
     fn tick(&self, entry: &Arc<Entry>) {
         let ticked = self.update(entry, |st, now, _| {
             st.timer_at = None;
-            let transition = if st.deleted { None } else { st.machine.tick(now) };
+            let transition = if st.deleted {
+                None
+            } else {
+                st.machine.tick(now)
+            };
             Ok(((), transition))
         });
         if let Ok(((), after)) = ticked {

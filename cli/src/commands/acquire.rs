@@ -1,0 +1,121 @@
+//! `cbctl acquire NAME`: ask for a permit, as a client would. A rejection is a
+//! normal answer (exit 0, `allowed: false`).
+
+use cbd_proto::v1 as pb;
+use serde::Serialize;
+
+use crate::{Output, commands::check_name, conn::Ctx, error::Error, output};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The breaker's name.
+    pub name: String,
+    /// Print only the permit (an empty line when rejected), for `$(...)`.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Serialize)]
+struct AcquireJson {
+    allowed: bool,
+    /// Hex; pass it to `cbctl report`.
+    permit: String,
+    state: &'static str,
+    generation: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<String>,
+    revision: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_until: Option<String>,
+    shadow_rejected: bool,
+}
+
+/// Permits as lowercase hex: opaque bytes, safe to paste into a shell.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+/// The inverse of [`to_hex`].
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
+    check_name(&args.name)?;
+    let mut client = ctx.breakers().await?;
+    let resp = ctx
+        .call(client.acquire(pb::AcquireRequest {
+            name: args.name.clone(),
+        }))
+        .await?;
+    if args.quiet {
+        return output::println(&to_hex(&resp.permit));
+    }
+    let retry_after = resp.retry_after.as_ref().map(output::fmt_pb_duration_ms);
+    let valid_until = resp.valid_until.as_ref().map(output::fmt_timestamp);
+    match ctx.output {
+        Output::Json => output::print_json_pretty(&AcquireJson {
+            allowed: resp.allowed,
+            permit: to_hex(&resp.permit),
+            state: resp.state().as_str_name(),
+            generation: resp.generation,
+            retry_after,
+            revision: resp.revision,
+            valid_until,
+            shadow_rejected: resp.shadow_rejected,
+        }),
+        Output::Table => {
+            let mut rows = vec![
+                ("allowed", resp.allowed.to_string()),
+                (
+                    "state",
+                    output::short(resp.state().as_str_name()).to_owned(),
+                ),
+                ("generation", resp.generation.to_string()),
+            ];
+            if resp.allowed {
+                rows.insert(1, ("permit", to_hex(&resp.permit)));
+            } else {
+                rows.push((
+                    "retry after",
+                    retry_after.unwrap_or_else(|| "unknown (forced open)".into()),
+                ));
+            }
+            if let Some(v) = valid_until {
+                rows.push(("valid until", v));
+            }
+            if resp.shadow_rejected {
+                rows.push(("shadow", "would have been rejected".into()));
+            }
+            rows.push(("revision", resp.revision.to_string()));
+            output::println(&output::key_values(&rows))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        let bytes = [0u8, 1, 0xab, 0xff, 0x10];
+        assert_eq!(to_hex(&bytes), "0001abff10");
+        assert_eq!(from_hex("0001ABff10").as_deref(), Some(&bytes[..]));
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
+    }
+}

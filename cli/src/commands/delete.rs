@@ -1,0 +1,38 @@
+//! `cbctl delete NAME`.
+
+use cbd_proto::v1 as pb;
+use serde::Serialize;
+
+use crate::{Output, commands::check_name, conn::Ctx, error::Error, output};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The breaker's name.
+    pub name: String,
+}
+
+#[derive(Serialize)]
+struct DeleteJson {
+    name: String,
+    revision: u64,
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
+    check_name(&args.name)?;
+    let mut admin = ctx.admin().await?;
+    let resp = ctx
+        .call(admin.delete_breaker(pb::DeleteBreakerRequest {
+            name: args.name.clone(),
+        }))
+        .await?;
+    match ctx.output {
+        Output::Json => output::print_json_pretty(&DeleteJson {
+            name: args.name,
+            revision: resp.revision,
+        }),
+        Output::Table => output::println(&format!(
+            "deleted {} (revision {})",
+            args.name, resp.revision
+        )),
+    }
+}

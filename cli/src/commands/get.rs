@@ -1,0 +1,93 @@
+//! `cbctl get NAME`: one breaker's spec and status.
+
+use cbd_proto::v1 as pb;
+use serde::Serialize;
+
+use crate::{
+    Output,
+    commands::check_name,
+    conn::Ctx,
+    error::Error,
+    output::{self, BreakerJson},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The breaker's name.
+    pub name: String,
+}
+
+#[derive(Serialize)]
+struct GetJson {
+    breaker: Option<BreakerJson>,
+    revision: u64,
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
+    check_name(&args.name)?;
+    let mut admin = ctx.admin().await?;
+    let resp = ctx
+        .call(admin.get_breaker(pb::GetBreakerRequest { name: args.name }))
+        .await?;
+    match ctx.output {
+        Output::Json => output::print_json_pretty(&GetJson {
+            breaker: resp.breaker.as_ref().map(BreakerJson::from),
+            revision: resp.revision,
+        }),
+        Output::Table => match &resp.breaker {
+            Some(b) => output::println(&describe(b)),
+            None => Err(Error::Other("the daemon answered without a breaker".into())),
+        },
+    }
+}
+
+/// A breaker for people: its status, then its spec as the keys of `put` / apply files.
+pub fn describe(b: &pb::BreakerStatus) -> String {
+    let mut rows: Vec<(&str, String)> = vec![
+        ("name", b.name.clone()),
+        ("state", output::short(b.state().as_str_name()).to_owned()),
+        ("override", output::override_cell(b.r#override())),
+        ("generation", b.generation.to_string()),
+        (
+            "window",
+            format!(
+                "{} calls, {} failures, {} slow",
+                b.window_calls, b.window_failures, b.window_slow_calls
+            ),
+        ),
+        ("consecutive failures", b.consecutive_failures.to_string()),
+    ];
+    if let Some(until) = &b.open_until {
+        rows.push((
+            "open until",
+            format!(
+                "{} (retry after {})",
+                output::fmt_timestamp(until),
+                output::retry_after_cell(b)
+            ),
+        ));
+    }
+    if b.backoff_level > 0 {
+        rows.push(("backoff level", b.backoff_level.to_string()));
+    }
+    if b.state() == pb::State::HalfOpen {
+        rows.push((
+            "half-open",
+            format!(
+                "{} probes in flight, {} successes",
+                b.probes_in_flight, b.half_open_successes
+            ),
+        ));
+    }
+    rows.push(("mod revision", b.mod_revision.to_string()));
+    let mut text = output::key_values(&rows);
+    if let Some(spec) = &b.spec {
+        text.push_str("\nspec:");
+        let spec_rows = output::spec_rows(spec);
+        let width = spec_rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (k, v) in spec_rows {
+            text.push_str(&format!("\n  {k:<width$} = {v}"));
+        }
+    }
+    text
+}

@@ -1,0 +1,85 @@
+//! `cbctl list [PREFIX]`: every breaker, paging through them all.
+
+use cbd_proto::v1 as pb;
+use serde::Serialize;
+
+use crate::{
+    Output,
+    conn::Ctx,
+    error::Error,
+    output::{self, BreakerJson},
+};
+
+/// Breakers per ListBreakers call (the daemon's maximum).
+const PAGE_SIZE: u32 = 1000;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only breakers whose name starts with this ("payments/").
+    pub prefix: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ListJson {
+    breakers: Vec<BreakerJson>,
+    revision: u64,
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
+    let (breakers, revision) = fetch_all(ctx, args.prefix.as_deref().unwrap_or("")).await?;
+    match ctx.output {
+        Output::Json => output::print_json_pretty(&ListJson {
+            breakers: breakers.iter().map(BreakerJson::from).collect(),
+            revision,
+        }),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = breakers
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.name.clone(),
+                        output::short(b.state().as_str_name()).to_owned(),
+                        output::override_cell(b.r#override()),
+                        b.generation.to_string(),
+                        format!("{}/{}", b.window_failures, b.window_calls),
+                        output::retry_after_cell(b),
+                    ]
+                })
+                .collect();
+            output::println(&output::table(
+                &[
+                    "NAME",
+                    "STATE",
+                    "OVERRIDE",
+                    "GEN",
+                    "FAILURES/CALLS",
+                    "RETRY-AFTER",
+                ],
+                &rows,
+            ))
+        }
+    }
+}
+
+/// Every breaker under `prefix`, in name order, and the revision of the last page.
+pub async fn fetch_all(ctx: &Ctx, prefix: &str) -> Result<(Vec<pb::BreakerStatus>, u64), Error> {
+    let mut admin = ctx.admin().await?;
+    let mut breakers = Vec::new();
+    let mut page_token = String::new();
+    let mut revision = 0;
+    loop {
+        let page = ctx
+            .call(admin.list_breakers(pb::ListBreakersRequest {
+                prefix: prefix.to_owned(),
+                page_size: PAGE_SIZE,
+                page_token: std::mem::take(&mut page_token),
+            }))
+            .await?;
+        breakers.extend(page.breakers);
+        revision = revision.max(page.revision);
+        if page.next_page_token.is_empty() {
+            return Ok((breakers, revision));
+        }
+        page_token = page.next_page_token;
+    }
+}

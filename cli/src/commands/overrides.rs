@@ -1,0 +1,60 @@
+//! `cbctl force-open | force-closed | disable | shadow | release NAME`: operator
+//! overrides, persisted until released.
+
+use cbd_proto::v1 as pb;
+use serde::Serialize;
+
+use crate::{
+    Output,
+    commands::check_name,
+    conn::Ctx,
+    error::Error,
+    output::{self, BreakerJson},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The breaker's name.
+    pub name: String,
+}
+
+/// A breaker after a change, and the revision (SetOverride and ResetBreaker).
+#[derive(Serialize)]
+pub(crate) struct ChangedJson {
+    pub breaker: Option<BreakerJson>,
+    pub revision: u64,
+}
+
+/// `payments: state OPEN, override FORCED_OPEN (revision 7)`.
+pub(crate) fn changed_line(name: &str, b: Option<&pb::BreakerStatus>, revision: u64) -> String {
+    match b {
+        Some(b) => format!(
+            "{name}: state {}, override {} (revision {revision})",
+            output::short(b.state().as_str_name()),
+            output::override_cell(b.r#override()),
+        ),
+        None => format!("{name}: done (revision {revision})"),
+    }
+}
+
+pub async fn run(ctx: &Ctx, args: Args, which: pb::Override) -> Result<(), Error> {
+    check_name(&args.name)?;
+    let mut admin = ctx.admin().await?;
+    let resp = ctx
+        .call(admin.set_override(pb::SetOverrideRequest {
+            name: args.name.clone(),
+            r#override: which as i32,
+        }))
+        .await?;
+    match ctx.output {
+        Output::Json => output::print_json_pretty(&ChangedJson {
+            breaker: resp.breaker.as_ref().map(BreakerJson::from),
+            revision: resp.revision,
+        }),
+        Output::Table => output::println(&changed_line(
+            &args.name,
+            resp.breaker.as_ref(),
+            resp.revision,
+        )),
+    }
+}

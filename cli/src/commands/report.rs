@@ -1,0 +1,94 @@
+//! `cbctl report PERMIT success|failure|ignored [--duration DUR]`.
+
+use std::time::Duration;
+
+use cbd_proto::{convert::duration_to_proto, v1 as pb};
+use serde::Serialize;
+
+use crate::{Output, commands::acquire::from_hex, conn::Ctx, error::Error, output, parse_duration};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The permit printed by `cbctl acquire` (hex).
+    pub permit: String,
+    /// How the call went.
+    #[arg(value_enum)]
+    pub outcome: OutcomeArg,
+    /// How long the call took (counts for slow-call conditions).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+/// The outcome argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutcomeArg {
+    /// The dependency answered well.
+    Success,
+    /// The dependency failed.
+    Failure,
+    /// Not counted (the caller's own fault, a cancellation).
+    Ignored,
+}
+
+impl OutcomeArg {
+    /// The wire outcome.
+    pub fn to_proto(self) -> pb::Outcome {
+        match self {
+            Self::Success => pb::Outcome::Success,
+            Self::Failure => pb::Outcome::Failure,
+            Self::Ignored => pb::Outcome::Ignored,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ReportJson {
+    state: &'static str,
+    stale: bool,
+    revision: u64,
+    generation: u64,
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
+    let permit = from_hex(&args.permit)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "permit {:?}: expected the hex string printed by `cbctl acquire`",
+                args.permit
+            ))
+        })?;
+    let mut client = ctx.breakers().await?;
+    let resp = ctx
+        .call(client.report(pb::ReportRequest {
+            permit,
+            outcome: args.outcome.to_proto() as i32,
+            duration: args.duration.map(duration_to_proto),
+        }))
+        .await?;
+    match ctx.output {
+        Output::Json => output::print_json_pretty(&ReportJson {
+            state: resp.state().as_str_name(),
+            stale: resp.stale,
+            revision: resp.revision,
+            generation: resp.generation,
+        }),
+        Output::Table => {
+            let mut rows = vec![
+                (
+                    "state",
+                    output::short(resp.state().as_str_name()).to_owned(),
+                ),
+                ("generation", resp.generation.to_string()),
+            ];
+            if resp.stale {
+                rows.push((
+                    "stale",
+                    "true (the permit is from an older generation: nothing changed)".into(),
+                ));
+            }
+            rows.push(("revision", resp.revision.to_string()));
+            output::println(&output::key_values(&rows))
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `cbctl watch [PREFIX] [--name NAME]... [--from-revision N]`: one line per event.
+//!
+//! The stream is `cbd-client`'s resuming watch: when the daemon restarts or the
+//! connection breaks it reconnects with backoff and resumes from the revision after
+//! the last one printed, so nothing is lost or repeated; if that revision was
+//! compacted away it starts over with a snapshot marked `resync`.
+
+use cbd_client::{WatchEvent, WatchFilter};
+use cbd_proto::v1 as pb;
+use futures::StreamExt as _;
+use serde::Serialize;
+
+use crate::{
+    Output,
+    conn::Ctx,
+    error::Error,
+    output::{self, BreakerJson, EventJson},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only breakers whose name starts with this.
+    pub prefix: Option<String>,
+    /// Also (or only) these breakers; repeat for several.
+    #[arg(long = "name", value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Replay every retained change from this revision on (no snapshot), then follow.
+    #[arg(long, value_name = "N")]
+    pub from_revision: Option<u64>,
+    /// Do not print the initial snapshot (the breakers' state when the watch starts).
+    #[arg(long)]
+    pub no_snapshot: bool,
+    /// Also print progress messages (the store's revision on a quiet stream).
+    #[arg(long)]
+    pub progress: bool,
+}
+
+/// One line of `-o json`, tagged by `type`.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Line {
+    Snapshot {
+        revision: u64,
+        resync: bool,
+        breakers: Vec<BreakerJson>,
+    },
+    Event(Box<EventJson>),
+    Progress {
+        revision: u64,
+    },
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
+    for name in &args.names {
+        super::check_name(name)?;
+    }
+    // A daemon that is not there at all is exit 4 now; once the watch runs, it
+    // rides out restarts by itself.
+    drop(ctx.channel().await?);
+    let client = cbd_client::Client::builder(ctx.endpoint.clone())
+        .token(ctx.auth.token())
+        .connect_timeout(ctx.timeout)
+        .build()
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let filter = WatchFilter {
+        prefix: args.prefix.clone().unwrap_or_default(),
+        names: args.names.clone(),
+    };
+    let mut stream = client.watch(filter, args.from_revision);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(event) => print(ctx.output, &args, event)?,
+            // Only errors that retrying cannot fix end the stream.
+            Err(e) => return Err(client_error(&e, &ctx.endpoint)),
+        }
+    }
+    Ok(())
+}
+
+/// A `cbd-client` error in this crate's terms (and so its exit code).
+fn client_error(e: &cbd_client::Error, endpoint: &str) -> Error {
+    match e.status() {
+        Some(status) => Error::from_status(status, endpoint),
+        None => Error::Other(e.to_string()),
+    }
+}
+
+fn print(output: Output, args: &Args, event: WatchEvent) -> Result<(), Error> {
+    match event {
+        WatchEvent::Snapshot {
+            breakers,
+            revision,
+            resync,
+        } => {
+            if args.no_snapshot && !resync {
+                return Ok(());
+            }
+            match output {
+                Output::Json => output::print_json(&Line::Snapshot {
+                    revision,
+                    resync,
+                    breakers: breakers.iter().map(BreakerJson::from).collect(),
+                }),
+                Output::Table => {
+                    if resync {
+                        output::println(&format!(
+                            "{revision}  resync: events were compacted away; the state now:"
+                        ))?;
+                    }
+                    for b in &breakers {
+                        output::println(&snapshot_line(revision, b))?;
+                    }
+                    Ok(())
+                }
+            }
+        }
+        WatchEvent::Event(e) => match output {
+            Output::Json => output::print_json(&Line::Event(Box::new(EventJson::from(&e)))),
+            Output::Table => output::println(&event_line(&e)),
+        },
+        WatchEvent::Progress { revision } => {
+            if !args.progress {
+                return Ok(());
+            }
+            match output {
+                Output::Json => output::print_json(&Line::Progress { revision }),
+                Output::Table => output::println(&format!("{revision}  progress")),
+            }
+        }
+    }
+}
+
+/// `11  snapshot  payments  OPEN  override -  gen 3`
+fn snapshot_line(revision: u64, b: &pb::BreakerStatus) -> String {
+    format!(
+        "{revision}  snapshot  {}  {}  override {}  gen {}",
+        b.name,
+        output::short(b.state().as_str_name()),
+        output::override_cell(b.r#override()),
+        b.generation
+    )
+}
+
+/// `12  2025-01-01T10:00:00.123Z  payments  STATE_CHANGED  CLOSED -> OPEN  gen 3  5 consecutive failures`
+pub fn event_line(e: &pb::Event) -> String {
+    let time = e
+        .time
+        .as_ref()
+        .map(output::fmt_timestamp)
+        .unwrap_or_else(|| "-".into());
+    let state = if e.previous_state() == e.state() {
+        output::short(e.state().as_str_name()).to_owned()
+    } else {
+        format!(
+            "{} -> {}",
+            output::short(e.previous_state().as_str_name()),
+            output::short(e.state().as_str_name())
+        )
+    };
+    let mut line = format!(
+        "{}  {time}  {}  {}  {state}",
+        e.revision,
+        e.name,
+        output::short(e.kind().as_str_name()),
+    );
+    if e.r#override() != pb::Override::Unspecified {
+        line.push_str(&format!(
+            "  override {}",
+            output::short(e.r#override().as_str_name())
+        ));
+    }
+    line.push_str(&format!("  gen {}", e.generation));
+    if !e.reason.is_empty() {
+        line.push_str("  ");
+        line.push_str(&e.reason);
+    }
+    line
+}

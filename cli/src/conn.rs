@@ -1,0 +1,195 @@
+//! Connecting to the daemon: endpoint parsing, the bearer token, deadlines.
+
+use std::{future::Future, time::Duration};
+
+use cbd_proto::v1::{admin_client::AdminClient, breakers_client::BreakersClient};
+use tonic::{
+    Request, Status,
+    metadata::AsciiMetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Channel, Endpoint},
+};
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::{Output, error::Error};
+
+/// The daemon's default address (`cbd --listen`'s default).
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7411";
+
+/// A channel with the bearer token attached to every request.
+pub type Svc = InterceptedService<Channel, Auth>;
+
+/// Adds `authorization: Bearer <token>` when a token is set. Never prints the token.
+#[derive(Clone, Default)]
+pub struct Auth {
+    token: Option<String>,
+    header: Option<AsciiMetadataValue>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("token", &self.header.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Auth {
+    /// The interceptor for `token` (none: sends nothing).
+    pub fn new(token: Option<&str>) -> Result<Self, Error> {
+        let header = match token {
+            None => None,
+            Some("") => None,
+            Some(t) => {
+                if !t.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(Error::Usage(
+                        "--token: must be printable ASCII without spaces".into(),
+                    ));
+                }
+                let mut v: AsciiMetadataValue = format!("Bearer {t}").parse().map_err(|_| {
+                    Error::Usage("--token: must be printable ASCII without spaces".into())
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        Ok(Self {
+            token: header.as_ref().and(token.map(str::to_owned)),
+            header,
+        })
+    }
+
+    /// The token, for `cbd-client`'s builder.
+    pub fn token(&self) -> Option<String> {
+        self.token.clone()
+    }
+}
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(h) = &self.header {
+            req.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// What every command needs: where the daemon is, how long to wait, how to print.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The endpoint as a URI (`http://host:port`).
+    pub endpoint: String,
+    /// Deadline for connecting and for each unary call.
+    pub timeout: Duration,
+    /// Output format.
+    pub output: Output,
+    /// The bearer token, if any.
+    pub auth: Auth,
+}
+
+/// `host:port` → `http://host:port`; URIs with a scheme are kept; a trailing `/` is
+/// dropped.
+pub fn normalize_endpoint(raw: &str) -> Result<String, Error> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(Error::Usage("--endpoint: must not be empty".into()));
+    }
+    let uri = if raw.contains("://") {
+        raw.to_owned()
+    } else {
+        format!("http://{raw}")
+    };
+    let uri = uri.trim_end_matches('/').to_owned();
+    if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+        return Err(Error::Usage(format!(
+            "--endpoint {raw:?}: the scheme must be http or https"
+        )));
+    }
+    Endpoint::from_shared(uri.clone())
+        .map_err(|e| Error::Usage(format!("--endpoint {raw:?}: {e}")))?;
+    Ok(uri)
+}
+
+impl Ctx {
+    /// The tonic endpoint with the connect and request deadlines.
+    pub fn endpoint(&self) -> Result<Endpoint, Error> {
+        let ep = Endpoint::from_shared(self.endpoint.clone())
+            .map_err(|e| Error::Usage(format!("--endpoint: {e}")))?
+            .connect_timeout(self.timeout)
+            .tcp_nodelay(true);
+        Ok(ep)
+    }
+
+    /// A connected channel; exit 4 when the daemon cannot be reached in time.
+    pub async fn channel(&self) -> Result<Channel, Error> {
+        let ep = self.endpoint()?.timeout(self.timeout);
+        match tokio::time::timeout(self.timeout, ep.connect()).await {
+            Ok(Ok(ch)) => Ok(ch),
+            Ok(Err(e)) => Err(Error::from_transport(&e, &self.endpoint)),
+            Err(_) => Err(Error::deadline(&self.endpoint, self.timeout)),
+        }
+    }
+
+    /// The Admin service over `channel`.
+    pub fn admin_on(&self, channel: Channel) -> AdminClient<Svc> {
+        AdminClient::with_interceptor(channel, self.auth.clone())
+    }
+
+    /// The Breakers service over `channel`.
+    pub fn breakers_on(&self, channel: Channel) -> BreakersClient<Svc> {
+        BreakersClient::with_interceptor(channel, self.auth.clone())
+    }
+
+    /// The health service over `channel`.
+    pub fn health_on(&self, channel: Channel) -> HealthClient<Svc> {
+        HealthClient::with_interceptor(channel, self.auth.clone())
+    }
+
+    /// A connected Admin client.
+    pub async fn admin(&self) -> Result<AdminClient<Svc>, Error> {
+        Ok(self.admin_on(self.channel().await?))
+    }
+
+    /// A connected Breakers client.
+    pub async fn breakers(&self) -> Result<BreakersClient<Svc>, Error> {
+        Ok(self.breakers_on(self.channel().await?))
+    }
+
+    /// Runs one unary call with the deadline, classifying its failure.
+    pub async fn call<T>(
+        &self,
+        fut: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(Error::from_status(&status, &self.endpoint)),
+            Err(_) => Err(Error::deadline(&self.endpoint, self.timeout)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_without_a_scheme_get_http() {
+        assert_eq!(
+            normalize_endpoint("127.0.0.1:7411").unwrap(),
+            "http://127.0.0.1:7411"
+        );
+        assert_eq!(
+            normalize_endpoint("http://localhost:1/").unwrap(),
+            "http://localhost:1"
+        );
+        assert!(normalize_endpoint("ftp://x:1").is_err());
+        assert!(normalize_endpoint("").is_err());
+    }
+
+    #[test]
+    fn the_token_is_never_printed() {
+        let auth = Auth::new(Some("s3cret")).unwrap();
+        assert!(!format!("{auth:?}").contains("s3cret"));
+        assert!(Auth::new(Some("a b")).is_err());
+    }
+}

@@ -1,0 +1,404 @@
+//! What `cbctl` prints: the JSON shapes (`-o json`: proto field names, enum value
+//! names, humantime durations, RFC 3339 timestamps) and the tables for people.
+
+use std::{
+    io::Write as _,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use cbd_proto::v1 as pb;
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// Writes `text` and a newline to stdout. A closed pipe (`cbctl list | head`) is
+/// not an error.
+pub fn println(text: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Error::StdoutClosed),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints `value` as one line of JSON.
+pub fn print_json(value: &impl Serialize) -> Result<(), Error> {
+    let text = serde_json::to_string(value).map_err(|e| Error::Other(e.to_string()))?;
+    println(&text)
+}
+
+/// Prints `value` as indented JSON (single objects).
+pub fn print_json_pretty(value: &impl Serialize) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Other(e.to_string()))?;
+    println(&text)
+}
+
+/// A wire duration as a `std` one (negative: zero).
+pub fn std_duration(d: &prost_types::Duration) -> Duration {
+    let secs = u64::try_from(d.seconds).unwrap_or(0);
+    let nanos = u32::try_from(d.nanos).unwrap_or(0).min(999_999_999);
+    Duration::new(secs, nanos)
+}
+
+/// `"30s"`, `"1m 30s"`, `"250ms"`.
+pub fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// A wire duration rounded to milliseconds (`"29s 912ms"`), for times left that
+/// are stale by the time they are read anyway.
+pub fn fmt_pb_duration_ms(d: &prost_types::Duration) -> String {
+    let d = std_duration(d);
+    fmt_duration(Duration::from_millis(d.as_millis() as u64))
+}
+
+/// A wire duration as `"30s"`.
+pub fn fmt_pb_duration(d: &prost_types::Duration) -> String {
+    fmt_duration(std_duration(d))
+}
+
+/// A wire timestamp as a `SystemTime`.
+pub fn system_time(t: &prost_types::Timestamp) -> SystemTime {
+    let secs = u64::try_from(t.seconds).unwrap_or(0);
+    let nanos = u32::try_from(t.nanos).unwrap_or(0).min(999_999_999);
+    UNIX_EPOCH + Duration::new(secs, nanos)
+}
+
+/// A wire timestamp in RFC 3339 (UTC, milliseconds).
+pub fn fmt_timestamp(t: &prost_types::Timestamp) -> String {
+    humantime::format_rfc3339_millis(system_time(t)).to_string()
+}
+
+/// `STATE_OPEN` → `OPEN` (for tables).
+pub fn short(name: &str) -> &str {
+    for prefix in [
+        "STATE_",
+        "OVERRIDE_",
+        "EVENT_KIND_",
+        "FALLBACK_",
+        "OUTCOME_",
+    ] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            return rest;
+        }
+    }
+    name
+}
+
+/// The override for a table: `-` when none.
+pub fn override_cell(o: pb::Override) -> String {
+    match o {
+        pb::Override::Unspecified => "-".into(),
+        o => short(o.as_str_name()).into(),
+    }
+}
+
+/// How long until an OPEN breaker may probe, from `open_until` and this machine's
+/// clock; `-` when not open (or forced open: unknown).
+pub fn retry_after_cell(b: &pb::BreakerStatus) -> String {
+    match (&b.open_until, b.state()) {
+        (Some(until), pb::State::Open) => {
+            let left = system_time(until)
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            // Whole milliseconds: the daemon's clock and ours differ by more anyway.
+            fmt_duration(Duration::from_millis(left.as_millis() as u64))
+        }
+        (None, pb::State::Open) if b.r#override() == pb::Override::ForcedOpen => {
+            "until released".into()
+        }
+        _ => "-".into(),
+    }
+}
+
+/// Aligned columns, two spaces apart, the last column unpadded.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        let cells: Vec<&str> = cells.collect();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                l.push_str(cell);
+                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
+                l.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out.pop();
+    out
+}
+
+/// `key: value` lines, the values aligned.
+pub fn key_values(rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    rows.iter()
+        .map(|(k, v)| format!("{:<width$} {v}", format!("{k}:")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A count window in JSON.
+#[derive(Debug, Serialize)]
+pub struct CountWindowJson {
+    /// Outcomes in the window.
+    pub calls: u32,
+}
+
+/// A time window in JSON.
+#[derive(Debug, Serialize)]
+pub struct TimeWindowJson {
+    /// Length of the window (`"1m"`).
+    pub duration: Option<String>,
+    /// Buckets.
+    pub buckets: u32,
+}
+
+/// `BreakerSpec` in JSON: proto field names; unset fields are left out.
+#[derive(Debug, Serialize)]
+pub struct SpecJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_rate_percent: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_call_rate_percent: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_call_duration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimum_calls: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count_window: Option<CountWindowJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_window: Option<TimeWindowJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_duration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_open_duration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub half_open_permits: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permit_ttl: Option<String>,
+    pub fallback: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_ttl: Option<String>,
+}
+
+impl From<&pb::BreakerSpec> for SpecJson {
+    fn from(s: &pb::BreakerSpec) -> Self {
+        let d = |d: &Option<prost_types::Duration>| d.as_ref().map(fmt_pb_duration);
+        let (count_window, time_window) = match &s.window {
+            None => (None, None),
+            Some(pb::breaker_spec::Window::CountWindow(c)) => {
+                (Some(CountWindowJson { calls: c.calls }), None)
+            }
+            Some(pb::breaker_spec::Window::TimeWindow(t)) => (
+                None,
+                Some(TimeWindowJson {
+                    duration: d(&t.duration),
+                    buckets: t.buckets,
+                }),
+            ),
+        };
+        Self {
+            consecutive_failures: s.consecutive_failures,
+            failure_rate_percent: s.failure_rate_percent,
+            slow_call_rate_percent: s.slow_call_rate_percent,
+            slow_call_duration: d(&s.slow_call_duration),
+            minimum_calls: s.minimum_calls,
+            count_window,
+            time_window,
+            open_duration: d(&s.open_duration),
+            max_open_duration: d(&s.max_open_duration),
+            half_open_permits: s.half_open_permits,
+            success_threshold: s.success_threshold,
+            permit_ttl: d(&s.permit_ttl),
+            fallback: s.fallback().as_str_name(),
+            cache_ttl: d(&s.cache_ttl),
+        }
+    }
+}
+
+/// `BreakerStatus` in JSON.
+#[derive(Debug, Serialize)]
+pub struct BreakerJson {
+    pub name: String,
+    pub spec: Option<SpecJson>,
+    pub state: &'static str,
+    #[serde(rename = "override")]
+    pub override_: &'static str,
+    pub generation: u64,
+    pub window_calls: u32,
+    pub window_failures: u32,
+    pub window_slow_calls: u32,
+    pub consecutive_failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_until: Option<String>,
+    pub backoff_level: u32,
+    pub probes_in_flight: u32,
+    pub half_open_successes: u32,
+    pub mod_revision: u64,
+}
+
+impl From<&pb::BreakerStatus> for BreakerJson {
+    fn from(b: &pb::BreakerStatus) -> Self {
+        Self {
+            name: b.name.clone(),
+            spec: b.spec.as_ref().map(SpecJson::from),
+            state: b.state().as_str_name(),
+            override_: b.r#override().as_str_name(),
+            generation: b.generation,
+            window_calls: b.window_calls,
+            window_failures: b.window_failures,
+            window_slow_calls: b.window_slow_calls,
+            consecutive_failures: b.consecutive_failures,
+            open_until: b.open_until.as_ref().map(fmt_timestamp),
+            backoff_level: b.backoff_level,
+            probes_in_flight: b.probes_in_flight,
+            half_open_successes: b.half_open_successes,
+            mod_revision: b.mod_revision,
+        }
+    }
+}
+
+/// `Event` in JSON.
+#[derive(Debug, Serialize)]
+pub struct EventJson {
+    pub revision: u64,
+    pub name: String,
+    pub kind: &'static str,
+    pub previous_state: &'static str,
+    pub state: &'static str,
+    #[serde(rename = "override")]
+    pub override_: &'static str,
+    pub generation: u64,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<SpecJson>,
+}
+
+impl From<&pb::Event> for EventJson {
+    fn from(e: &pb::Event) -> Self {
+        Self {
+            revision: e.revision,
+            name: e.name.clone(),
+            kind: e.kind().as_str_name(),
+            previous_state: e.previous_state().as_str_name(),
+            state: e.state().as_str_name(),
+            override_: e.r#override().as_str_name(),
+            generation: e.generation,
+            reason: e.reason.clone(),
+            time: e.time.as_ref().map(fmt_timestamp),
+            spec: e.spec.as_ref().map(SpecJson::from),
+        }
+    }
+}
+
+/// The spec as the flat keys of `put` and apply files (`failure_rate = 50`), in
+/// TOML value syntax, for `get`'s table.
+pub fn spec_rows(s: &pb::BreakerSpec) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    let dur = |d: &prost_types::Duration| format!("{:?}", fmt_pb_duration(d));
+    let mut num = |k: &'static str, v: Option<u32>| {
+        if let Some(v) = v {
+            rows.push((k, v.to_string()));
+        }
+    };
+    num("consecutive_failures", s.consecutive_failures);
+    num("failure_rate", s.failure_rate_percent);
+    num("slow_call_rate", s.slow_call_rate_percent);
+    if let Some(d) = &s.slow_call_duration {
+        rows.push(("slow_call_duration", dur(d)));
+    }
+    if let Some(m) = s.minimum_calls {
+        rows.push(("minimum_calls", m.to_string()));
+    }
+    match &s.window {
+        Some(pb::breaker_spec::Window::CountWindow(c)) => {
+            rows.push(("window_calls", c.calls.to_string()));
+        }
+        Some(pb::breaker_spec::Window::TimeWindow(t)) => {
+            if let Some(d) = &t.duration {
+                rows.push(("window_duration", dur(d)));
+            }
+            rows.push(("window_buckets", t.buckets.to_string()));
+        }
+        None => {}
+    }
+    let mut opt_dur = |k: &'static str, d: &Option<prost_types::Duration>| {
+        if let Some(d) = d {
+            rows.push((k, dur(d)));
+        }
+    };
+    opt_dur("open_duration", &s.open_duration);
+    opt_dur("max_open_duration", &s.max_open_duration);
+    if let Some(n) = s.half_open_permits {
+        rows.push(("half_open_permits", n.to_string()));
+    }
+    if let Some(n) = s.success_threshold {
+        rows.push(("success_threshold", n.to_string()));
+    }
+    if let Some(d) = &s.permit_ttl {
+        rows.push(("permit_ttl", dur(d)));
+    }
+    let fallback = match s.fallback() {
+        pb::Fallback::Unspecified | pb::Fallback::FailOpen => "open",
+        pb::Fallback::FailClosed => "closed",
+        pb::Fallback::Local => "local",
+    };
+    rows.push(("fallback", format!("{fallback:?}")));
+    if let Some(d) = &s.cache_ttl {
+        rows.push(("cache_ttl", dur(d)));
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["NAME", "STATE"],
+            &[
+                vec!["a".into(), "OPEN".into()],
+                vec!["long/name".into(), "-".into()],
+            ],
+        );
+        assert_eq!(t, "NAME       STATE\na          OPEN\nlong/name  -");
+    }
+
+    #[test]
+    fn durations_and_times_are_readable() {
+        assert_eq!(fmt_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1s 500ms");
+        let t = prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5_000_000,
+        };
+        assert_eq!(fmt_timestamp(&t), "2023-11-14T22:13:20.005Z");
+        assert_eq!(short("STATE_HALF_OPEN"), "HALF_OPEN");
+    }
+}
