@@ -7,7 +7,7 @@ use tonic::{
     Request, Status,
     metadata::AsciiMetadataValue,
     service::{Interceptor, interceptor::InterceptedService},
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 use tonic_health::pb::health_client::HealthClient;
 
@@ -85,20 +85,61 @@ pub struct Ctx {
     pub output: Output,
     /// The bearer token, if any.
     pub auth: Auth,
+    /// TLS, when `--tls-ca` is given.
+    pub tls: Option<ClientTlsConfig>,
 }
 
-/// `host:port` → `http://host:port`; URIs with a scheme are kept; a trailing `/` is
-/// dropped.
-pub fn normalize_endpoint(raw: &str) -> Result<String, Error> {
+/// TLS from the global flags: `None` without `--tls-ca`. Unreadable files are exit 1
+/// naming the flag; a client certificate without a CA is a usage error.
+pub fn tls_config(global: &crate::GlobalArgs) -> Result<Option<ClientTlsConfig>, Error> {
+    let Some(ca) = &global.tls_ca else {
+        if global.tls_cert.is_some() || global.tls_server_name.is_some() {
+            return Err(Error::Usage(
+                "--tls-cert/--tls-key/--tls-server-name need --tls-ca".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| Error::Other(format!("{flag} {}: {e}", path.display())))
+    };
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?));
+    if let (Some(cert), Some(key)) = (&global.tls_cert, &global.tls_key) {
+        tls = tls.identity(Identity::from_pem(
+            read("--tls-cert", cert)?,
+            read("--tls-key", key)?,
+        ));
+    }
+    if let Some(name) = &global.tls_server_name {
+        tls = tls.domain_name(name.clone());
+    }
+    Ok(Some(tls))
+}
+
+/// `host:port` → `http://host:port` (`https://` with TLS); URIs with a scheme are
+/// kept; a trailing `/` is dropped. TLS and an `http://` URI do not go together.
+pub fn normalize_endpoint(raw: &str, tls: bool) -> Result<String, Error> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Err(Error::Usage("--endpoint: must not be empty".into()));
     }
+    let scheme = if tls { "https" } else { "http" };
     let uri = if raw.contains("://") {
         raw.to_owned()
     } else {
-        format!("http://{raw}")
+        format!("{scheme}://{raw}")
     };
+    if tls && uri.starts_with("http://") {
+        return Err(Error::Usage(format!(
+            "--endpoint {raw:?}: use https:// (or no scheme) with --tls-ca"
+        )));
+    }
+    if !tls && uri.starts_with("https://") {
+        return Err(Error::Usage(format!(
+            "--endpoint {raw:?}: https needs --tls-ca"
+        )));
+    }
     let uri = uri.trim_end_matches('/').to_owned();
     if !(uri.starts_with("http://") || uri.starts_with("https://")) {
         return Err(Error::Usage(format!(
@@ -117,7 +158,12 @@ impl Ctx {
             .map_err(|e| Error::Usage(format!("--endpoint: {e}")))?
             .connect_timeout(self.timeout)
             .tcp_nodelay(true);
-        Ok(ep)
+        match &self.tls {
+            Some(tls) => ep
+                .tls_config(tls.clone())
+                .map_err(|e| Error::Usage(format!("TLS: {e}"))),
+            None => Ok(ep),
+        }
     }
 
     /// A connected channel; exit 4 when the daemon cannot be reached in time.
@@ -175,15 +221,21 @@ mod tests {
     #[test]
     fn endpoints_without_a_scheme_get_http() {
         assert_eq!(
-            normalize_endpoint("127.0.0.1:7411").unwrap(),
+            normalize_endpoint("127.0.0.1:7411", false).unwrap(),
             "http://127.0.0.1:7411"
         );
         assert_eq!(
-            normalize_endpoint("http://localhost:1/").unwrap(),
+            normalize_endpoint("http://localhost:1/", false).unwrap(),
             "http://localhost:1"
         );
-        assert!(normalize_endpoint("ftp://x:1").is_err());
-        assert!(normalize_endpoint("").is_err());
+        assert!(normalize_endpoint("ftp://x:1", false).is_err());
+        assert!(normalize_endpoint("", false).is_err());
+        assert_eq!(
+            normalize_endpoint("localhost:1", true).unwrap(),
+            "https://localhost:1"
+        );
+        assert!(normalize_endpoint("http://localhost:1", true).is_err());
+        assert!(normalize_endpoint("https://localhost:1", false).is_err());
     }
 
     #[test]

@@ -66,6 +66,34 @@ pub struct GlobalArgs {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+
+    /// CA certificate (PEM) to verify the daemon with; turns on TLS (https).
+    #[arg(long, env = "CBD_TLS_CA", global = true, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) for mTLS; needs --tls-key and --tls-ca.
+    #[arg(
+        long,
+        env = "CBD_TLS_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// Client private key (PEM) for mTLS; needs --tls-cert.
+    #[arg(
+        long,
+        env = "CBD_TLS_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Name to verify the daemon's certificate against [default: the endpoint's host].
+    #[arg(long, env = "CBD_TLS_SERVER_NAME", global = true, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// How results are printed.
@@ -170,11 +198,13 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     if cli.global.timeout.is_zero() {
         return Err(Error::Usage("--timeout: must be more than zero".into()));
     }
+    let tls = conn::tls_config(&cli.global)?;
     let ctx = Ctx {
-        endpoint: normalize_endpoint(&cli.global.endpoint)?,
+        endpoint: normalize_endpoint(&cli.global.endpoint, tls.is_some())?,
         timeout: cli.global.timeout,
         output: cli.global.output,
         auth: Auth::new(cli.global.token.as_deref())?,
+        tls,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

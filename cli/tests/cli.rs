@@ -893,3 +893,63 @@ async fn tokens_are_sent_and_refusals_exit_5() {
     cbctl(&ep, &["--token", "wrong", "watch"]).code(5);
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn tls_flags_reach_a_tls_daemon() {
+    use cbd_tests::{Options, Pki};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(&dir.path().join("pki"));
+    let flags = pki.server_flags(true);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let options = Options {
+        tls: Some(pki.client_tls(true)),
+        ..Options::default()
+    };
+    let d = Daemon::start_with(&dir.path().join("data"), &flags, options).await;
+    let ep = d.addr.to_string(); // no scheme: https because of --tls-ca
+    let (ca, cert, key) = (
+        pki.ca.to_str().unwrap(),
+        pki.client_cert.to_str().unwrap(),
+        pki.client_key.to_str().unwrap(),
+    );
+    let tls = [
+        "--tls-ca",
+        ca,
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "--tls-server-name",
+        "localhost",
+    ];
+    let with_tls = |args: &[&str]| {
+        let all: Vec<&str> = tls.iter().chain(args).copied().collect();
+        cbctl(&ep, &all)
+    };
+    with_tls(&["put", "tls/a", "--consecutive-failures", "2"]).ok();
+    let got = with_tls(&["get", "tls/a", "-o", "json"]).ok().json();
+    assert_eq!(got["breaker"]["name"], "tls/a", "{got}");
+    with_tls(&["health"]).ok();
+
+    // Plaintext against a TLS daemon: the HTTP/2 handshake fails (exit 1, one line).
+    let plain = cbctl(&ep, &["--timeout", "2s", "list"]).code(1);
+    assert!(
+        plain.stderr.starts_with("error: ") && plain.stderr.lines().count() == 1,
+        "{plain:?}"
+    );
+    // TLS without the client certificate the daemon asks for: refused at the handshake.
+    let no_cert: Vec<&str> = vec![
+        "--tls-ca",
+        ca,
+        "--tls-server-name",
+        "localhost",
+        "--timeout",
+        "2s",
+        "list",
+    ];
+    // (TLS 1.3: the daemon closes the connection once it sees no certificate.)
+    let refused = cbctl(&ep, &no_cert).code(1);
+    assert!(refused.stderr.starts_with("error: "), "{refused:?}");
+    // A client certificate without a CA is a usage error.
+    cbctl(&ep, &["--tls-cert", cert, "--tls-key", key, "list"]).code(2);
+}

@@ -57,11 +57,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     // A daemon that is not there at all is exit 4 now; once the watch runs, it
     // rides out restarts by itself.
     drop(ctx.channel().await?);
-    let client = cbd_client::Client::builder(ctx.endpoint.clone())
+    let mut builder = cbd_client::Client::builder(ctx.endpoint.clone())
         .token(ctx.auth.token())
-        .connect_timeout(ctx.timeout)
-        .build()
-        .map_err(|e| Error::Usage(e.to_string()))?;
+        .connect_timeout(ctx.timeout);
+    if let Some(tls) = &ctx.tls {
+        builder = builder.tls_config(tls.clone());
+    }
+    let client = builder.build().map_err(|e| Error::Usage(e.to_string()))?;
     let filter = WatchFilter {
         prefix: args.prefix.clone().unwrap_or_default(),
         names: args.names.clone(),
