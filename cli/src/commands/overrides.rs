@@ -46,15 +46,21 @@ pub async fn run(ctx: &Ctx, args: Args, which: pb::Override) -> Result<(), Error
             r#override: which as i32,
         }))
         .await?;
+    print_changed(ctx, &args.name, resp.breaker.as_ref(), resp.revision)
+}
+
+/// Prints a breaker after an operator change (override or reset), as JSON or a line.
+pub(crate) fn print_changed(
+    ctx: &Ctx,
+    name: &str,
+    breaker: Option<&pb::BreakerStatus>,
+    revision: u64,
+) -> Result<(), Error> {
     match ctx.output {
         Output::Json => output::print_json_pretty(&ChangedJson {
-            breaker: resp.breaker.as_ref().map(BreakerJson::from),
-            revision: resp.revision,
+            breaker: breaker.map(BreakerJson::from),
+            revision,
         }),
-        Output::Table => output::println(&changed_line(
-            &args.name,
-            resp.breaker.as_ref(),
-            resp.revision,
-        )),
+        Output::Table => output::println(&changed_line(name, breaker, revision)),
     }
 }

@@ -3,14 +3,9 @@
 use cbd_proto::v1 as pb;
 
 use crate::{
-    Output,
-    commands::{
-        check_name,
-        overrides::{ChangedJson, changed_line},
-    },
+    commands::{check_name, overrides::print_changed},
     conn::Ctx,
     error::Error,
-    output::{self, BreakerJson},
 };
 
 #[derive(Debug, clap::Args)]
@@ -27,15 +22,5 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
             name: args.name.clone(),
         }))
         .await?;
-    match ctx.output {
-        Output::Json => output::print_json_pretty(&ChangedJson {
-            breaker: resp.breaker.as_ref().map(BreakerJson::from),
-            revision: resp.revision,
-        }),
-        Output::Table => output::println(&changed_line(
-            &args.name,
-            resp.breaker.as_ref(),
-            resp.revision,
-        )),
-    }
+    print_changed(ctx, &args.name, resp.breaker.as_ref(), resp.revision)
 }
