@@ -1,0 +1,62 @@
+//! The `cbd` binary's command line: `--print-config`, `--help`, and refusing a bad
+//! configuration with one clear line. (Having an integration test here also makes
+//! `cargo test --workspace` build the binary that the end-to-end tests start.)
+
+use std::process::Command;
+
+const CBD: &str = env!("CARGO_BIN_EXE_cbd");
+
+fn cbd(args: &[&str]) -> std::process::Output {
+    Command::new(CBD)
+        .args(args)
+        .env_remove("CBD_CONFIG")
+        .env_remove("CBD_LISTEN")
+        .output()
+        .expect("run cbd")
+}
+
+#[test]
+fn print_config_shows_the_effective_configuration_as_toml() {
+    let out = cbd(&["--print-config", "--max-breakers", "42"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let config: cbd::config::Config = toml::from_str(&text).expect("valid TOML");
+    assert_eq!(config.max_breakers, 42);
+    assert_eq!(config.listen.to_string(), cbd::config::DEFAULT_LISTEN);
+}
+
+#[test]
+fn environment_variables_are_read() {
+    let out = Command::new(CBD)
+        .args(["--print-config"])
+        .env("CBD_MAX_WATCHERS", "7")
+        .output()
+        .expect("run cbd");
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    assert!(text.contains("max_watchers = 7"), "{text}");
+}
+
+#[test]
+fn a_bad_configuration_exits_2_with_one_line() {
+    let out = cbd(&["--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8(out.stderr).expect("utf8");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--allow-unauthenticated"), "{err}");
+}
+
+#[test]
+fn help_explains_flags_and_their_environment_variables() {
+    let out = cbd(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).expect("utf8");
+    for needle in [
+        "--listen",
+        "CBD_LISTEN",
+        "--data-dir",
+        "--print-config",
+        "127.0.0.1:7411",
+    ] {
+        assert!(help.contains(needle), "--help should mention {needle}");
+    }
+}
