@@ -254,7 +254,9 @@ async fn resume_after_kill_9_has_no_gap_and_no_duplicate() {
             seen.push(e.revision);
         }
     }
-    assert!(writer.await.expect("writer") >= 30);
+    // The writer puts one at a time: 30 committed events mean at least 29 answered
+    // puts (the 30th answer may have been lost to the kill).
+    assert!(writer.await.expect("writer") >= 29);
     daemon.restart().await;
 
     // More changes after the restart, then resume from the last seen revision + 1.
