@@ -1,6 +1,6 @@
 //! The `cbd` binary: parse the configuration, set up logging, serve.
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use cbd::config::{Args, Config, LogFormat};
 use clap::Parser;
@@ -19,9 +19,17 @@ fn main() -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
-    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match EnvFilter::try_new(&config.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cbd: error: --log-level {:?}: {e}", config.log_level);
+            return ExitCode::from(2);
+        }
+    };
+    // Colours only on a terminal: log files and collectors get plain text.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Text => logs.init(),

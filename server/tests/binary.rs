@@ -60,3 +60,17 @@ fn help_explains_flags_and_their_environment_variables() {
         assert!(help.contains(needle), "--help should mention {needle}");
     }
 }
+
+#[test]
+fn a_bad_log_filter_is_an_error_not_a_silent_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = cbd(&[
+        "--log-level",
+        "info,=bogus[",
+        "--data-dir",
+        dir.path().join("data").to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8(out.stderr).expect("utf8");
+    assert!(err.contains("--log-level"), "{err}");
+}

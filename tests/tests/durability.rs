@@ -348,3 +348,71 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
         }
     }
 }
+
+#[tokio::test]
+async fn recovery_half_opens_expired_breakers_and_frees_crashed_probes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let mut admin = daemon.admin().await;
+    let mut client = daemon.breakers().await;
+    let short = pb::BreakerSpec {
+        consecutive_failures: Some(1),
+        open_duration: Some(ms(300)),
+        permit_ttl: Some(ms(3_600_000)),
+        ..Default::default()
+    };
+    // "expired": OPEN, its deadline passes while the daemon is down.
+    put(&mut admin, "expired", short).await;
+    let a = acquire(&mut client, "expired").await;
+    report(&mut client, &a.permit, pb::Outcome::Failure).await;
+    let open_until = get(&daemon, "expired")
+        .await
+        .open_until
+        .expect("open_until");
+    // "probing": HALF_OPEN with its one probe in flight when the daemon dies.
+    put(&mut admin, "probing", short).await;
+    let a = acquire(&mut client, "probing").await;
+    report(&mut client, &a.permit, pb::Outcome::Failure).await;
+    cbd_tests::wait_state(
+        &mut admin,
+        "probing",
+        pb::State::HalfOpen,
+        Duration::from_secs(10),
+    )
+    .await;
+    let probe = acquire(&mut client, "probing").await;
+    assert!(probe.allowed);
+    assert!(
+        !acquire(&mut client, "probing").await.allowed,
+        "the one slot is taken"
+    );
+
+    daemon.kill9();
+    // Stay down until the deadline has passed (waiting for a known instant).
+    let deadline =
+        std::time::UNIX_EPOCH + Duration::new(open_until.seconds as u64, open_until.nanos as u32);
+    if let Ok(left) = deadline.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left + Duration::from_millis(10)).await;
+    }
+    let logged_before = daemon.log().len();
+    daemon.restart().await;
+
+    let expired = get(&daemon, "expired").await;
+    assert_eq!(
+        expired.state(),
+        pb::State::HalfOpen,
+        "recovered past its deadline"
+    );
+    let probing = get(&daemon, "probing").await;
+    assert_eq!(probing.state(), pb::State::HalfOpen);
+    assert_eq!(
+        probing.probes_in_flight, 0,
+        "the crashed probe's slot is free"
+    );
+    let mut client = daemon.breakers().await;
+    assert!(acquire(&mut client, "probing").await.allowed);
+    assert!(
+        daemon.log().contains("open for 300ms"),
+        "the recovery transition is logged"
+    );
+}
