@@ -361,14 +361,6 @@ async fn recovery_half_opens_expired_breakers_and_frees_crashed_probes() {
         permit_ttl: Some(ms(3_600_000)),
         ..Default::default()
     };
-    // "expired": OPEN, its deadline passes while the daemon is down.
-    put(&mut admin, "expired", short).await;
-    let a = acquire(&mut client, "expired").await;
-    report(&mut client, &a.permit, pb::Outcome::Failure).await;
-    let open_until = get(&daemon, "expired")
-        .await
-        .open_until
-        .expect("open_until");
     // "probing": HALF_OPEN with its one probe in flight when the daemon dies.
     put(&mut admin, "probing", short).await;
     let a = acquire(&mut client, "probing").await;
@@ -386,7 +378,22 @@ async fn recovery_half_opens_expired_breakers_and_frees_crashed_probes() {
         !acquire(&mut client, "probing").await.allowed,
         "the one slot is taken"
     );
-
+    // "expired": tripped just before the kill; its deadline passes while cbd is down.
+    put(
+        &mut admin,
+        "expired",
+        pb::BreakerSpec {
+            open_duration: Some(ms(1500)),
+            ..short
+        },
+    )
+    .await;
+    let a = acquire(&mut client, "expired").await;
+    report(&mut client, &a.permit, pb::Outcome::Failure).await;
+    let open_until = get(&daemon, "expired")
+        .await
+        .open_until
+        .expect("open_until");
     daemon.kill9();
     // Stay down until the deadline has passed (waiting for a known instant).
     let deadline =
@@ -411,8 +418,10 @@ async fn recovery_half_opens_expired_breakers_and_frees_crashed_probes() {
     );
     let mut client = daemon.breakers().await;
     assert!(acquire(&mut client, "probing").await.allowed);
-    assert!(
-        daemon.log().contains("open for 300ms"),
-        "the recovery transition is logged"
-    );
+    let recovery_log = daemon.log()[logged_before..].to_owned();
+    let line = recovery_log
+        .lines()
+        .find(|l| l.contains("state changed") && l.contains("breaker=expired"))
+        .unwrap_or_else(|| panic!("the recovery transition is logged:\n{recovery_log}"));
+    assert!(line.contains("open for 1.5s"), "{line}");
 }
