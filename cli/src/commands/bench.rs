@@ -589,16 +589,7 @@ impl Worker {
                             service: String::new(),
                         })
                         .await;
-                    match r {
-                        Ok(_) => {
-                            self.counters.done.fetch_add(1, Relaxed);
-                            true
-                        }
-                        Err(s) => {
-                            self.error(&s);
-                            false
-                        }
-                    }
+                    self.completed(r)
                 }
                 Workload::Unary => self.unary(&mut breakers).await,
                 Workload::Batch => self.batch(&mut breakers).await,
@@ -642,7 +633,12 @@ impl Worker {
                 duration: None,
             })
             .await;
-        match reported {
+        self.completed(reported)
+    }
+
+    /// Counts a finished unit of work, or its error; `true` when it succeeded.
+    fn completed<T>(&self, result: Result<T, tonic::Status>) -> bool {
+        match result {
             Ok(_) => {
                 self.counters.done.fetch_add(1, Relaxed);
                 true
