@@ -2,12 +2,7 @@
 //! network (it can follow a restarted daemon to its new port, cut connections, or
 //! refuse them).
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use cbd_client::{Client, pb};
 use cbd_tests::{Daemon, ms};
@@ -75,20 +70,14 @@ pub async fn status(client: &Client, name: &str) -> pb::BreakerStatus {
         .expect("breaker")
 }
 
-/// Polls `check` until it yields `Some`, at most [`WAIT`] (no blind sleeps).
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+/// Polls `check` until it yields `Some`, at most [`WAIT`] (the harness's
+/// `eventually`; no blind sleeps).
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    cbd_tests::eventually(WAIT, what, check).await
 }
 
 /// Polls until `name` is in `state`.
