@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::{Override, Reason, State, Timestamp};
 
-/// What the store keeps across restarts (DESIGN §6). Window counts are NOT in it,
+/// What the store keeps across restarts (docs/DESIGN.md §6). Window counts are NOT in it,
 /// nor are half-open probes in flight: after a restart their slots are free.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Persisted {
@@ -23,13 +23,16 @@ pub struct Persisted {
 }
 
 /// The breaker-side part of a permit (the daemon encodes it with the name into
-/// opaque bytes).
+/// opaque, authenticated bytes). Each permit counts at most once: a second report of
+/// the same permit is stale.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct PermitToken {
     /// The generation the permit was issued in; a report from an older one is stale.
     pub generation: u64,
-    /// `Some(id)` for a half-open probe, `None` for any other call.
-    pub probe: Option<u64>,
+    /// Unique among the permits this machine issued: 1, 2, 3, … in issue order.
+    pub serial: u64,
+    /// A half-open probe (it holds one of the `half_open_permits` slots).
+    pub probe: bool,
 }
 
 /// The answer to [`Breaker::acquire`](crate::Breaker::acquire).

@@ -1,5 +1,5 @@
 //! The pure circuit-breaker state machine shared by the cbd daemon and its Rust client
-//! (DESIGN §3).
+//! (docs/DESIGN.md §3).
 //!
 //! No I/O, no clock reads: every method that needs the time takes `now`. The daemon
 //! wraps each [`Breaker`] in a lock, persists [`Persisted`] on every [`Transition`],
@@ -23,6 +23,7 @@
 
 mod answer;
 mod error;
+mod ledger;
 mod machine;
 mod name;
 mod reason;
@@ -33,6 +34,7 @@ mod window;
 
 pub use answer::{Acquired, PermitToken, Persisted, Reported, Status, Transition};
 pub use error::Error;
+pub use ledger::MAX_SPAN as MAX_PERMIT_SPAN;
 pub use machine::Breaker;
 pub use name::{MAX_NAME_LEN, validate_name};
 pub use reason::Reason;

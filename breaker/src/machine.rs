@@ -1,8 +1,9 @@
-//! The state machine itself (DESIGN §3).
+//! The state machine itself (docs/DESIGN.md §3).
 
 use std::fmt;
 use std::time::Duration;
 
+use crate::ledger::Ledger;
 use crate::spec::MAX_HALF_OPEN_PERMITS;
 use crate::window::Window;
 use crate::{
@@ -14,13 +15,15 @@ use crate::{
 ///
 /// Every state change, override change and reset bumps the generation by exactly one
 /// and returns a [`Transition`]; nothing else bumps it. Permits carry the generation
-/// they were issued in, so a report that arrives after a change is `stale`.
+/// they were issued in, so a report that arrives after a change is `stale`, and a
+/// serial number, so that each permit counts at most once.
 ///
 /// Under `FORCED_OPEN` the machine sits in `Open` (without `open_until`), under
 /// `FORCED_CLOSED` and `DISABLED` in `Closed`, so `state` is always the effective
 /// state; under `SHADOW` it runs as if enforcing.
 ///
-/// `acquire` and `report` do not allocate.
+/// `acquire` and `report` do not allocate once the permit ledger has grown to the
+/// breaker's working size (a few words for calls that get reported).
 pub struct Breaker {
     spec: Spec,
     /// `spec.effective_consecutive_failures()`, cached for the hot path.
@@ -41,13 +44,16 @@ pub struct Breaker {
     window: Window,
     /// Half-open probes in flight; capacity `half_open_permits`, reserved up front.
     probes: Vec<Probe>,
-    next_probe_id: u64,
+    /// Plain permits of this generation not yet reported.
+    ledger: Ledger,
+    /// The serial of the next permit, plain or probe; never reused by this machine.
+    next_serial: u64,
     half_open_successes: u32,
 }
 
 #[derive(Copy, Clone, Debug)]
 struct Probe {
-    id: u64,
+    serial: u64,
     expires_at: Timestamp,
 }
 
@@ -75,7 +81,8 @@ impl Breaker {
             consecutive_failures: 0,
             window: Window::new(spec.window),
             probes: Vec::with_capacity(probe_slots(&spec)),
-            next_probe_id: 1,
+            ledger: Ledger::default(),
+            next_serial: 1,
             half_open_successes: 0,
             spec,
         }
@@ -140,7 +147,7 @@ impl Breaker {
             Some(Override::ForcedOpen) => {}
             Some(Override::ForcedClosed | Override::Disabled) => {
                 answer.allowed = true;
-                answer.permit = Some(self.token(None));
+                answer.permit = Some(self.plain_permit());
             }
             Some(Override::Shadow) => {
                 answer.allowed = true;
@@ -148,7 +155,7 @@ impl Breaker {
                     Admission::Allowed(permit) => permit,
                     Admission::Rejected { .. } => {
                         answer.shadow_rejected = true;
-                        self.token(None)
+                        self.plain_permit()
                     }
                 });
             }
@@ -170,9 +177,11 @@ impl Breaker {
     /// Records how a call went. `duration` is how long it took, if the caller measured
     /// it (used to classify slow successes).
     ///
-    /// A permit from an older generation, or one this generation never handed out
-    /// (a probe already reported or expired), is `stale`: acknowledged, nothing changes.
-    /// A permit from a newer generation is an error.
+    /// A permit from an older generation, one already reported, or one this generation
+    /// never handed out (a probe that expired) is `stale`: acknowledged, nothing
+    /// changes. A plain permit is also stale once [`MAX_PERMIT_SPAN`](crate::MAX_PERMIT_SPAN)
+    /// newer permits of this breaker were issued. A permit from a newer generation is
+    /// an error.
     pub fn report(
         &mut self,
         permit: PermitToken,
@@ -186,15 +195,15 @@ impl Breaker {
                 current: self.generation,
             });
         }
-        let (stale, transition) = if permit.generation < self.generation {
+        let (stale, transition) = if permit.generation < self.generation
+            || (!permit.probe && !self.ledger.take(permit.serial))
+        {
             (true, None)
         } else {
             match self.override_ {
                 // FORCED_OPEN hands out no permits, and the others only plain ones.
                 Some(Override::ForcedOpen) => (true, None),
-                Some(Override::ForcedClosed | Override::Disabled) if permit.probe.is_some() => {
-                    (true, None)
-                }
+                Some(Override::ForcedClosed | Override::Disabled) if permit.probe => (true, None),
                 Some(Override::Disabled) => (false, None),
                 Some(Override::ForcedClosed) => {
                     self.count(outcome, duration, now);
@@ -249,7 +258,7 @@ impl Breaker {
         self.start_over(self.override_, Reason::Reset, now)
     }
 
-    /// What the store keeps (DESIGN §6).
+    /// What the store keeps (docs/DESIGN.md §6).
     pub fn persisted(&self) -> Persisted {
         Persisted {
             state: self.state,
@@ -279,11 +288,22 @@ impl Breaker {
         }
     }
 
-    fn token(&self, probe: Option<u64>) -> PermitToken {
+    /// The next serial, as a permit of this generation.
+    fn permit(&mut self, probe: bool) -> PermitToken {
+        let serial = self.next_serial;
+        self.next_serial += 1;
         PermitToken {
             generation: self.generation,
+            serial,
             probe,
         }
+    }
+
+    /// A plain permit, recorded as outstanding.
+    fn plain_permit(&mut self) -> PermitToken {
+        let permit = self.permit(false);
+        self.ledger.issue(permit.serial);
+        permit
     }
 
     fn timers_frozen(&self) -> bool {
@@ -297,7 +317,7 @@ impl Breaker {
     /// before `open_until`, and no probe in flight has expired.
     fn admit(&mut self, now: Timestamp) -> Admission {
         match self.state {
-            State::Closed => Admission::Allowed(self.token(None)),
+            State::Closed => Admission::Allowed(self.plain_permit()),
             State::Open => Admission::Rejected {
                 retry_after: self.open_until.map(|u| u.saturating_duration_since(now)),
             },
@@ -308,13 +328,12 @@ impl Breaker {
                         retry_after: earliest.map(|e| e.saturating_duration_since(now)),
                     };
                 }
-                let id = self.next_probe_id;
-                self.next_probe_id = self.next_probe_id.wrapping_add(1);
+                let permit = self.permit(true);
                 self.probes.push(Probe {
-                    id,
+                    serial: permit.serial,
                     expires_at: now.saturating_add(self.spec.permit_ttl),
                 });
-                Admission::Allowed(self.token(Some(id)))
+                Admission::Allowed(permit)
             }
         }
     }
@@ -329,13 +348,13 @@ impl Breaker {
         shadow: bool,
     ) -> (bool, Option<Transition>) {
         match (self.state, permit.probe) {
-            (State::Closed, None) => {
+            (State::Closed, false) => {
                 let counted = self.count(outcome, duration, now);
                 let reason = if counted { self.trip_reason() } else { None };
                 (false, reason.map(|r| self.trip(r, now)))
             }
-            (State::HalfOpen, Some(id)) => {
-                let Some(i) = self.probes.iter().position(|p| p.id == id) else {
+            (State::HalfOpen, true) => {
+                let Some(i) = self.probes.iter().position(|p| p.serial == permit.serial) else {
                     return (true, None); // already reported, or never handed out
                 };
                 self.probes.swap_remove(i);
@@ -343,7 +362,7 @@ impl Breaker {
             }
             // Shadow hands plain permits to the calls it would have rejected; they
             // count nothing.
-            (State::Open | State::HalfOpen, None) if shadow => (false, None),
+            (State::Open | State::HalfOpen, false) if shadow => (false, None),
             // This generation never handed out such a permit.
             _ => (true, None),
         }
@@ -507,6 +526,7 @@ impl Breaker {
         self.consecutive_failures = 0;
         self.window.clear();
         self.probes.clear();
+        self.ledger.clear();
         self.half_open_successes = 0;
         // Saturating: 2^64 changes will not happen; a restored record might be corrupt.
         self.generation = self.generation.saturating_add(1);

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::Error;
 
-/// `consecutive_failures` when no trip condition at all is set (DESIGN §3).
+/// `consecutive_failures` when no trip condition at all is set (docs/DESIGN.md §3).
 pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
 /// Upper bound of `open_duration`, `max_open_duration` and `permit_ttl`: 24 h.
 pub const MAX_OPEN_DURATION: Duration = Duration::from_secs(24 * 3600);
@@ -57,7 +57,7 @@ impl Default for WindowSpec {
     }
 }
 
-/// A breaker's configuration (DESIGN §3). Every field has a default; see
+/// A breaker's configuration (docs/DESIGN.md §3). Every field has a default; see
 /// [`Spec::validate`] for the rules.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Spec {

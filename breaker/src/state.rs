@@ -30,7 +30,7 @@ impl fmt::Display for State {
     }
 }
 
-/// An operator's override of the machine (DESIGN §3). Persisted; holds until cleared.
+/// An operator's override of the machine (docs/DESIGN.md §3). Persisted; holds until cleared.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Override {
     /// Reject every call.

@@ -3,7 +3,7 @@
 //! The model keeps every outcome since the window was last emptied in a `Vec` and
 //! recomputes the window from it on demand; the backoff is a loop of doublings; rates
 //! use the spec's integer definition (`count * 100 / calls`). Besides agreeing with
-//! the model at every step, the machine must keep the invariants of DESIGN §3, which
+//! the model at every step, the machine must keep the invariants of docs/DESIGN.md §3, which
 //! are checked directly.
 
 use std::time::Duration;
@@ -47,8 +47,10 @@ struct Model {
     backoff: u32,
     consecutive: u32,
     outcomes: Vec<Rec>,
-    /// (probe id as the machine issued it, expiry in ns)
+    /// (probe serial as the machine issued it, expiry in ns)
     probes: Vec<(u64, u64)>,
+    /// Serials of the plain permits of this generation not yet reported.
+    plain: Vec<u64>,
     successes: u32,
 }
 
@@ -72,6 +74,7 @@ impl Model {
             consecutive: 0,
             outcomes: Vec::new(),
             probes: Vec::new(),
+            plain: Vec::new(),
             successes: 0,
         }
     }
@@ -139,6 +142,7 @@ impl Model {
         self.consecutive = 0;
         self.outcomes.clear();
         self.probes.clear();
+        self.plain.clear();
         self.successes = 0;
         t
     }
@@ -284,23 +288,30 @@ impl Model {
         if permit.generation < self.generation {
             return (true, None);
         }
+        if !permit.probe {
+            // Single use: only an outstanding plain permit of this generation counts.
+            let Some(i) = self.plain.iter().position(|&s| s == permit.serial) else {
+                return (true, None);
+            };
+            self.plain.remove(i);
+        }
         let shadow = self.ov == Some(Override::Shadow);
         match (self.ov, self.state, permit.probe) {
             (Some(Override::ForcedOpen), _, _) => (true, None),
-            (Some(Override::ForcedClosed | Override::Disabled), _, Some(_)) => (true, None),
-            (Some(Override::Disabled), _, None) => (false, None),
-            (Some(Override::ForcedClosed), _, None) => {
+            (Some(Override::ForcedClosed | Override::Disabled), _, true) => (true, None),
+            (Some(Override::Disabled), _, false) => (false, None),
+            (Some(Override::ForcedClosed), _, false) => {
                 self.record(outcome, duration, now);
                 (false, None)
             }
-            (_, State::Closed, None) => {
+            (_, State::Closed, false) => {
                 if !self.record(outcome, duration, now) {
                     return (false, None);
                 }
                 (false, self.trip_reason(now).map(|r| self.trip(r, now)))
             }
-            (_, State::HalfOpen, Some(id)) => {
-                let Some(i) = self.probes.iter().position(|&(p, _)| p == id) else {
+            (_, State::HalfOpen, true) => {
+                let Some(i) = self.probes.iter().position(|&(p, _)| p == permit.serial) else {
                     return (true, None);
                 };
                 self.probes.remove(i);
@@ -322,7 +333,7 @@ impl Model {
                 };
                 (false, t)
             }
-            (_, State::Open | State::HalfOpen, None) if shadow => (false, None),
+            (_, State::Open | State::HalfOpen, false) if shadow => (false, None),
             _ => (true, None),
         }
     }
@@ -355,8 +366,8 @@ enum Op {
         pick: usize,
         outcome: Outcome,
     },
-    /// Report a probe again after it was reported or expired.
-    ReportUsedProbe {
+    /// Report a permit (plain or probe) again after it was reported.
+    ReportUsed {
         pick: usize,
         outcome: Outcome,
     },
@@ -383,7 +394,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (any::<usize>(), outcome(), any::<bool>(), any::<bool>())
             .prop_map(|(pick, outcome, slow, timed)| Op::Report { pick, outcome, slow, timed }),
         1 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::ReportStale { pick, outcome }),
-        1 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::ReportUsedProbe { pick, outcome }),
+        1 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::ReportUsed { pick, outcome }),
         1 => Just(Op::ReportFuture),
         2 => (0u64..50).prop_map(|ms| Op::Advance { ms }),
         2 => (100u64..3_000).prop_map(|ms| Op::Advance { ms }),
@@ -543,7 +554,7 @@ fn check_acquire(a: &Acquired, m: &mut Model, now: u64, expected_t: Option<Expec
     assert_eq!(a.allowed, allowed, "allowed");
     assert_eq!(a.shadow_rejected, shadow_rejected, "shadow_rejected");
     assert_eq!(a.retry_after, retry_after, "retry_after");
-    assert_eq!(a.permit.and_then(|p| p.probe).is_some(), probe, "probe");
+    assert_eq!(a.permit.is_some_and(|p| p.probe), probe, "probe");
     let cached = m.ov.is_none() && m.state == State::Closed;
     let valid_until = m
         .spec
@@ -551,14 +562,12 @@ fn check_acquire(a: &Acquired, m: &mut Model, now: u64, expected_t: Option<Expec
         .filter(|_| cached)
         .map(|ttl| ts(now + ttl.as_nanos() as u64));
     assert_eq!(a.valid_until, valid_until, "valid_until");
-    if probe {
-        let id = a.permit.unwrap().probe.unwrap();
-        assert!(
-            m.probes.iter().all(|&(p, _)| p != id),
-            "probe ids are unique"
-        );
-        m.probes
-            .push((id, now + m.spec.permit_ttl.as_nanos() as u64));
+    match a.permit {
+        Some(p) if p.probe => m
+            .probes
+            .push((p.serial, now + m.spec.permit_ttl.as_nanos() as u64)),
+        Some(p) => m.plain.push(p.serial),
+        None => {}
     }
 }
 
@@ -566,11 +575,11 @@ fn run(spec: Spec, ops: Vec<Op>) {
     let mut b = Breaker::new(spec.clone());
     let mut m = Model::new(spec.clone());
     let mut now = T0;
-    // Permits handed out and not reported yet; every permit ever handed out; probes
+    // Permits handed out and not reported yet; every permit ever handed out; permits
     // already reported.
     let mut outstanding: Vec<(PermitToken, u64)> = Vec::new();
     let mut issued: Vec<PermitToken> = Vec::new();
-    let mut used_probes: Vec<PermitToken> = Vec::new();
+    let mut used: Vec<PermitToken> = Vec::new();
     check_status(&b, &m, Some(now));
 
     for op in ops {
@@ -595,6 +604,10 @@ fn run(spec: Spec, ops: Vec<Op>) {
                 }
                 check_acquire(&a, &mut m, now, expected_t);
                 if let Some(p) = a.permit {
+                    assert!(
+                        issued.iter().all(|q| q.serial != p.serial),
+                        "serials are never reused"
+                    );
                     outstanding.push((p, now + spec.permit_ttl.as_nanos() as u64));
                     issued.push(p);
                 }
@@ -620,9 +633,7 @@ fn run(spec: Spec, ops: Vec<Op>) {
                 assert_eq!(r.stale, stale, "stale");
                 check_transition(&r.transition, &expected_t, now);
                 assert_eq!((r.state, r.generation), (m.state, m.generation));
-                if permit.probe.is_some() {
-                    used_probes.push(permit);
-                }
+                used.push(permit);
                 if stale {
                     assert_eq!(b.status(), before, "a stale report changes nothing");
                 }
@@ -640,7 +651,8 @@ fn run(spec: Spec, ops: Vec<Op>) {
                 let permit = match old.len() {
                     0 if before.generation > 1 => PermitToken {
                         generation: before.generation - 1,
-                        probe: None,
+                        serial: 1,
+                        probe: false,
                     },
                     0 => continue,
                     n => old[pick % n],
@@ -650,19 +662,22 @@ fn run(spec: Spec, ops: Vec<Op>) {
                 assert_eq!(r.transition, None);
                 assert_eq!(b.status(), before, "a stale report changes nothing");
             }
-            Op::ReportUsedProbe { pick, outcome } => {
-                if used_probes.is_empty() {
+            Op::ReportUsed { pick, outcome } => {
+                if used.is_empty() {
                     continue;
                 }
-                let permit = used_probes[pick % used_probes.len()];
+                let permit = used[pick % used.len()];
                 let r = b.report(permit, outcome, None, ts(now)).unwrap();
-                assert!(r.stale, "a used probe is stale");
+                assert!(r.stale, "a permit counts once: {permit:?}");
+                let (stale, _) = m.report(permit, outcome, None, now);
+                assert!(stale, "the model agrees");
                 assert_eq!(b.status(), before, "a stale report changes nothing");
             }
             Op::ReportFuture => {
                 let permit = PermitToken {
                     generation: before.generation + 1,
-                    probe: None,
+                    serial: 1,
+                    probe: false,
                 };
                 assert_eq!(
                     b.report(permit, Outcome::Failure, None, ts(now)),
@@ -683,7 +698,7 @@ fn run(spec: Spec, ops: Vec<Op>) {
                 let probe_due = forced.is_none()
                     && before.state == State::HalfOpen
                     && outstanding.iter().any(|(p, exp)| {
-                        p.generation == before.generation && p.probe.is_some() && *exp <= now
+                        p.generation == before.generation && p.probe && *exp <= now
                     });
                 let expected_t = m.timers(now);
                 let t = b.tick(ts(now));
@@ -695,7 +710,7 @@ fn run(spec: Spec, ops: Vec<Op>) {
                     assert_eq!(b.status().probes_in_flight, 0);
                 }
                 for (p, _) in &outstanding {
-                    if p.probe.is_some() && p.generation == b.status().generation {
+                    if p.probe && p.generation == b.status().generation {
                         assert_eq!(b.status().state, State::HalfOpen);
                     }
                 }

@@ -83,7 +83,8 @@ fn closed_allows_with_a_plain_permit() {
         a.permit,
         Some(PermitToken {
             generation: 1,
-            probe: None
+            serial: 1,
+            probe: false
         })
     );
     assert_eq!(
@@ -361,10 +362,10 @@ fn acquire_moves_open_to_half_open_lazily_and_admits_a_probe() {
         a.permit,
         Some(PermitToken {
             generation: 3,
-            probe: a.permit.unwrap().probe
+            serial: a.permit.unwrap().serial,
+            probe: true
         })
     );
-    assert!(a.permit.unwrap().probe.is_some());
     let t = a.transition.unwrap();
     assert_eq!(
         (t.from, t.to, t.generation, t.at),
@@ -394,7 +395,8 @@ fn permit_from_the_future_is_an_error() {
     let mut b = Breaker::new(spec(|_| {}));
     let forged = PermitToken {
         generation: 7,
-        probe: None,
+        serial: 1,
+        probe: false,
     };
     assert_eq!(
         b.report(forged, Outcome::Success, None, at(0)),
@@ -410,7 +412,8 @@ fn a_plain_permit_of_the_open_generation_is_stale() {
     let mut b = tripped(|_| {});
     let forged = PermitToken {
         generation: 2,
-        probe: None,
+        serial: 1,
+        probe: false,
     };
     assert!(
         b.report(forged, Outcome::Failure, None, at(1))
@@ -431,7 +434,7 @@ fn half_open_admits_at_most_half_open_permits() {
     let p1 = b.acquire(at(10_000));
     let p2 = b.acquire(at(11_000));
     assert!(p1.allowed && p2.allowed);
-    assert_ne!(p1.permit.unwrap().probe, p2.permit.unwrap().probe);
+    assert_ne!(p1.permit.unwrap().serial, p2.permit.unwrap().serial);
     assert_eq!(b.status().probes_in_flight, 2);
     let full = b.acquire(at(12_000));
     assert!(!full.allowed);
@@ -593,7 +596,8 @@ fn a_probe_reported_twice_is_stale_the_second_time() {
     // Nor does an id never handed out, or a plain permit, count.
     let unknown = PermitToken {
         generation: 3,
-        probe: Some(999),
+        serial: 999,
+        probe: true,
     };
     assert!(
         b.report(unknown, Outcome::Failure, None, at(10_000))
@@ -602,7 +606,8 @@ fn a_probe_reported_twice_is_stale_the_second_time() {
     );
     let plain = PermitToken {
         generation: 3,
-        probe: None,
+        serial: p.serial,
+        probe: false,
     };
     assert!(
         b.report(plain, Outcome::Failure, None, at(10_000))
@@ -647,7 +652,8 @@ fn forced_open_rejects_everything_until_cleared() {
     );
     let forged = PermitToken {
         generation: 2,
-        probe: None,
+        serial: 1,
+        probe: false,
     };
     assert!(
         b.report(forged, Outcome::Success, None, at(2))
@@ -696,7 +702,8 @@ fn disabled_allows_all_and_counts_nothing() {
     );
     let probe = PermitToken {
         generation: s.generation,
-        probe: Some(1),
+        serial: 1,
+        probe: true,
     };
     assert!(
         b.report(probe, Outcome::Failure, None, at(0))
@@ -736,7 +743,8 @@ fn shadow_runs_the_machine_but_allows_everything() {
         a.permit,
         Some(PermitToken {
             generation: t.generation,
-            probe: None
+            serial: a.permit.unwrap().serial,
+            probe: false
         })
     );
     let r = b
@@ -748,9 +756,9 @@ fn shadow_runs_the_machine_but_allows_everything() {
     let t = b.tick(at(10_002)).unwrap();
     assert_eq!(t.reason, Reason::OpenElapsed { open_for: 10 * S });
     let probe = b.acquire(at(10_002));
-    assert!(probe.allowed && !probe.shadow_rejected && probe.permit.unwrap().probe.is_some());
+    assert!(probe.allowed && !probe.shadow_rejected && probe.permit.unwrap().probe);
     let extra = b.acquire(at(10_002));
-    assert!(extra.allowed && extra.shadow_rejected && extra.permit.unwrap().probe.is_none());
+    assert!(extra.allowed && extra.shadow_rejected && !extra.permit.unwrap().probe);
     let r = b
         .report(extra.permit.unwrap(), Outcome::Failure, None, at(10_003))
         .unwrap();
@@ -928,4 +936,75 @@ fn restore_of_an_open_record_without_deadline_is_due_at_once() {
     };
     let mut r = Breaker::restore(spec(|_| {}), persisted);
     assert_eq!(r.tick(at(0)).unwrap().to, State::HalfOpen);
+}
+
+// ---- single-use permits ---------------------------------------------------------
+
+#[test]
+fn a_closed_permit_counts_once() {
+    let mut b = Breaker::new(spec(|_| {}));
+    let p = b.acquire(at(0)).permit.unwrap();
+    let first = b.report(p, Outcome::Failure, None, at(1)).unwrap();
+    assert!(!first.stale);
+    let counted = b.status();
+    assert_eq!(counted.consecutive_failures, 1);
+    for _ in 0..3 {
+        let again = b.report(p, Outcome::Failure, None, at(2)).unwrap();
+        assert!(again.stale, "a replayed permit is stale");
+        assert_eq!(again.transition, None);
+    }
+    assert_eq!(b.status(), counted, "replays changed nothing");
+    assert_eq!(b.status().state, State::Closed);
+}
+
+#[test]
+fn a_closed_permit_never_issued_is_stale() {
+    let mut b = Breaker::new(spec(|_| {}));
+    let real = b.acquire(at(0)).permit.unwrap();
+    for serial in [0, real.serial + 1, u64::MAX] {
+        let forged = PermitToken { serial, ..real };
+        assert!(
+            b.report(forged, Outcome::Failure, None, at(1))
+                .unwrap()
+                .stale
+        );
+    }
+    assert_eq!(b.status().consecutive_failures, 0);
+    assert!(!b.report(real, Outcome::Failure, None, at(1)).unwrap().stale);
+}
+
+#[test]
+fn permits_are_single_use_under_every_override() {
+    for o in [Override::ForcedClosed, Override::Disabled, Override::Shadow] {
+        let mut b = Breaker::new(spec(|_| {}));
+        b.set_override(Some(o), at(0));
+        let p = b.acquire(at(0)).permit.unwrap();
+        assert!(!b.report(p, Outcome::Failure, None, at(1)).unwrap().stale);
+        let before = b.status();
+        assert!(
+            b.report(p, Outcome::Failure, None, at(1)).unwrap().stale,
+            "{o:?}: replay"
+        );
+        assert_eq!(b.status(), before, "{o:?}: replay changed nothing");
+    }
+}
+
+#[test]
+fn serials_are_unique_across_plain_and_probe_permits() {
+    let mut b = Breaker::new(spec(|s| s.half_open_permits = 2));
+    let mut serials = Vec::new();
+    for _ in 0..3 {
+        let a = b.acquire(at(0));
+        serials.push(a.permit.unwrap().serial);
+        b.report(a.permit.unwrap(), Outcome::Failure, None, at(0))
+            .unwrap();
+    }
+    b.tick(at(10_000)).unwrap();
+    for _ in 0..2 {
+        serials.push(b.acquire(at(10_000)).permit.unwrap().serial);
+    }
+    let mut unique = serials.clone();
+    unique.dedup();
+    assert_eq!(unique, serials);
+    assert!(serials.windows(2).all(|w| w[0] < w[1]), "{serials:?}");
 }

@@ -51,7 +51,7 @@ fn tutorial() {
     let probe = b.acquire(after(10.0));
     assert!(probe.allowed);
     assert_eq!(probe.state, State::HalfOpen);
-    assert!(probe.permit.unwrap().probe.is_some());
+    assert!(probe.permit.unwrap().probe);
     assert_eq!(probe.transition.unwrap().reason.to_string(), "open for 10s");
     let second = b.acquire(after(10.0));
     assert!(!second.allowed);

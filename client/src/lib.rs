@@ -1,4 +1,4 @@
-//! The Rust client of `cbd`, the circuit-breaker daemon (DESIGN §8).
+//! The Rust client of `cbd`, the circuit-breaker daemon (docs/DESIGN.md §8).
 //!
 //! One [`Client`] per process (cheap to clone: clones share one HTTP/2 channel) hands
 //! out [`Breaker`] handles by name. A breaker guards calls in two ways:

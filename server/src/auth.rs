@@ -1,4 +1,4 @@
-//! Bearer tokens with two roles (`--auth-file`, DESIGN §7).
+//! Bearer tokens with two roles (`--auth-file`, docs/DESIGN.md §7).
 //!
 //! The file is TOML with one `[[token]]` table per token: `role = "admin"` or
 //! `"client"`, and either `token = "..."` or `sha256 = "<hex of the token's

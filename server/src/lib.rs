@@ -1,6 +1,6 @@
 //! cbd, the circuit-breaker daemon.
 //!
-//! Three layers (DESIGN §2): the pure state machine (crate `cbd-breaker`), [`store`]
+//! Three layers (docs/DESIGN.md §2): the pure state machine (crate `cbd-breaker`), [`store`]
 //! (sled), and thin [`service`] handlers, joined by the [`registry`].
 
 pub mod auth;

@@ -1,93 +1,282 @@
-//! The permit's wire form: opaque to clients, checked by the daemon.
+//! The permit's wire form (docs/DESIGN.md §4.2): opaque to clients, minted and checked
+//! only by the daemon.
 //!
-//! Layout: `version (1) | flags (1) | generation (8, LE) | probe id (8, LE) | name | crc32 (4, LE)`.
-//! The checksum turns truncated or garbled permits into a clear `INVALID_ARGUMENT`
-//! instead of a report against the wrong breaker.
+//! Layout: `version (1) | flags (1) | boot (8) | generation (8) | serial (8) | name | tag (16)`,
+//! integers little-endian. `tag` is the first 16 bytes of the BLAKE3 keyed hash of
+//! everything before it, keyed by the data dir's permit key, so nobody without the key
+//! can make a permit, and any change to one is caught. `boot` is random per daemon
+//! start: the breaker's single-use ledger lives in memory, so a permit of an earlier
+//! run cannot be checked for reuse and is answered `stale`.
+
+use std::{
+    fmt,
+    io::Write,
+    path::{Path, PathBuf},
+};
 
 use cbd_breaker::PermitToken;
+use subtle::ConstantTimeEq;
 
 use crate::error::Error;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const FLAG_PROBE: u8 = 1;
-const HEADER: usize = 1 + 1 + 8 + 8;
-const TRAILER: usize = 4;
+const HEADER: usize = 1 + 1 + 8 + 8 + 8;
+const TAG: usize = 16;
+const KEY_LEN: usize = 32;
 
-/// Encodes a permit for breaker `name`.
-pub fn encode(name: &str, token: PermitToken) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + name.len() + TRAILER);
-    out.push(VERSION);
-    out.push(if token.probe.is_some() { FLAG_PROBE } else { 0 });
-    out.extend_from_slice(&token.generation.to_le_bytes());
-    out.extend_from_slice(&token.probe.unwrap_or(0).to_le_bytes());
-    out.extend_from_slice(name.as_bytes());
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+/// The permit key's file in the data dir: 32 random bytes, mode 0600, never logged.
+pub const KEY_FILE: &str = "permit.key";
+
+/// The secret that authenticates permits. Its `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct PermitKey([u8; KEY_LEN]);
+
+impl fmt::Debug for PermitKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PermitKey(<secret>)")
+    }
 }
 
-/// Decodes a permit into its breaker name and token; every failure names `permit`.
-pub fn decode(bytes: &[u8]) -> Result<(&str, PermitToken), Error> {
-    let bad = |reason: &str| Error::invalid("permit", reason);
-    if bytes.is_empty() {
-        return Err(bad("missing"));
+impl PermitKey {
+    /// A fresh random key.
+    pub fn random() -> Result<Self, Error> {
+        let mut key = [0u8; KEY_LEN];
+        getrandom::fill(&mut key)
+            .map_err(|e| Error::Storage(format!("no randomness for the permit key: {e}")))?;
+        Ok(Self(key))
     }
-    if bytes.len() < HEADER + 1 + TRAILER {
-        return Err(bad("truncated"));
+
+    /// Reads `<dir>/permit.key`, creating it (atomically, fsynced, mode 0600) on the
+    /// first start. A file of the wrong length is an error: a new key would turn every
+    /// outstanding permit into garbage, so cbd does not pick one silently.
+    pub fn load_or_create(dir: &Path) -> Result<Self, Error> {
+        let path = dir.join(KEY_FILE);
+        let fail = |what: &str, e: std::io::Error| {
+            Error::Storage(format!("permit key {}: {what}: {e}", path.display()))
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let key: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
+                    Error::Storage(format!(
+                        "permit key {}: {} bytes, expected {KEY_LEN}; restore it from a backup, \
+                         or delete it to make a new one (outstanding permits then fail)",
+                        path.display(),
+                        bytes.len()
+                    ))
+                })?;
+                Ok(Self(key))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir).map_err(|e| fail("cannot create its dir", e))?;
+                let key = Self::random()?;
+                write_new(&path, &key.0).map_err(|e| fail("cannot write", e))?;
+                tracing::info!(path = %path.display(), "created a new permit key");
+                Ok(key)
+            }
+            Err(e) => Err(fail("cannot read", e)),
+        }
     }
-    let (body, crc) = bytes.split_at(bytes.len() - TRAILER);
-    let crc = u32::from_le_bytes(crc.try_into().map_err(|_| bad("truncated"))?);
-    if crc32fast::hash(body) != crc {
-        return Err(bad(
-            "corrupt (checksum mismatch): pass the permit bytes unchanged",
-        ));
+}
+
+/// Writes `bytes` to `path` through a fsynced temporary file and a rename, so a crash
+/// leaves either no key or the whole key.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp: PathBuf = path.with_extension("key.tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
     }
-    if body[0] != VERSION {
-        return Err(bad("unknown permit version"));
+    Ok(())
+}
+
+/// A permit as the daemon reads it back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decoded<'a> {
+    /// The breaker it was issued for.
+    pub name: &'a str,
+    pub token: PermitToken,
+    /// Issued by this run of the daemon; `false`: by an earlier one (stale).
+    pub this_boot: bool,
+}
+
+/// Mints and checks permits: the key and this run's boot id.
+#[derive(Clone)]
+pub struct Permits {
+    key: [u8; KEY_LEN],
+    boot: u64,
+}
+
+impl fmt::Debug for Permits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permits").field("boot", &self.boot).finish()
     }
-    let flags = body[1];
-    let word = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
-    let generation = word(2);
-    let probe = (flags & FLAG_PROBE != 0).then(|| word(10));
-    let name = std::str::from_utf8(&body[HEADER..]).map_err(|_| bad("corrupt name"))?;
-    Ok((name, PermitToken { generation, probe }))
+}
+
+impl Permits {
+    /// Permits under `key` for a daemon run identified by `boot`.
+    pub fn new(key: &PermitKey, boot: u64) -> Self {
+        Self { key: key.0, boot }
+    }
+
+    /// Permits under `key` with a random boot id.
+    pub fn for_this_boot(key: &PermitKey) -> Result<Self, Error> {
+        let boot = getrandom::u64()
+            .map_err(|e| Error::Storage(format!("no randomness for the boot id: {e}")))?;
+        Ok(Self::new(key, boot))
+    }
+
+    fn tag(&self, body: &[u8]) -> [u8; TAG] {
+        let hash = blake3::keyed_hash(&self.key, body);
+        let mut tag = [0u8; TAG];
+        tag.copy_from_slice(&hash.as_bytes()[..TAG]);
+        tag
+    }
+
+    /// The permit for breaker `name`.
+    pub fn encode(&self, name: &str, token: PermitToken) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER + name.len() + TAG);
+        out.push(VERSION);
+        out.push(if token.probe { FLAG_PROBE } else { 0 });
+        out.extend_from_slice(&self.boot.to_le_bytes());
+        out.extend_from_slice(&token.generation.to_le_bytes());
+        out.extend_from_slice(&token.serial.to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        let tag = self.tag(&out);
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    /// Checks and reads a permit; every failure is `INVALID_ARGUMENT` naming `permit`.
+    pub fn decode<'a>(&self, bytes: &'a [u8]) -> Result<Decoded<'a>, Error> {
+        let bad = |reason: &str| Error::invalid("permit", reason);
+        if bytes.is_empty() {
+            return Err(bad("missing"));
+        }
+        if bytes.len() < HEADER + 1 + TAG {
+            return Err(bad("truncated"));
+        }
+        let (body, tag) = bytes.split_at(bytes.len() - TAG);
+        if !bool::from(self.tag(body).ct_eq(tag)) {
+            return Err(bad(
+                "not issued by this daemon, or changed (bad signature): pass the permit \
+                 bytes unchanged",
+            ));
+        }
+        if body[0] != VERSION {
+            return Err(bad("unknown permit version"));
+        }
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&body[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        let name = std::str::from_utf8(&body[HEADER..]).map_err(|_| bad("corrupt name"))?;
+        Ok(Decoded {
+            name,
+            token: PermitToken {
+                generation: word(10),
+                serial: word(18),
+                probe: body[1] & FLAG_PROBE != 0,
+            },
+            this_boot: word(2) == self.boot,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn token(probe: Option<u64>) -> PermitToken {
+    fn permits(boot: u64) -> Permits {
+        Permits::new(&PermitKey([7; KEY_LEN]), boot)
+    }
+
+    fn token(probe: bool) -> PermitToken {
         PermitToken {
             generation: 7,
+            serial: 42,
             probe,
         }
     }
 
-    #[test]
-    fn round_trips_closed_and_probe_permits() {
-        for t in [token(None), token(Some(42))] {
-            let bytes = encode("payments/charge", t);
-            assert_eq!(decode(&bytes).expect("valid"), ("payments/charge", t));
+    fn field_of(r: Result<Decoded<'_>, Error>) -> String {
+        match r {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("expected an invalid permit, got {other:?}"),
         }
     }
 
     #[test]
-    fn rejects_empty_truncated_and_garbled_permits() {
-        let bytes = encode("a", token(Some(1)));
-        for bad in [
+    fn round_trips_plain_and_probe_permits() {
+        let p = permits(1);
+        for t in [token(false), token(true)] {
+            let bytes = p.encode("payments/charge", t);
+            let d = p.decode(&bytes).expect("valid");
+            assert_eq!((d.name, d.token, d.this_boot), ("payments/charge", t, true));
+        }
+    }
+
+    #[test]
+    fn a_permit_of_another_boot_is_read_but_marked() {
+        let bytes = permits(1).encode("a", token(false));
+        let d = permits(2).decode(&bytes).expect("same key");
+        assert!(!d.this_boot);
+    }
+
+    #[test]
+    fn rejects_empty_truncated_garbled_and_flipped_permits() {
+        let p = permits(1);
+        let bytes = p.encode("a", token(true));
+        let mut cases = vec![
             Vec::new(),
             bytes[..bytes.len() - 1].to_vec(),
             bytes[..5].to_vec(),
-            b"garbage-garbage-garbage-garbage".to_vec(),
-        ] {
-            match decode(&bad) {
-                Err(Error::InvalidArgument { field, .. }) => assert_eq!(field, "permit"),
-                other => panic!("expected invalid permit, got {other:?}"),
-            }
+            b"garbage-garbage-garbage-garbage-garbage-garbage".to_vec(),
+        ];
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x01;
+            cases.push(flipped);
         }
-        let mut flipped = bytes.clone();
-        flipped[3] ^= 0xff;
-        assert!(decode(&flipped).is_err());
+        for bad in cases {
+            assert_eq!(field_of(p.decode(&bad)), "permit", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_permit_built_without_the_key_is_rejected() {
+        // What an attacker who read the generation could build: the layout is public.
+        let forger = Permits::new(&PermitKey([8; KEY_LEN]), 1);
+        let forged = forger.encode("victim", token(false));
+        assert_eq!(field_of(permits(1).decode(&forged)), "permit");
+    }
+
+    #[test]
+    fn the_key_file_is_created_once_then_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = PermitKey::load_or_create(dir.path()).expect("create");
+        let again = PermitKey::load_or_create(dir.path()).expect("load");
+        assert_eq!(first.0, again.0);
+        assert_eq!(format!("{first:?}"), "PermitKey(<secret>)");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .expect("key file")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(dir.path().join(KEY_FILE), b"short").expect("damage it");
+        let err = PermitKey::load_or_create(dir.path()).expect_err("damaged key");
+        assert!(err.to_string().contains("5 bytes, expected 32"), "{err}");
     }
 }

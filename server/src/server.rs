@@ -13,6 +13,7 @@ use crate::{
     error::Error,
     guard::{GuardConfig, GuardLayer},
     metrics::Metrics,
+    permit::{PermitKey, Permits},
     registry::{Registry, RegistryConfig},
     service::{AdminService, BreakersService, watch::Watcher},
     store::sled::SledStore,
@@ -36,9 +37,13 @@ pub async fn run(
     let metrics = Metrics::new(config.metrics_max_breakers);
 
     let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || SledStore::open(&data_dir))
-        .await
-        .map_err(|e| Error::Storage(e.to_string()))??;
+    let (store, permit_key) = tokio::task::spawn_blocking(move || {
+        let store = SledStore::open(&data_dir)?;
+        Ok::<_, Error>((store, PermitKey::load_or_create(&data_dir)?))
+    })
+    .await
+    .map_err(|e| Error::Storage(e.to_string()))??;
+    let permits = Arc::new(Permits::for_this_boot(&permit_key)?);
     let registry = Registry::open(
         Arc::new(store),
         RegistryConfig {
@@ -77,9 +82,13 @@ pub async fn run(
     let (stopping_tx, stopping) = watch::channel(false);
     let watcher = Watcher::new(registry.clone(), config.max_watchers, stopping.clone());
     let max = config.max_message_size;
-    let breakers = BreakersServer::new(BreakersService::new(registry.clone(), watcher.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max.max(4 * 1024 * 1024));
+    let breakers = BreakersServer::new(BreakersService::new(
+        registry.clone(),
+        watcher.clone(),
+        permits,
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let admin = AdminServer::new(AdminService::new(registry.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));

@@ -1,4 +1,4 @@
-//! Restarts and crashes: what was acknowledged is there afterwards (DESIGN §6).
+//! Restarts and crashes: what was acknowledged is there afterwards (docs/DESIGN.md §6).
 
 use std::{
     sync::{

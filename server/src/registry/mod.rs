@@ -242,6 +242,33 @@ impl Registry {
         Ok(ReportAnswer { reported, revision })
     }
 
+    /// A report whose permit an earlier run of the daemon issued: its single use cannot
+    /// be checked, so it is stale and counts nothing (docs/DESIGN.md §4.2).
+    pub fn report_of_earlier_boot(
+        &self,
+        name: &str,
+        outcome: Outcome,
+    ) -> Result<ReportAnswer, Error> {
+        let deleted = || Error::PermitOfDeletedBreaker { name: name.into() };
+        let entry = self.shared.lookup(name).ok_or_else(deleted)?;
+        let st = entry.state.lock();
+        if st.deleted {
+            return Err(deleted());
+        }
+        let status = st.machine.status();
+        drop(st);
+        entry.metrics.reported(outcome, true);
+        Ok(ReportAnswer {
+            reported: Reported {
+                stale: true,
+                state: status.state,
+                generation: status.generation,
+                transition: None,
+            },
+            revision: self.revision(),
+        })
+    }
+
     /// Creates `name` with `spec`, or replaces its spec (state, override and
     /// generation are kept). An identical spec writes nothing.
     pub async fn put(&self, name: &str, spec: Spec) -> Result<PutAnswer, Error> {
@@ -254,7 +281,8 @@ impl Registry {
             if st.deleted {
                 // Deleted but not yet committed: start over, keeping the generation
                 // moving so that the old incarnation's permits are stale.
-                let generation = st.machine.status().generation + 1;
+                let generation =
+                    (st.machine.status().generation + 1).max(self.shared.first_generation());
                 st.machine = revived(spec.clone(), generation);
                 st.deleted = false;
             } else if st.machine.spec() == &spec {
@@ -470,6 +498,15 @@ impl Shared {
         self.breakers.read().get(name).cloned()
     }
 
+    /// The generation a breaker created now starts at: one past the last revision
+    /// handed out. Every transition takes one generation and one revision, so a
+    /// breaker's generation never exceeds the revision of its latest event, and a
+    /// name deleted and created again starts above anything its earlier incarnation
+    /// reached (docs/DESIGN.md §3.4).
+    fn first_generation(&self) -> u64 {
+        self.next_revision.load(Ordering::Acquire) + 1
+    }
+
     fn existing(&self, name: &str) -> Result<Arc<Entry>, Error> {
         self.lookup(name)
             .ok_or_else(|| Error::NotFound { name: name.into() })
@@ -494,7 +531,7 @@ impl Shared {
         let name: Arc<str> = name.into();
         let entry = Arc::new(Entry::new(
             name.clone(),
-            Breaker::new(spec.clone()),
+            revived(spec.clone(), self.first_generation()),
             0,
             self.config.metrics.breaker(&name),
         ));

@@ -1,4 +1,4 @@
-//! Timers (DESIGN §3): OPEN → HALF_OPEN when the open duration elapses, and expiry
+//! Timers (docs/DESIGN.md §3): OPEN → HALF_OPEN when the open duration elapses, and expiry
 //! of half-open probes, with no traffic needed. One task keeps the deadlines of
 //! every breaker in order and ticks each breaker when its deadline comes.
 

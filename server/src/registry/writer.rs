@@ -1,4 +1,4 @@
-//! The one writer (DESIGN §6): drains the entries that changed, gives their events
+//! The one writer (docs/DESIGN.md §6): drains the entries that changed, gives their events
 //! revisions in order, commits record + events + revision as one batch, flushes once
 //! per batch on a blocking thread (group commit), then publishes the events to
 //! watchers and wakes the callers waiting for durability. Nothing else flushes.
@@ -78,7 +78,7 @@ fn build_batch(shared: &Shared, entries: &[Arc<Entry>]) -> (WriteBatch, Vec<(Arc
         }
         drained.push((entry.clone(), state.change_seq));
     }
-    shared.next_revision.store(revision, Ordering::Relaxed);
+    shared.next_revision.store(revision, Ordering::Release);
     batch.revision = revision;
     let retention = shared.config.watch_retention.max(1);
     batch.oldest_retained = shared

@@ -1,37 +1,48 @@
 //! `cbd.v1.Breakers`: Acquire, Report, their batches, Watch and Session.
 
-use std::pin::Pin;
+use std::{pin::Pin, sync::Arc};
 
 use cbd_proto::v1::{self as pb, breakers_server::Breakers};
 use futures::{Stream, StreamExt, future::join_all, stream::FuturesUnordered};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{convert, watch::Watcher};
-use crate::{error::Error, permit, registry::Registry};
+use crate::{error::Error, permit::Permits, registry::Registry};
 
 /// The data-plane service.
 #[derive(Clone, Debug)]
 pub struct BreakersService {
     registry: Registry,
     watcher: Watcher,
+    permits: Arc<Permits>,
 }
 
 impl BreakersService {
-    /// Serves `registry`; `watcher` runs Watch streams.
-    pub fn new(registry: Registry, watcher: Watcher) -> Self {
-        Self { registry, watcher }
+    /// Serves `registry`; `watcher` runs Watch streams; `permits` mints and checks permits.
+    pub fn new(registry: Registry, watcher: Watcher, permits: Arc<Permits>) -> Self {
+        Self {
+            registry,
+            watcher,
+            permits,
+        }
     }
 
     async fn acquire_one(&self, req: &pb::AcquireRequest) -> Result<pb::AcquireResponse, Error> {
         let answer = self.registry.acquire(&req.name).await?;
-        Ok(convert::acquire_response(&answer))
+        Ok(convert::acquire_response(&self.permits, &answer))
     }
 
     async fn report_one(&self, req: &pb::ReportRequest) -> Result<pb::ReportResponse, Error> {
-        let (name, token) = permit::decode(&req.permit)?;
+        let permit = self.permits.decode(&req.permit)?;
         let outcome = convert::outcome(req.outcome)?;
         let duration = convert::duration(req.duration.as_ref())?;
-        let answer = self.registry.report(name, token, outcome, duration).await?;
+        let answer = if permit.this_boot {
+            self.registry
+                .report(permit.name, permit.token, outcome, duration)
+                .await?
+        } else {
+            self.registry.report_of_earlier_boot(permit.name, outcome)?
+        };
         Ok(pb::ReportResponse {
             state: cbd_proto::convert::state_to_proto(answer.reported.state) as i32,
             stale: answer.reported.stale,

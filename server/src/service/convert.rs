@@ -2,19 +2,19 @@
 
 use cbd_proto::{convert, rpc, v1 as pb};
 
-use crate::{error::Error, permit, registry::AcquireAnswer};
+use crate::{error::Error, permit::Permits, registry::AcquireAnswer};
 
 /// Most items in one batch request.
 pub const MAX_BATCH_ITEMS: usize = 1000;
 
 /// The wire answer to an acquire.
-pub fn acquire_response(answer: &AcquireAnswer) -> pb::AcquireResponse {
+pub fn acquire_response(permits: &Permits, answer: &AcquireAnswer) -> pb::AcquireResponse {
     let a = &answer.acquired;
     pb::AcquireResponse {
         allowed: a.allowed,
         permit: a
             .permit
-            .map(|t| permit::encode(&answer.name, t))
+            .map(|t| permits.encode(&answer.name, t))
             .unwrap_or_default(),
         state: convert::state_to_proto(a.state) as i32,
         generation: a.generation,

@@ -1,4 +1,4 @@
-//! Watch streams (DESIGN §5): a snapshot then live events, or a resume from a
+//! Watch streams (docs/DESIGN.md §5): a snapshot then live events, or a resume from a
 //! revision; progress messages on quiet streams; slow watchers catch up from the log
 //! and never slow a breaker down.
 

@@ -1,9 +1,9 @@
 //! Durable storage: breaker records, the event log and the revision counter.
 //!
-//! [`Store`] is the interface (DESIGN §9: sled is the first backend, etcd may follow);
+//! [`Store`] is the interface (docs/DESIGN.md §9: sled is the first backend, etcd may follow);
 //! [`sled::SledStore`] implements it. Only the registry's writer task commits, so a
 //! backend never sees concurrent commits (sled 0.34.7 deadlocks on concurrent
-//! `flush_async`; see DESIGN §6).
+//! `flush_async`; see docs/DESIGN.md §6).
 
 pub mod record;
 pub mod sled;

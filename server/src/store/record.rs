@@ -1,5 +1,5 @@
 //! The persisted form of a breaker: its spec and the part of its state that
-//! survives a restart (DESIGN §6). Window counts and probes are not in it.
+//! survives a restart (docs/DESIGN.md §6). Window counts and probes are not in it.
 
 use cbd_breaker::{Breaker, Persisted, Spec, Timestamp};
 use cbd_proto::{convert, v1 as pb};
