@@ -16,6 +16,9 @@ use crate::{Output, error::Error};
 /// The daemon's default address (`cbd --listen`'s default).
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7411";
 
+/// The port an endpoint without one gets (`cbd --listen`'s default port).
+pub const DEFAULT_PORT: u16 = 7411;
+
 /// A channel with the bearer token attached to every request.
 pub type Svc = InterceptedService<Channel, Auth>;
 
@@ -146,6 +149,18 @@ pub fn normalize_endpoint(raw: &str, tls: bool) -> Result<String, Error> {
             "--endpoint {raw:?}: the scheme must be http or https"
         )));
     }
+    let parsed: tonic::codegen::http::Uri = uri
+        .parse()
+        .map_err(|e| Error::Usage(format!("--endpoint {raw:?}: {e}")))?;
+    // No port: cbd's, not the scheme's 80/443 (`--endpoint 127.0.0.1`).
+    let uri = match parsed.authority() {
+        Some(authority) if authority.port().is_none() => {
+            let path = parsed.path_and_query().map_or("", |p| p.as_str());
+            let path = if path == "/" { "" } else { path };
+            format!("{scheme}://{authority}:{DEFAULT_PORT}{path}")
+        }
+        _ => uri,
+    };
     Endpoint::from_shared(uri.clone())
         .map_err(|e| Error::Usage(format!("--endpoint {raw:?}: {e}")))?;
     Ok(uri)
@@ -236,6 +251,20 @@ mod tests {
         );
         assert!(normalize_endpoint("http://localhost:1", true).is_err());
         assert!(normalize_endpoint("https://localhost:1", false).is_err());
+    }
+
+    #[test]
+    fn endpoints_without_a_port_get_cbds_port() {
+        for (raw, tls, want) in [
+            ("127.0.0.1", false, "http://127.0.0.1:7411"),
+            ("http://localhost", false, "http://localhost:7411"),
+            ("http://localhost/", false, "http://localhost:7411"),
+            ("[::1]", false, "http://[::1]:7411"),
+            ("cbd.internal", true, "https://cbd.internal:7411"),
+            ("[::1]:9000", false, "http://[::1]:9000"),
+        ] {
+            assert_eq!(normalize_endpoint(raw, tls).unwrap(), want, "{raw}");
+        }
     }
 
     #[test]

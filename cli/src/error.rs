@@ -16,7 +16,7 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     /// Bad flags or arguments (a usage message is printed).
     pub const USAGE: u8 = 2;
-    /// The breaker does not exist.
+    /// The breaker does not exist (for `health --service`: no such service).
     pub const NOT_FOUND: u8 = 3;
     /// The daemon could not be reached: connection refused, timeout, shutting down.
     pub const UNAVAILABLE: u8 = 4;
@@ -30,7 +30,7 @@ Exit codes:
   0  success
   1  error (invalid request or file, daemon-side error, health not SERVING)
   2  usage (bad flags or arguments)
-  3  not found (no such breaker)
+  3  not found (no such breaker; for health --service, no such service)
   4  daemon unavailable (connection refused, timeout, shutting down)
   5  permission denied (or unauthenticated)";
 

@@ -42,10 +42,11 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags every command takes.
+/// Flags every command takes; `--help` lists them apart from the verb's own.
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// The daemon's gRPC address: http://host:port, or host:port.
+    /// The daemon's gRPC address: http://host:port, or host:port (port: 7411 if none).
     #[arg(long, env = "CBD_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true, value_name = "URL")]
     pub endpoint: String,
 

@@ -326,6 +326,14 @@ fn help_documents_the_exit_codes_and_completions_generate() {
         let out = cbctl("x:1", &[verb, "--help"]).ok().stdout;
         assert!(out.contains("Exit codes:"), "{verb} --help");
     }
+    // A verb's own flags and the global ones under separate headings.
+    let get = cbctl("x:1", &["get", "--help"]).ok().stdout;
+    let (own, global) = get.split_once("Global options:").expect("a global heading");
+    assert!(!own.contains("--endpoint"), "{get}");
+    assert!(
+        global.contains("--endpoint") && global.contains("--tls-ca"),
+        "{get}"
+    );
     let put = cbctl("x:1", &["put", "--help"]).ok().stdout;
     for flag in [
         "--consecutive-failures",
@@ -523,8 +531,20 @@ async fn health_is_0_only_when_serving() {
     assert_eq!(out["endpoint"], ep);
     let table = cbctl(&ep, &["health"]).ok().stdout;
     assert!(table.trim_end().ends_with("SERVING"), "{table}");
-    let unknown = cbctl(&ep, &["health", "--service", "no.such.Service"]);
-    assert_ne!(unknown.code, 0, "{unknown:?}");
+    let unknown = cbctl(&ep, &["health", "--service", "no.such.Service"]).code(3);
+    assert!(
+        unknown
+            .stderr
+            .starts_with("error: health: cbd has no service \"no.such.Service\""),
+        "{unknown:?}"
+    );
+    // --endpoint without a port goes to cbd's port, not 80: here nothing listens on
+    // 127.0.0.2:7411, so the error names that address.
+    let portless = cbctl("127.0.0.2", &["--timeout", "1s", "health"]).code(4);
+    assert!(
+        portless.stderr.contains("http://127.0.0.2:7411"),
+        "{portless:?}"
+    );
 }
 
 #[tokio::test]
@@ -713,10 +733,25 @@ impl Drop for FixedDaemon {
     }
 }
 
-/// A running `cbctl watch`, its stdout lines on a channel.
+/// A running `cbctl watch`, its stdout and stderr lines on channels.
 struct Watcher {
     child: Child,
     lines: mpsc::Receiver<String>,
+    errors: mpsc::Receiver<String>,
+}
+
+/// Sends each line of `from` on a new channel, from a thread.
+fn line_channel(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
 
 impl Watcher {
@@ -724,20 +759,23 @@ impl Watcher {
         let mut child = command(endpoint, args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn cbctl watch");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
+        let lines = line_channel(child.stdout.take().expect("stdout"));
+        let errors = line_channel(child.stderr.take().expect("stderr"));
+        Self {
+            child,
+            lines,
+            errors,
+        }
+    }
+
+    #[track_caller]
+    fn error_line(&self) -> String {
+        self.errors
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a stderr line within 10 s")
     }
 
     #[track_caller]
@@ -832,6 +870,14 @@ async fn watch_follows_and_resumes_after_a_restart() {
     assert_eq!(e3["spec"]["open_duration"], "5s");
     let t2 = table.line();
     assert!(t2.contains("w/a  OVERRIDE_CLEARED"), "{t2}");
+    // The outage was said on stderr, once lost and once resumed; stdout had events only.
+    let lost = json.error_line();
+    assert!(lost.starts_with("cbctl: watch interrupted: "), "{lost}");
+    let resumed = json.error_line();
+    assert_eq!(
+        resumed,
+        format!("cbctl: watch resumed at revision {}", r1 + 1)
+    );
 
     // --from-revision replays from there, without a snapshot.
     let replay = Watcher::spawn(
@@ -841,6 +887,36 @@ async fn watch_follows_and_resumes_after_a_restart() {
     let first = replay.json();
     assert_eq!(first["revision"].as_u64().unwrap(), r1);
     assert_eq!(first["kind"], "EVENT_KIND_OVERRIDE_SET");
+}
+
+#[tokio::test]
+async fn watch_from_a_compacted_revision_fails_unless_resync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(&dir.path().join("data"), &["--watch-retention", "3"]).await;
+    let ep = d.endpoint();
+    for name in ["c/a", "c/b", "c/c", "c/d", "c/e"] {
+        cbctl(&ep, &["put", name]).ok();
+    }
+    let failed = cbctl(&ep, &["watch", "--from-revision", "1"]);
+    assert_eq!(failed.code, 1, "{failed:?}");
+    assert!(failed.stdout.is_empty(), "{failed:?}");
+    assert!(
+        failed
+            .stderr
+            .contains("revision 1 has been compacted; the oldest retained revision is 3"),
+        "{failed:?}"
+    );
+
+    let resync = Watcher::spawn(
+        &ep,
+        &["watch", "--from-revision", "1", "--resync", "-o", "json"],
+    );
+    let snap = resync.json();
+    assert_eq!(
+        (&snap["type"], &snap["resync"]),
+        (&"snapshot".into(), &true.into())
+    );
+    assert_eq!(snap["breakers"].as_array().unwrap().len(), 5);
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ use tonic::{
 use crate::{
     Error,
     breaker::{Breaker, Shared},
-    watch::{WatchFilter, WatchStream},
+    watch::{OnCompaction, WatchFilter, WatchStream},
 };
 
 /// Default of [`ClientBuilder::connect_timeout`].
@@ -185,7 +185,8 @@ impl Client {
     ///         WatchEvent::Event(e) => {
     ///             println!("{} {:?} -> {:?}: {}", e.name, e.previous_state(), e.state(), e.reason);
     ///         }
-    ///         WatchEvent::Progress { .. } => {}
+    ///         WatchEvent::Interrupted { reason } => eprintln!("watch lost: {reason}"),
+    ///         WatchEvent::Resumed { .. } | WatchEvent::Progress { .. } => {}
     ///     }
     /// }
     /// # Ok(())
@@ -194,7 +195,18 @@ impl Client {
     ///
     /// [`WatchEvent::Snapshot`]: crate::WatchEvent::Snapshot
     pub fn watch(&self, filter: WatchFilter, start_revision: Option<u64>) -> WatchStream {
-        WatchStream::new(self.clone(), filter, start_revision)
+        WatchStream::new(self.clone(), filter, start_revision, OnCompaction::Resync)
+    }
+
+    /// Like [`Client::watch`], choosing what happens when the resume revision was
+    /// compacted away ([`OnCompaction::Fail`]: yield `Error::Compacted` and end).
+    pub fn watch_with(
+        &self,
+        filter: WatchFilter,
+        start_revision: Option<u64>,
+        on_compaction: OnCompaction,
+    ) -> WatchStream {
+        WatchStream::new(self.clone(), filter, start_revision, on_compaction)
     }
 
     /// How many acquire decisions were made without the daemon (by a fallback

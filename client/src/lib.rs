@@ -60,7 +60,7 @@ pub use client::{
 };
 pub use error::{COMPACT_REVISION_METADATA, CallError, Error, Rejected};
 pub use layer::{BreakerLayer, BreakerService, Classify, ErrIsFailure, GrpcClassifier};
-pub use watch::{WatchEvent, WatchFilter, WatchStream};
+pub use watch::{OnCompaction, WatchEvent, WatchFilter, WatchStream};
 
 pub use cbd_breaker::{Fallback, Outcome, Spec, State};
 /// The generated `cbd.v1` messages and service clients.

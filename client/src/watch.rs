@@ -89,6 +89,28 @@ pub enum WatchEvent {
         /// The daemon's revision.
         revision: u64,
     },
+    /// The stream broke (connection lost, daemon restarting or silent); the watch
+    /// is reconnecting by itself. Yielded once per outage, not per retry.
+    Interrupted {
+        /// Why, in one line.
+        reason: String,
+    },
+    /// A stream is open again after [`WatchEvent::Interrupted`]; nothing was missed.
+    Resumed {
+        /// The revision the watch resumes at (`None`: it starts over with a snapshot).
+        revision: Option<u64>,
+    },
+}
+
+/// What a watch does when the revision it must resume at was compacted away.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnCompaction {
+    /// Start over with a [`WatchEvent::Snapshot`] marked `resync` (the default).
+    #[default]
+    Resync,
+    /// Yield the `OUT_OF_RANGE` error (it names the oldest retained revision) and
+    /// end the stream, as `etcdctl watch --rev` does.
+    Fail,
 }
 
 /// The stream of [`Client::watch`]: `Stream<Item = Result<WatchEvent, Error>>`.
@@ -97,8 +119,10 @@ pub enum WatchEvent {
 /// once a message arrives) when the connection breaks, the daemon restarts or stops answering (no
 /// message for twice the progress interval plus a second), and resumes from the
 /// revision after the last event, snapshot or progress message it delivered, so
-/// nothing is missed or repeated. `OUT_OF_RANGE` turns into a fresh
-/// [`WatchEvent::Snapshot`] with `resync: true`. An error that retrying cannot fix
+/// nothing is missed or repeated; it says so with [`WatchEvent::Interrupted`] and
+/// [`WatchEvent::Resumed`]. `OUT_OF_RANGE` turns into a fresh
+/// [`WatchEvent::Snapshot`] with `resync: true` (or, with [`OnCompaction::Fail`], is
+/// yielded and ends the stream). An error that retrying cannot fix
 /// (`INVALID_ARGUMENT`, `NOT_FOUND`, `UNAUTHENTICATED`, `PERMISSION_DENIED`, ...) is
 /// yielded once and ends the stream. `RESOURCE_EXHAUSTED` (the daemon's watcher cap)
 /// is retried with backoff.
@@ -124,7 +148,12 @@ impl Stream for WatchStream {
 }
 
 impl WatchStream {
-    pub(crate) fn new(client: Client, filter: WatchFilter, start_revision: Option<u64>) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        filter: WatchFilter,
+        start_revision: Option<u64>,
+        on_compaction: OnCompaction,
+    ) -> Self {
         let progress = client.inner.watch_progress_interval;
         let state = Resumer {
             filter: pb::WatchFilter {
@@ -133,6 +162,9 @@ impl WatchStream {
             },
             next: start_revision,
             resync: false,
+            on_compaction,
+            interrupted: None,
+            last_error: String::new(),
             stream: None,
             parts: Vec::new(),
             backoff: INITIAL_BACKOFF,
@@ -162,6 +194,11 @@ struct Resumer {
     next: Option<u64>,
     /// The next snapshot is a resync (after `OUT_OF_RANGE`).
     resync: bool,
+    on_compaction: OnCompaction,
+    /// `Some(told)` while the stream is down: whether the caller was told yet.
+    interrupted: Option<bool>,
+    /// Why the stream went down, until the caller is told.
+    last_error: String,
     stream: Option<Streaming<pb::WatchResponse>>,
     /// Snapshot chunks received so far (delivered joined, on `done`).
     parts: Vec<pb::BreakerStatus>,
@@ -180,12 +217,24 @@ impl Resumer {
             return None;
         }
         loop {
+            if let Some(false) = self.interrupted {
+                self.interrupted = Some(true);
+                let reason = std::mem::take(&mut self.last_error);
+                return Some(Ok(WatchEvent::Interrupted { reason }));
+            }
             let Some(stream) = self.stream.as_mut() else {
                 if let Some(delay) = self.retry_after.take() {
                     tokio::time::sleep(delay).await;
                 }
                 match self.open().await {
-                    Ok(stream) => self.stream = Some(stream),
+                    Ok(stream) => {
+                        self.stream = Some(stream);
+                        if self.interrupted.take().is_some() {
+                            return Some(Ok(WatchEvent::Resumed {
+                                revision: self.next,
+                            }));
+                        }
+                    }
                     Err(e) => {
                         if let Some(fatal) = self.on_error(e) {
                             return Some(Err(fatal));
@@ -203,7 +252,7 @@ impl Resumer {
                 }
                 Ok(Ok(None)) => {
                     tracing::debug!("watch stream ended by cbd; resuming");
-                    self.schedule_retry();
+                    self.interrupt("the stream was closed by cbd".into());
                 }
                 Ok(Err(status)) => {
                     if let Some(fatal) = self.on_error(Error::from(status)) {
@@ -212,7 +261,7 @@ impl Resumer {
                 }
                 Err(_) => {
                     tracing::warn!(idle = ?self.idle_timeout, "watch stream silent; reconnecting");
-                    self.schedule_retry();
+                    self.interrupt(format!("no message for {:?}", self.idle_timeout));
                 }
             }
         }
@@ -236,7 +285,7 @@ impl Resumer {
     /// Handles an error: `Some(e)` to yield and end the stream, `None` to go on.
     fn on_error(&mut self, e: Error) -> Option<Error> {
         self.stream = None;
-        if matches!(e, Error::Compacted { .. }) {
+        if matches!(e, Error::Compacted { .. }) && self.on_compaction == OnCompaction::Resync {
             tracing::warn!(error = %e, "watch revision compacted away; starting over with a snapshot");
             self.next = None;
             self.resync = true;
@@ -244,11 +293,20 @@ impl Resumer {
         }
         if e.is_transient() || matches!(e, Error::ResourceExhausted(_)) {
             tracing::debug!(error = %e, next = ?self.next, "watch interrupted; resuming");
-            self.schedule_retry();
+            self.interrupt(e.to_string());
             return None;
         }
         self.done = true;
         Some(e)
+    }
+
+    /// The stream is down: retry with backoff, and tell the caller once per outage.
+    fn interrupt(&mut self, reason: String) {
+        if self.interrupted.is_none() {
+            self.interrupted = Some(false);
+            self.last_error = reason;
+        }
+        self.schedule_retry();
     }
 
     fn schedule_retry(&mut self) {
@@ -306,6 +364,9 @@ mod tests {
             filter: pb::WatchFilter::default(),
             next,
             resync: false,
+            on_compaction: OnCompaction::Resync,
+            interrupted: None,
+            last_error: String::new(),
             stream: None,
             parts: Vec::new(),
             backoff: INITIAL_BACKOFF,

@@ -17,6 +17,9 @@ pub struct Args {
     pub service: String,
 }
 
+/// The services cbd reports health for, besides the whole daemon ("").
+const KNOWN_SERVICES: &str = "cbd.v1.Breakers, cbd.v1.Admin";
+
 #[derive(Serialize)]
 struct HealthJson {
     endpoint: String,
@@ -27,9 +30,17 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     let mut client = ctx.health_on(ctx.channel().await?);
     let resp = ctx
         .call(client.check(HealthCheckRequest {
-            service: args.service,
+            service: args.service.clone(),
         }))
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // The health service's NOT_FOUND is about the service, not a breaker.
+            Error::NotFound(_) => Error::NotFound(format!(
+                "health: cbd has no service {:?} (it has \"\", {KNOWN_SERVICES})",
+                args.service
+            )),
+            other => other,
+        })?;
     let status = ServingStatus::try_from(resp.status).unwrap_or(ServingStatus::Unknown);
     let name = status.as_str_name();
     match ctx.output {

@@ -2,10 +2,12 @@
 //!
 //! The stream is `cbd-client`'s resuming watch: when the daemon restarts or the
 //! connection breaks it reconnects with backoff and resumes from the revision after
-//! the last one printed, so nothing is lost or repeated; if that revision was
-//! compacted away it starts over with a snapshot marked `resync`.
+//! the last one printed, so nothing is lost or repeated, saying so on stderr (stdout
+//! carries the events only). If the revision to resume at was compacted away, it
+//! exits non-zero naming the oldest retained revision, as `etcdctl watch --rev` does;
+//! with `--resync` it starts over with a snapshot marked `resync` instead.
 
-use cbd_client::{WatchEvent, WatchFilter};
+use cbd_client::{OnCompaction, WatchEvent, WatchFilter};
 use cbd_proto::v1 as pb;
 use futures::StreamExt as _;
 use serde::Serialize;
@@ -33,6 +35,10 @@ pub struct Args {
     /// Also print progress messages (the store's revision on a quiet stream).
     #[arg(long)]
     pub progress: bool,
+    /// When the revision to resume at was compacted away, print a fresh snapshot
+    /// (marked resync) and go on, instead of exiting with an error.
+    #[arg(long)]
+    pub resync: bool,
 }
 
 /// One line of `-o json`, tagged by `type`.
@@ -68,7 +74,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
         prefix: args.prefix.clone().unwrap_or_default(),
         names: args.names.clone(),
     };
-    let mut stream = client.watch(filter, args.from_revision);
+    let on_compaction = if args.resync {
+        OnCompaction::Resync
+    } else {
+        OnCompaction::Fail
+    };
+    let mut stream = client.watch_with(filter, args.from_revision, on_compaction);
     while let Some(item) = stream.next().await {
         match item {
             Ok(event) => print(ctx.output, &args, event)?,
@@ -120,6 +131,18 @@ fn print(output: Output, args: &Args, event: WatchEvent) -> Result<(), Error> {
             Output::Json => output::print_json(&Line::Event(Box::new(EventJson::from(&e)))),
             Output::Table => output::println(&event_line(&e)),
         },
+        // Outages go to stderr, so stdout stays the events only.
+        WatchEvent::Interrupted { reason } => {
+            eprintln!("cbctl: watch interrupted: {reason}; reconnecting");
+            Ok(())
+        }
+        WatchEvent::Resumed { revision } => {
+            match revision {
+                Some(r) => eprintln!("cbctl: watch resumed at revision {r}"),
+                None => eprintln!("cbctl: watch resumed"),
+            }
+            Ok(())
+        }
         WatchEvent::Progress { revision } => {
             if !args.progress {
                 return Ok(());

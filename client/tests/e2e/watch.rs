@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cbd_client::{Client, Error, WatchEvent, WatchFilter, WatchStream, pb};
+use cbd_client::{Client, Error, OnCompaction, WatchEvent, WatchFilter, WatchStream, pb};
 use cbd_tests::{Daemon, acquire, report};
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -16,6 +16,8 @@ struct Collector {
     /// Every event received so far, in order.
     events: Vec<pb::Event>,
     snapshots: Vec<(u64, bool)>,
+    /// `false` for each Interrupted, `true` for each Resumed, in order.
+    outages: Vec<bool>,
 }
 
 impl Collector {
@@ -32,10 +34,26 @@ impl Collector {
             rx,
             events: Vec::new(),
             snapshots: Vec::new(),
+            outages: Vec::new(),
         }
     }
 
-    /// The next item that is not a progress message.
+    /// Every outage was reported once and followed by a resume; at least one.
+    fn assert_outages_reported(&self) {
+        assert!(!self.outages.is_empty(), "an outage was reported");
+        let alternating = self
+            .outages
+            .iter()
+            .enumerate()
+            .all(|(i, resumed)| *resumed == (i % 2 == 1));
+        assert!(
+            alternating && self.outages.len().is_multiple_of(2),
+            "interrupted, resumed, ...: {:?}",
+            self.outages
+        );
+    }
+
+    /// The next item that is not a progress message or an outage notice.
     async fn next(&mut self) -> WatchEvent {
         loop {
             let item = tokio::time::timeout(WAIT, self.rx.recv())
@@ -45,6 +63,15 @@ impl Collector {
                 .expect("no error");
             match &item {
                 WatchEvent::Progress { .. } => continue,
+                WatchEvent::Interrupted { reason } => {
+                    assert!(!reason.is_empty());
+                    self.outages.push(false);
+                    continue;
+                }
+                WatchEvent::Resumed { .. } => {
+                    self.outages.push(true);
+                    continue;
+                }
                 WatchEvent::Event(e) => self.events.push(e.clone()),
                 WatchEvent::Snapshot {
                     revision, resync, ..
@@ -178,6 +205,7 @@ async fn watch_resumes_across_kill9_restart_and_network_loss_without_gap_or_dupl
     assert_eq!(watch.events, expected, "the same events");
     assert!(watch.events.iter().all(|e| e.name.starts_with("w/")));
     assert_eq!(watch.snapshots, [(start, false)], "resumed, never resynced");
+    watch.assert_outages_reported();
 }
 
 #[tokio::test]
@@ -201,6 +229,27 @@ async fn watch_survives_a_stalled_daemon() {
     assert_eq!(e.state(), pb::State::Open);
     assert_eq!(e.revision, revision + 1, "nothing missed");
     assert_eq!(watch.events.len(), 1, "nothing repeated");
+    watch.assert_outages_reported();
+}
+
+#[tokio::test]
+async fn on_compaction_fail_ends_the_stream_naming_the_oldest_revision() {
+    let (_dir, daemon) = daemon(&["--watch-retention", "3"]).await;
+    let client = watch_client(daemon.endpoint());
+    for name in ["f/a", "f/b", "f/c", "f/d", "f/e"] {
+        put(&client, name, spec(1, 60_000)).await;
+    }
+    let mut stream = client.watch_with(WatchFilter::prefix("f/"), Some(1), OnCompaction::Fail);
+    let first = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("in time");
+    match first {
+        Some(Err(Error::Compacted {
+            oldest_retained, ..
+        })) => assert_eq!(oldest_retained, Some(3)),
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    assert!(stream.next().await.is_none(), "the stream ended");
 }
 
 #[tokio::test]
