@@ -23,7 +23,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7411";
 /// file given with --config (keys as the long flags, in snake_case); a flag beats
 /// the environment, which beats the file.
 #[derive(Debug, Parser)]
-#[command(name = "cbd", version, about, long_about)]
+#[command(name = "cbd", version = crate::LONG_VERSION, about, long_about)]
 pub struct Args {
     /// TOML configuration file (same keys as the flags, plus [[template]] tables).
     #[arg(long, env = "CBD_CONFIG", value_name = "FILE")]

@@ -17,3 +17,17 @@ pub mod store;
 
 /// Trailing-metadata key of an `OUT_OF_RANGE` watch error: the oldest retained revision.
 pub const COMPACT_REVISION_METADATA: &str = "cbd-compact-revision";
+
+/// This build's version (the crate's).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit this binary was built from (12 hex digits), or "unknown".
+pub const GIT_COMMIT: &str = env!("CBD_GIT_COMMIT");
+
+/// `cbd --version`: the version and the commit.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CBD_GIT_COMMIT"),
+    ")"
+);

@@ -16,10 +16,140 @@ use std::{
 
 use cbd_breaker::State;
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, prometheus_text, text},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::Histogram,
+        info::Info,
+    },
     registry::Registry,
 };
+
+/// The exposition formats `/metrics` serves, chosen by the scrape's `Accept` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `application/openmetrics-text; version=1.0.0`, for scrapers that ask for it.
+    OpenMetrics,
+    /// The classic `text/plain; version=0.0.4` (promtool, curl, older scrapers).
+    Text,
+}
+
+impl Format {
+    /// OpenMetrics only when the `Accept` header names it, as Prometheus' own client
+    /// libraries do; anything else gets the classic text format.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Self::OpenMetrics,
+            _ => Self::Text,
+        }
+    }
+
+    /// The `Content-Type` of this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::Text => prometheus_text::CONTENT_TYPE,
+        }
+    }
+}
+
+/// The standard `process_*` metrics, read from `/proc/self` at scrape time (Linux;
+/// elsewhere they are absent).
+#[derive(Debug)]
+struct ProcessCollector {
+    /// Clock ticks per second of `/proc/self/stat` times (`sysconf(_SC_CLK_TCK)`).
+    ticks_per_second: f64,
+    /// Bytes per page of `/proc/self/stat`'s resident set size.
+    page_size: f64,
+}
+
+impl ProcessCollector {
+    fn read(&self) -> Option<ProcessSample> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the `(comm)`, which may hold spaces: state is field 3.
+        let after = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3)?.parse::<f64>().ok();
+        let boot = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())?;
+        let max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()?
+            .lines()
+            .find(|l| l.starts_with("Max open files"))?
+            .split_whitespace()
+            .nth(3)?
+            .parse::<f64>()
+            .ok()?;
+        Some(ProcessSample {
+            cpu_seconds: (field(14)? + field(15)?) / self.ticks_per_second,
+            start_time_seconds: boot + field(22)? / self.ticks_per_second,
+            virtual_bytes: field(23)?,
+            resident_bytes: field(24)? * self.page_size,
+            open_fds: std::fs::read_dir("/proc/self/fd").ok()?.count() as f64,
+            max_fds,
+        })
+    }
+}
+
+struct ProcessSample {
+    cpu_seconds: f64,
+    start_time_seconds: f64,
+    virtual_bytes: f64,
+    resident_bytes: f64,
+    open_fds: f64,
+    max_fds: f64,
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(p) = self.read() else {
+            return Ok(());
+        };
+        let counter = ConstCounter::new(p.cpu_seconds);
+        counter.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            counter.metric_type(),
+        )?)?;
+        for (name, help, value) in [
+            (
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                p.start_time_seconds,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                p.virtual_bytes,
+            ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                p.resident_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                p.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                p.max_fds,
+            ),
+        ] {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
 
 /// Label value shared by every breaker past the cap.
 pub const OTHER: &str = "_other";
@@ -131,7 +261,7 @@ impl Metrics {
         );
         registry.register(
             "cbd_calls",
-            "Reported call outcomes (success, failure, ignored; stale: a permit of an older generation)",
+            "Reported call outcomes (success, failure, ignored; stale: reports that changed nothing)",
             calls.clone(),
         );
         registry.register(
@@ -166,6 +296,18 @@ impl Metrics {
             "Events per committed write batch",
             batch.clone(),
         );
+        registry.register(
+            "cbd_build",
+            "The running cbd: version and git commit (always 1)",
+            Info::new(vec![
+                ("version", crate::VERSION),
+                ("commit", crate::GIT_COMMIT),
+            ]),
+        );
+        registry.register_collector(Box::new(ProcessCollector {
+            ticks_per_second: rustix::param::clock_ticks_per_second() as f64,
+            page_size: rustix::param::page_size() as f64,
+        }));
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -244,12 +386,16 @@ impl Metrics {
         self.inner.batch.observe(events as f64);
     }
 
-    /// The text exposition, with the gauges read at scrape time set first.
-    pub fn encode(&self, breakers: usize, watchers: usize) -> String {
+    /// The exposition in `format`, with the gauges read at scrape time set first.
+    pub fn encode(&self, format: Format, breakers: usize, watchers: usize) -> String {
         self.inner.breakers.set(breakers as i64);
         self.inner.watchers.set(watchers as i64);
         let mut out = String::new();
-        encode(&mut out, &self.inner.registry).expect("writing to a String cannot fail");
+        let written = match format {
+            Format::OpenMetrics => text::encode(&mut out, &self.inner.registry),
+            Format::Text => prometheus_text::encode(&mut out, &self.inner.registry),
+        };
+        written.expect("writing to a String cannot fail");
         out
     }
 }
@@ -379,17 +525,18 @@ pub async fn serve(
         .map_err(|e| crate::error::Error::invalid("--metrics-listen", e.to_string()))?;
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
+        axum::routing::get(move |headers: http::HeaderMap| {
             let metrics = metrics.clone();
             let gauges = gauges.clone();
             async move {
+                let accept = headers
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let format = Format::negotiate(accept);
                 let (breakers, watchers) = gauges();
                 (
-                    [(
-                        http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.encode(breakers, watchers),
+                    [(http::header::CONTENT_TYPE, format.content_type())],
+                    metrics.encode(format, breakers, watchers),
                 )
             }
         }),
@@ -422,7 +569,7 @@ mod tests {
         let (m, s) = &mut shown[4];
         m.show(s, State::Open, 0);
         m.transition(State::Closed, State::Open);
-        let text = metrics.encode(5, 0);
+        let text = metrics.encode(Format::Text, 5, 0);
         assert!(
             text.contains(r#"cbd_breaker_state{breaker="_other",state="CLOSED"} 2"#),
             "{text}"
@@ -439,11 +586,11 @@ mod tests {
         // Releasing a labelled breaker frees its series and its place under the cap.
         let (m, mut s) = shown.remove(0);
         m.release(&mut s);
-        let text = metrics.encode(4, 0);
+        let text = metrics.encode(Format::Text, 4, 0);
         assert!(!text.contains(r#"breaker="b0""#), "{text}");
         let (m, mut s) = (metrics.breaker("b9"), Shown::default());
         m.show(&mut s, State::HalfOpen, 1);
-        let text = metrics.encode(5, 0);
+        let text = metrics.encode(Format::Text, 5, 0);
         assert!(
             text.contains(r#"cbd_probes_in_flight{breaker="b9"} 1"#),
             "{text}"

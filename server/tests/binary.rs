@@ -26,6 +26,22 @@ fn print_config_shows_the_effective_configuration_as_toml() {
 }
 
 #[test]
+fn version_names_the_version_and_the_commit() {
+    let out = cbd(&["--version"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let expected = format!("cbd {} (commit {})\n", cbd::VERSION, cbd::GIT_COMMIT);
+    assert_eq!(text, expected);
+    assert!(
+        cbd::GIT_COMMIT == "unknown"
+            || (cbd::GIT_COMMIT.len() == 12
+                && cbd::GIT_COMMIT.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{}",
+        cbd::GIT_COMMIT
+    );
+}
+
+#[test]
 fn environment_variables_are_read() {
     let out = Command::new(CBD)
         .args(["--print-config"])

@@ -65,25 +65,34 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
         .map(|s| s.value)
 }
 
-/// GET /metrics with a bare HTTP/1.1 request.
-fn scrape(addr: SocketAddr) -> String {
+/// GET /metrics with a bare HTTP/1.1 request and, if given, an `Accept` header;
+/// returns the response head (lowercased) and the body.
+fn get_metrics(addr: SocketAddr, accept: Option<&str>) -> (String, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to metrics");
     stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
     )
     .expect("send request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read response");
     let (head, body) = response.split_once("\r\n\r\n").expect("http response");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    (head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// A scrape as curl or promtool makes it: the classic text format.
+fn scrape(addr: SocketAddr) -> String {
+    let (head, body) = get_metrics(addr, Some("*/*"));
     assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: application/openmetrics-text"),
+        head.contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
-    body.to_owned()
+    body
 }
 
 /// The metrics address, from the daemon's log line.
@@ -258,4 +267,89 @@ async fn per_breaker_series_are_capped() {
     })
     .await;
     assert_eq!(value(&samples, "cbd_breakers", &[]), Some(9.0));
+}
+
+#[tokio::test]
+async fn promtool_accepts_a_scrape_and_openmetrics_is_served_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(
+        &dir.path().join("data"),
+        &["--metrics-listen", "127.0.0.1:0", "--log-format", "text"],
+    )
+    .await;
+    let addr = metrics_addr(&daemon);
+    let mut admin = daemon.admin().await;
+    let mut client = daemon.breakers().await;
+    put(&mut admin, "scraped", pb::BreakerSpec::default()).await;
+    let a = acquire(&mut client, "scraped").await;
+    report(&mut client, &a.permit, pb::Outcome::Success).await;
+
+    let text = scrape(addr);
+    let samples = parse(&text);
+    let build = samples
+        .iter()
+        .find(|s| s.name == "cbd_build_info")
+        .expect("cbd_build_info");
+    assert_eq!(build.value, 1.0);
+    assert_eq!(build.labels["version"], env!("CARGO_PKG_VERSION"));
+    assert!(!build.labels["commit"].is_empty());
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        let v = value(&samples, name, &[]).unwrap_or_else(|| panic!("{name} in\n{text}"));
+        assert!(v > 0.0, "{name} = {v}");
+    }
+    // Every sample's family has HELP and TYPE lines under the sample's own name
+    // (or its histogram base), which is what promtool checks first.
+    for s in &samples {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| s.name.strip_suffix(suffix))
+            .filter(|base| text.contains(&format!("# TYPE {base} histogram")))
+            .unwrap_or(&s.name);
+        assert!(
+            text.contains(&format!("# HELP {family} ")),
+            "no HELP for {family}"
+        );
+    }
+
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Err(e) => eprintln!(
+            "skipping promtool check: promtool not runnable ({e}); .ci/run installs Debian's prometheus package"
+        ),
+        Ok(mut child) => {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("feed promtool");
+            let out = child.wait_with_output().expect("promtool ran");
+            assert!(
+                out.status.success(),
+                "promtool check metrics: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    let (head, open) = get_metrics(addr, Some("application/openmetrics-text; version=1.0.0"));
+    assert!(
+        head.contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(open.trim_end().ends_with("# EOF"), "{open}");
+    assert!(open.contains("# TYPE cbd_calls counter"), "{open}");
 }
