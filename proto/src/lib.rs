@@ -34,6 +34,7 @@ pub mod pb {
 pub use pb::cbd::v1;
 pub use pb::google::rpc;
 
+pub mod codec;
 pub mod convert;
 pub mod spec_fields;
 

@@ -135,18 +135,17 @@ fn reject(e: Error) -> Response<Body> {
     Status::from(e).into_http()
 }
 
-/// tonic answers a request above `max_decoding_message_size` with OUT_OF_RANGE
+/// tonic answers a message above `max_decoding_message_size` with OUT_OF_RANGE
 /// "decoded message length too large"; we answer RESOURCE_EXHAUSTED naming the flag.
-fn rewrite_message_too_large(response: &mut Response<Body>) {
-    let Some(status) = Status::from_header_map(response.headers()) else {
-        return;
-    };
+/// `None` for any other status. Unary calls get this from the guard; a stream's
+/// handler (Session) applies it to the errors of its inbound stream.
+pub fn message_too_large(status: &Status) -> Option<Error> {
     if status.code() != Code::OutOfRange
         || !status
             .message()
             .contains("decoded message length too large")
     {
-        return;
+        return None;
     }
     let reason = status
         .message()
@@ -156,11 +155,20 @@ fn rewrite_message_too_large(response: &mut Response<Body>) {
             "request message of",
         )
         .replace(", the limit is:", " is above the limit of");
+    Some(Error::MessageTooLarge { reason })
+}
+
+fn rewrite_message_too_large(response: &mut Response<Body>) {
+    let Some(too_large) =
+        Status::from_header_map(response.headers()).and_then(|s| message_too_large(&s))
+    else {
+        return;
+    };
     let headers = response.headers_mut();
     headers.remove("grpc-status");
     headers.remove("grpc-message");
     headers.remove("grpc-status-details-bin");
-    let _ = Status::from(Error::MessageTooLarge { reason }).add_header(headers);
+    let _ = Status::from(too_large).add_header(headers);
 }
 
 impl<S, B> Service<Request<B>> for Guard<S>

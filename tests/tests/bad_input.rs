@@ -519,3 +519,86 @@ async fn templates_create_breakers_and_the_cap_holds() {
     // Existing ones keep working.
     assert!(acquire(&mut client, "auto/first").await.allowed);
 }
+
+/// Sends `body` as the request message of `path`, bytes as they are.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+#[derive(Debug)]
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = pb::AcquireResponse;
+    type Encoder = RawEncoder;
+    type Decoder = cbd_proto::codec::StrictDecoder<pb::AcquireResponse>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        cbd_proto::codec::StrictCodec::<Vec<u8>, pb::AcquireResponse>::default().decoder()
+    }
+}
+
+async fn raw_call(daemon: &Daemon, path: &'static str, body: Vec<u8>) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(daemon.channel().await);
+    grpc.ready().await.expect("ready");
+    grpc.unary(
+        tonic::Request::new(body),
+        tonic::codegen::http::uri::PathAndQuery::from_static(path),
+        RawCodec,
+    )
+    .await
+    .expect_err("an undecodable request is refused")
+}
+
+#[tokio::test]
+async fn undecodable_requests_are_invalid_argument_not_internal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("garbage", vec![0xff; 12]),
+        // Field 1 (name), length 2, bytes that are not UTF-8.
+        ("non-UTF-8 name", vec![0x0a, 0x02, 0xff, 0xfe]),
+        // Field 1 announces 5 bytes and has 1.
+        ("truncated", vec![0x0a, 0x05, b'a']),
+        // A varint that never ends.
+        ("endless varint", vec![0x08, 0xff, 0xff, 0xff]),
+    ];
+    for path in [
+        "/cbd.v1.Breakers/Acquire",
+        "/cbd.v1.Admin/PutBreaker",
+        "/cbd.v1.Admin/GetBreaker",
+    ] {
+        for (what, body) in &cases {
+            let status = raw_call(&daemon, path, body.clone()).await;
+            assert_eq!(
+                status.code(),
+                Code::InvalidArgument,
+                "{path} {what}: {status:?}"
+            );
+            assert!(
+                status.message().starts_with("message could not be decoded"),
+                "{path} {what}: {status:?}"
+            );
+        }
+    }
+    let mut admin = daemon.admin().await;
+    put(&mut admin, "still-serving", pb::BreakerSpec::default()).await;
+}

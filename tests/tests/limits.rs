@@ -44,6 +44,22 @@ async fn an_oversized_message_is_resource_exhausted_naming_the_flag() {
             .await,
         "--max-message-size",
     );
+    // A Session item above the limit ends the stream the same way.
+    let item = pb::SessionRequest {
+        id: 1,
+        kind: Some(pb::session_request::Kind::Acquire(pb::AcquireRequest {
+            name: "x".repeat(8 * 1024),
+        })),
+    };
+    let mut session = client
+        .session(futures::stream::iter([item]))
+        .await
+        .expect("session opens")
+        .into_inner();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), session.message())
+        .await
+        .expect("an answer in time");
+    assert_exhausted(ended, "--max-message-size");
     // Same connection, still serving.
     assert!(acquire(&mut client, "ok").await.allowed);
 }

@@ -157,7 +157,8 @@ impl Breakers for BreakersService {
                     }
                     SessionStep::Received(Ok(None)) => reading = false,
                     SessionStep::Received(Err(status)) => {
-                        yield Err(status);
+                        yield Err(crate::guard::message_too_large(&status)
+                            .map_or(status, Status::from));
                         return;
                     }
                     SessionStep::Answered(answer) => yield Ok(answer),
