@@ -14,6 +14,7 @@ pub mod registry;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls;
 
 /// Trailing-metadata key of an `OUT_OF_RANGE` watch error: the oldest retained revision.
 pub const COMPACT_REVISION_METADATA: &str = "cbd-compact-revision";

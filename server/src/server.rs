@@ -4,7 +4,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use cbd_proto::v1::{admin_server::AdminServer, breakers_server::BreakersServer};
 use tokio::{net::TcpListener, sync::watch};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::ServingStatus;
 
 use crate::{
@@ -33,7 +33,7 @@ pub async fn run(
         Some(path) => Some(Arc::new(Auth::load(path)?)),
         None => None,
     };
-    let tls = tls_config(&config)?;
+    let tls = crate::tls::server_config(&config)?;
     let metrics = Metrics::new(config.metrics_max_breakers);
 
     let data_dir = config.data_dir.clone();
@@ -131,7 +131,9 @@ pub async fn run(
 
     let mut builder = Server::builder().max_concurrent_streams(Some(config.max_concurrent_streams));
     if let Some(tls) = tls {
-        builder = builder.tls_config(tls).map_err(tls_error)?;
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::invalid("--tls-cert/--tls-key", e.to_string()))?;
     }
     let guard = GuardLayer::new(GuardConfig {
         auth,
@@ -183,37 +185,6 @@ pub async fn run(
 }
 
 /// The TLS settings, when `--tls-cert` is set; unreadable files name their flag.
-fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, Error> {
-    let read = |flag: &'static str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| Error::invalid(flag, format!("{}: {e}", path.display())))
-    };
-    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-        return Ok(None);
-    };
-    let identity = Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?);
-    let mut tls = ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &config.tls_client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read("--tls-client-ca", ca)?));
-    }
-    // Parse the certificates and key now, before the store is opened.
-    Server::builder()
-        .tls_config(tls.clone())
-        .map_err(tls_error)?;
-    Ok(Some(tls))
-}
-
-/// A TLS setup error with its causes (tonic's own message is only "transport error").
-fn tls_error(e: tonic::transport::Error) -> Error {
-    let mut message = String::from("bad TLS certificate, key or CA");
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    Error::invalid("--tls-cert", message)
-}
-
 /// Re-reads the auth file on SIGHUP; a bad file keeps the tokens in force. Without
 /// an auth file SIGHUP is logged and ignored (it does not stop the daemon).
 fn spawn_reload_on_sighup(auth: Option<Arc<Auth>>) {
