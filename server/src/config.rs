@@ -103,6 +103,25 @@ pub struct Args {
     #[arg(long, env = "CBD_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub request_timeout: Option<Duration>,
 
+    /// Close a connection that has not sent the start of its HTTP/2 preface (or
+    /// TLS handshake) this long after it was accepted [default: 10s].
+    #[arg(long, env = "CBD_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Option<Duration>,
+
+    /// Close a connection the client has sent nothing on for this long [default:
+    /// 5m]. Live clients answer the keepalive PINGs, so only dead or silent ones
+    /// reach it; must be above --http2-keepalive-interval + --http2-keepalive-timeout.
+    #[arg(long, env = "CBD_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// Send an HTTP/2 PING on every connection this often [default: 30s].
+    #[arg(long, env = "CBD_HTTP2_KEEPALIVE_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_interval: Option<Duration>,
+
+    /// Close a connection whose PING is not answered within this [default: 20s].
+    #[arg(long, env = "CBD_HTTP2_KEEPALIVE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_timeout: Option<Duration>,
+
     /// Serve Prometheus metrics over HTTP on this address (GET /metrics) [default: off].
     #[arg(long, env = "CBD_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
@@ -182,6 +201,18 @@ pub struct Config {
     /// Unary request timeout.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Time to start the HTTP/2 preface or TLS handshake.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Longest silence on a connection.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// HTTP/2 PING interval.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    /// HTTP/2 PING answer timeout.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
     /// Metrics HTTP address, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
@@ -212,6 +243,10 @@ impl Default for Config {
             max_concurrent_streams: 1024,
             max_concurrent_requests: 10_000,
             request_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(20),
             metrics_listen: None,
             metrics_max_breakers: 1000,
             templates: Vec::new(),
@@ -243,6 +278,10 @@ impl Config {
             max_concurrent_streams,
             max_concurrent_requests,
             request_timeout,
+            handshake_timeout,
+            idle_timeout,
+            http2_keepalive_interval,
+            http2_keepalive_timeout,
             metrics_max_breakers
         );
         macro_rules! overlay_option {
@@ -307,8 +346,28 @@ impl Config {
                 "mTLS needs TLS: give --tls-cert and --tls-key too",
             ));
         }
-        if self.request_timeout.is_zero() {
-            return Err(Error::invalid("--request-timeout", "must be above zero"));
+        for (field, value) in [
+            ("--request-timeout", self.request_timeout),
+            ("--handshake-timeout", self.handshake_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--http2-keepalive-interval", self.http2_keepalive_interval),
+            ("--http2-keepalive-timeout", self.http2_keepalive_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::invalid(field, "must be above zero"));
+            }
+        }
+        let keepalive = self.http2_keepalive_interval + self.http2_keepalive_timeout;
+        if self.idle_timeout <= keepalive {
+            return Err(Error::invalid(
+                "--idle-timeout",
+                format!(
+                    "{} would close live connections: it must be above \
+                     --http2-keepalive-interval + --http2-keepalive-timeout ({})",
+                    humantime::format_duration(self.idle_timeout),
+                    humantime::format_duration(keepalive)
+                ),
+            ));
         }
         for (field, value) in [
             ("--max-breakers", self.max_breakers as u64),
@@ -465,6 +524,29 @@ mod tests {
             err.to_string().contains("--max-concurrent-requests"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn connection_timeouts_have_defaults_and_the_idle_one_outlasts_keepalive() {
+        let config = Config::from_args(&args(&[])).expect("valid");
+        assert_eq!(config.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(config.idle_timeout, Duration::from_secs(300));
+        assert_eq!(config.http2_keepalive_interval, Duration::from_secs(30));
+        assert_eq!(config.http2_keepalive_timeout, Duration::from_secs(20));
+        let err = Config::from_args(&args(&[
+            "--idle-timeout",
+            "40s",
+            "--http2-keepalive-interval",
+            "30s",
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--idle-timeout: 40s would close"),
+            "{err}"
+        );
+        let err = Config::from_args(&args(&["--handshake-timeout", "0s"])).unwrap_err();
+        assert!(err.to_string().starts_with("--handshake-timeout:"), "{err}");
     }
 
     #[test]

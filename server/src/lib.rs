@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod guard;
+pub mod idle;
 pub mod metrics;
 pub mod permit;
 pub mod registry;

@@ -1,5 +1,6 @@
 //! Wiring: storage, registry, services, health, reflection, and graceful shutdown.
 
+use futures::TryStreamExt as _;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use cbd_proto::v1::{admin_server::AdminServer, breakers_server::BreakersServer};
@@ -12,6 +13,7 @@ use crate::{
     config::Config,
     error::Error,
     guard::{GuardConfig, GuardLayer},
+    idle::{IdleTimeout, Timeouts},
     metrics::Metrics,
     permit::{PermitKey, Permits},
     registry::{Registry, RegistryConfig},
@@ -129,10 +131,13 @@ pub async fn run(
         .await?;
     }
 
-    let mut builder = Server::builder().max_concurrent_streams(Some(config.max_concurrent_streams));
+    let mut builder = Server::builder()
+        .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .http2_keepalive_interval(Some(config.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout));
     if let Some(tls) = tls {
         builder = builder
-            .tls_config(tls)
+            .tls_config(tls.timeout(config.handshake_timeout))
             .map_err(|e| Error::invalid("--tls-cert/--tls-key", e.to_string()))?;
     }
     let guard = GuardLayer::new(GuardConfig {
@@ -141,6 +146,10 @@ pub async fn run(
         timeout: config.request_timeout,
         metrics,
     });
+    let timeouts = Timeouts {
+        handshake: config.handshake_timeout,
+        idle: config.idle_timeout,
+    };
     let server = builder
         .layer(guard)
         .add_service(health_service)
@@ -149,9 +158,12 @@ pub async fn run(
         .add_service(breakers)
         .add_service(admin)
         // Nagle off: otherwise two overlapping RPCs on one connection can wait ~40 ms
-        // for a delayed ACK, longer than a client's Acquire deadline.
+        // for a delayed ACK, longer than a client's Acquire deadline. Silent
+        // connections are closed (crate::idle).
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .map_ok(move |tcp| IdleTimeout::new(tcp, timeouts)),
             wait_true(drain.clone()),
         );
 
