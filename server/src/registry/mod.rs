@@ -178,12 +178,12 @@ impl Registry {
         let (dirty, dirty_rx) = mpsc::unbounded_channel();
         let (schedule, schedule_rx) = mpsc::unbounded_channel();
         let mut breakers = HashMap::with_capacity(loaded.breakers.len());
-        for (name, record) in &loaded.breakers {
-            let name: Arc<str> = name.as_str().into();
+        for (name, record) in loaded.breakers {
+            let name: Arc<str> = name.into();
             let entry = Arc::new(Entry::new(
                 name.clone(),
                 record.restore()?,
-                Some(record.clone()),
+                Some(record),
                 config.metrics.breaker(&name),
             ));
             breakers.insert(name, entry);

@@ -138,12 +138,17 @@ fn drain(feed: &mut tokio::sync::broadcast::Receiver<Arc<pb::Event>>) -> Vec<pb:
     std::iter::from_fn(|| feed.try_recv().ok().map(|e| (*e).clone())).collect()
 }
 
+/// Waits (in paused time, so at once) for the store to be healthy again; a minute
+/// of virtual time is far more than the backoff needs.
 async fn wait_serving(registry: &Registry) {
-    registry
-        .store_health()
-        .wait_for(|h| *h == StoreHealth::Serving)
-        .await
-        .expect("health sender alive");
+    let mut health = registry.store_health();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        health.wait_for(|h| *h == StoreHealth::Serving),
+    )
+    .await
+    .expect("the store recovers within a minute")
+    .expect("health sender alive");
 }
 
 #[tokio::test(start_paused = true)]
@@ -321,4 +326,48 @@ async fn a_trip_during_a_fault_is_not_served_until_committed() {
     assert_eq!(a.acquired.state, State::Open);
     let events = drain(&mut feed);
     assert_eq!(revisions(&events), [3], "{events:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn traffic_on_an_undurable_breaker_is_refused_before_it_changes_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (registry, store) = open(&dir);
+    let open_for = Duration::from_millis(20);
+    let spec = Spec {
+        consecutive_failures: Some(1),
+        open_duration: open_for,
+        half_open_permits: 1,
+        permit_ttl: Duration::from_secs(3600),
+        ..Spec::default()
+    };
+    registry.put("t", spec).await.expect("put");
+    let permit = registry
+        .acquire("t")
+        .await
+        .expect("acquire")
+        .acquired
+        .permit;
+    store.fail(u32::MAX);
+    assert_unavailable(
+        registry
+            .report("t", permit.expect("permit"), Outcome::Failure, None)
+            .await,
+        "the trip",
+    );
+    // The breaker's clock is the wall clock: let its open period pass for real, so
+    // that an acquire now would take the one half-open probe slot.
+    std::thread::sleep(open_for + Duration::from_millis(10));
+    assert_unavailable(
+        registry.acquire("t").await,
+        "acquire while OPEN is undurable",
+    );
+
+    store.heal();
+    wait_serving(&registry).await;
+    let probe = registry.acquire("t").await.expect("acquire after recovery");
+    assert!(
+        probe.acquired.allowed,
+        "the probe slot was not taken by the refused acquire: {probe:?}"
+    );
+    assert_eq!(probe.acquired.state, State::HalfOpen);
 }

@@ -16,7 +16,10 @@ use std::{
 use tokio::sync::mpsc;
 
 use super::{Shared, entry::Entry};
-use crate::store::{StoredBreaker, WriteBatch};
+use crate::{
+    error::Error,
+    store::{StoredBreaker, WriteBatch},
+};
 
 /// Most entries drained into one batch; bounds the batch and its latency.
 const MAX_ENTRIES_PER_BATCH: usize = 4096;
@@ -90,6 +93,8 @@ async fn commit_until_done(shared: &Arc<Shared>, built: Arc<Built>) -> Arc<Built
         .await;
         let cause = match committed {
             Ok(Ok(())) => break,
+            // Already phrased as a fault (the store could not reopen): keep its cause.
+            Ok(Err(Error::StoreUnavailable { cause })) => cause,
             Ok(Err(e)) => e.to_string(),
             Err(join) => format!("commit task failed: {join}"),
         };
