@@ -137,18 +137,6 @@ pub(crate) struct Shared {
     health: watch::Sender<StoreHealth>,
 }
 
-/// Which requests a store fault stops at [`Shared::update`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Gate {
-    /// Acquire and Report: refused only on a breaker with undurable changes, whose
-    /// answer could not be made durable anyway; other breakers keep serving.
-    Traffic,
-    /// Timers: never refused (a tick is queued and committed on recovery).
-    Timer,
-    /// Operator writes: checked by [`Shared::writable`] before they start.
-    Operator,
-}
-
 /// Whether [`Shared::wait_durable`] answers UNAVAILABLE during a store fault or
 /// keeps waiting for the recovery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,7 +233,7 @@ impl Registry {
             Some(entry) => entry,
             None => self.create_from_template(name).await?,
         };
-        let (acquired, after) = self.shared.update(&entry, Gate::Traffic, |st, now, _| {
+        let (acquired, after) = self.shared.update_traffic(&entry, |st, now, _| {
             if st.deleted {
                 return Err(Error::NotFound { name: name.into() });
             }
@@ -273,7 +261,7 @@ impl Registry {
     ) -> Result<ReportAnswer, Error> {
         let deleted = || Error::PermitOfDeletedBreaker { name: name.into() };
         let entry = self.shared.lookup(name).ok_or_else(deleted)?;
-        let (reported, after) = self.shared.update(&entry, Gate::Traffic, |st, now, _| {
+        let (reported, after) = self.shared.update_traffic(&entry, |st, now, _| {
             if st.deleted {
                 return Err(deleted());
             }
@@ -291,26 +279,24 @@ impl Registry {
         cbd_breaker::validate_name(name)?;
         self.shared.writable()?;
         let (entry, created) = self.shared.get_or_create(name, &spec)?;
-        let ((unchanged, status), after) =
-            self.shared
-                .update(&entry, Gate::Operator, |st, now, entry| {
-                    if created {
-                        return Ok(((false, st.status(&entry.name)), None));
-                    }
-                    if st.deleted {
-                        // Deleted but not yet committed: start over, keeping the generation
-                        // moving so that the old incarnation's permits are stale.
-                        let generation = st.machine.status().generation + 1;
-                        st.machine = revived(spec.clone(), generation);
-                        st.deleted = false;
-                    } else if st.machine.spec() == &spec {
-                        return Ok(((true, st.status(&entry.name)), None));
-                    } else {
-                        st.machine.set_spec(spec.clone());
-                    }
-                    st.push_spec_event(&entry.name, pb::EventKind::SpecPut, now);
-                    Ok(((false, st.status(&entry.name)), None))
-                })?;
+        let ((unchanged, status), after) = self.shared.update(&entry, |st, now, entry| {
+            if created {
+                return Ok(((false, st.status(&entry.name)), None));
+            }
+            if st.deleted {
+                // Deleted but not yet committed: start over, keeping the generation
+                // moving so that the old incarnation's permits are stale.
+                let generation = st.machine.status().generation + 1;
+                st.machine = revived(spec.clone(), generation);
+                st.deleted = false;
+            } else if st.machine.spec() == &spec {
+                return Ok(((true, st.status(&entry.name)), None));
+            } else {
+                st.machine.set_spec(spec.clone());
+            }
+            st.push_spec_event(&entry.name, pb::EventKind::SpecPut, now);
+            Ok(((false, st.status(&entry.name)), None))
+        })?;
         let revision = self.shared.finish(&entry, after).await?;
         let mut breaker = status;
         if !unchanged {
@@ -373,16 +359,14 @@ impl Registry {
         cbd_breaker::validate_name(name)?;
         self.shared.writable()?;
         let entry = self.shared.existing(name)?;
-        let ((), after) = self
-            .shared
-            .update(&entry, Gate::Operator, |st, now, entry| {
-                if st.deleted {
-                    return Err(Error::NotFound { name: name.into() });
-                }
-                st.deleted = true;
-                st.push_spec_event(&entry.name, pb::EventKind::Deleted, now);
-                Ok(((), None))
-            })?;
+        let ((), after) = self.shared.update(&entry, |st, now, entry| {
+            if st.deleted {
+                return Err(Error::NotFound { name: name.into() });
+            }
+            st.deleted = true;
+            st.push_spec_event(&entry.name, pb::EventKind::Deleted, now);
+            Ok(((), None))
+        })?;
         self.shared.finish(&entry, after).await
     }
 
@@ -471,15 +455,13 @@ impl Registry {
         cbd_breaker::validate_name(name)?;
         self.shared.writable()?;
         let entry = self.shared.existing(name)?;
-        let (status, after) = self
-            .shared
-            .update(&entry, Gate::Operator, |st, now, entry| {
-                if st.deleted {
-                    return Err(Error::NotFound { name: name.into() });
-                }
-                let t = change(&mut st.machine, now);
-                Ok((st.status(&entry.name), Some(t)))
-            })?;
+        let (status, after) = self.shared.update(&entry, |st, now, entry| {
+            if st.deleted {
+                return Err(Error::NotFound { name: name.into() });
+            }
+            let t = change(&mut st.machine, now);
+            Ok((st.status(&entry.name), Some(t)))
+        })?;
         let revision = self.shared.finish(&entry, after).await?;
         let mut status = status;
         status.mod_revision = entry.state.lock().mod_revision;
@@ -564,10 +546,42 @@ impl Shared {
 
     /// Runs `f` on `entry` under its lock. `f` returns its result and the
     /// transition it caused, if any; the rest of the follow-up is worked out here.
+    /// Operator writes check [`Shared::writable`] before; timers are never refused
+    /// (a tick is queued and committed when the store recovers).
     fn update<R>(
         &self,
         entry: &Arc<Entry>,
-        gate: Gate,
+        f: impl FnOnce(
+            &mut EntryState,
+            Timestamp,
+            &Entry,
+        ) -> Result<(R, Option<cbd_breaker::Transition>), Error>,
+    ) -> Result<(R, After), Error> {
+        self.update_gated(entry, false, f)
+    }
+
+    /// [`Shared::update`] for Acquire and Report: during a store fault, refused
+    /// before changing anything on a breaker with undurable changes (its answer
+    /// could not be made durable anyway, and e.g. a probe slot taken for a refused
+    /// caller would stay taken). Other breakers keep serving: their answers rest
+    /// on committed state, and a transition they cause is queued and answered
+    /// UNAVAILABLE.
+    fn update_traffic<R>(
+        &self,
+        entry: &Arc<Entry>,
+        f: impl FnOnce(
+            &mut EntryState,
+            Timestamp,
+            &Entry,
+        ) -> Result<(R, Option<cbd_breaker::Transition>), Error>,
+    ) -> Result<(R, After), Error> {
+        self.update_gated(entry, true, f)
+    }
+
+    fn update_gated<R>(
+        &self,
+        entry: &Arc<Entry>,
+        traffic: bool,
         f: impl FnOnce(
             &mut EntryState,
             Timestamp,
@@ -576,7 +590,7 @@ impl Shared {
     ) -> Result<(R, After), Error> {
         let now = clock::now();
         let mut st = entry.state.lock();
-        if gate == Gate::Traffic && self.failing() && entry.undurable(&st).is_some() {
+        if traffic && self.failing() && entry.undurable(&st).is_some() {
             // Refused before changing anything; a breaker just created from a
             // template still goes to the writer so its creation is not stranded.
             let stranded = !st.pending.is_empty();
@@ -660,7 +674,7 @@ impl Shared {
 
     /// Timer work for one breaker: called by the timer task and at recovery.
     fn tick(&self, entry: &Arc<Entry>) {
-        let ticked = self.update(entry, Gate::Timer, |st, now, _| {
+        let ticked = self.update(entry, |st, now, _| {
             st.timer_at = None;
             let transition = if st.deleted {
                 None
