@@ -61,9 +61,14 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Writes `path` until the file system has no space left; returns the bytes written.
+/// Appends to `path` until the file system has no space left; returns the bytes
+/// written. Appending (never truncating) so that a top-up frees nothing.
 fn fill(path: &Path) -> u64 {
-    let mut file = std::fs::File::create(path).expect("create filler");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open filler");
     let chunk = vec![0xa5u8; 64 * 1024];
     let mut written = 0u64;
     loop {
@@ -74,7 +79,7 @@ fn fill(path: &Path) -> u64 {
             Err(e) => panic!("filling {}: {e}", path.display()),
         }
     }
-    // The last partial page too, byte by byte would be slow: small writes suffice.
+    // Then the last partial chunk.
     while file.write(&[0u8; 512]).is_ok_and(|n| n > 0) {
         written += 512;
     }
@@ -167,6 +172,9 @@ async fn a_full_disk_makes_cbd_unavailable_until_space_returns() {
         "the message names the cause: {}",
         status.message()
     );
+    // Take whatever sled may have freed meanwhile (it can truncate free segments
+    // when it reopens), so that the disk stays full while this is checked.
+    fill(&filler);
     assert_eq!(daemon.health().await, Some(ServingStatus::NotServing));
     let later = put(&daemon, "refused/while-full", 0)
         .await

@@ -61,8 +61,9 @@ impl SledStore {
         })
     }
 
-    /// The open database, reopening it after a failed commit when `reopen`; without
-    /// `reopen` a closed database is UNAVAILABLE with the cause.
+    /// The open database, reopening it after a failed commit when `reopen` (only
+    /// commits reopen, and they never run concurrently, so no lock is held while
+    /// sled opens); without `reopen` a closed database is UNAVAILABLE with the cause.
     fn db(&self, reopen: bool) -> Result<sled::Db, Error> {
         let closed = match &*self.db.read() {
             Ok(db) => return Ok(db.clone()),
@@ -70,10 +71,6 @@ impl SledStore {
         };
         if !reopen {
             return Err(Error::StoreUnavailable { cause: closed });
-        }
-        let mut slot = self.db.write();
-        if let Ok(db) = &*slot {
-            return Ok(db.clone());
         }
         // Fails (and is retried by the writer) while a reader still holds the old
         // handle, whose file lock is released with its last clone.
@@ -85,7 +82,7 @@ impl SledStore {
                     cause: format!("{closed}; reopening failed: {e}"),
                 })?;
         tracing::info!(dir = %self.dir.display(), "store reopened after a failed commit");
-        *slot = Ok(db.clone());
+        *self.db.write() = Ok(db.clone());
         Ok(db)
     }
 
