@@ -24,6 +24,12 @@ pub enum Error {
     /// The store failed; what was asked may not be durable.
     #[error("storage error: {0}")]
     Storage(String),
+    /// The store cannot commit right now (e.g. the disk is full); the writer keeps
+    /// retrying. The change asked for is not acknowledged: it was either refused
+    /// before it touched anything, or it is queued and may still be applied once the
+    /// store recovers. Retrying a put, an override or a reset is idempotent.
+    #[error("store cannot commit: {cause}; retrying")]
+    StoreUnavailable { cause: String },
     /// The daemon is shutting down.
     #[error("cbd is shutting down")]
     ShuttingDown,
@@ -58,7 +64,7 @@ impl Error {
             Self::LimitReached { .. } => Code::ResourceExhausted,
             Self::Compacted { .. } => Code::OutOfRange,
             Self::Storage(_) => Code::Internal,
-            Self::ShuttingDown => Code::Unavailable,
+            Self::StoreUnavailable { .. } | Self::ShuttingDown => Code::Unavailable,
             Self::Unauthenticated { .. } => Code::Unauthenticated,
             Self::PermissionDenied { .. } => Code::PermissionDenied,
             Self::MessageTooLarge { .. } => Code::ResourceExhausted,
@@ -145,6 +151,12 @@ mod tests {
             ),
             (Error::Storage("io".into()), Code::Internal),
             (Error::ShuttingDown, Code::Unavailable),
+            (
+                Error::StoreUnavailable {
+                    cause: "No space left on device (os error 28)".into(),
+                },
+                Code::Unavailable,
+            ),
             (
                 Error::Unauthenticated {
                     reason: "missing bearer token",

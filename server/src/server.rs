@@ -16,7 +16,7 @@ use crate::{
     idle::{IdleTimeout, Timeouts},
     metrics::Metrics,
     permit::{PermitKey, Permits},
-    registry::{Registry, RegistryConfig},
+    registry::{Registry, RegistryConfig, StoreHealth},
     service::{AdminService, BreakersService, watch::Watcher},
     store::sled::SledStore,
 };
@@ -64,11 +64,7 @@ pub async fn run(
         .map_err(|e| Error::invalid("--listen", e.to_string()))?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<BreakersServer<BreakersService>>()
-        .await;
-    health.set_serving::<AdminServer<AdminService>>().await;
-    health.set_service_status("", ServingStatus::Serving).await;
+    set_health(&health, true).await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(cbd_proto::FILE_DESCRIPTOR_SET)
@@ -95,22 +91,34 @@ pub async fn run(
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
 
-    // Shutdown: NOT_SERVING first, then end watch streams, then stop accepting and
-    // let in-flight RPCs finish.
+    // Health follows the store (NOT_SERVING while a commit is being retried) until
+    // shutdown. Shutdown: NOT_SERVING first, then end watch streams, then stop
+    // accepting and let in-flight RPCs finish. One task does both, so a recovering
+    // store can never turn a stopping daemon SERVING again.
     let (drain_tx, drain) = watch::channel(false);
-    let shutdown_health = health.clone();
+    let mut store_health = registry.store_health();
     tokio::spawn(async move {
-        shutdown.await;
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut serving = true;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                changed = store_health.changed() => {
+                    if changed.is_err() {
+                        shutdown.as_mut().await;
+                        break;
+                    }
+                    let ok = *store_health.borrow_and_update() == StoreHealth::Serving;
+                    if ok != serving {
+                        serving = ok;
+                        tracing::warn!(serving, "health follows the store");
+                        set_health(&health, ok).await;
+                    }
+                }
+            }
+        }
         tracing::info!("shutdown requested: draining");
-        shutdown_health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        shutdown_health
-            .set_not_serving::<BreakersServer<BreakersService>>()
-            .await;
-        shutdown_health
-            .set_not_serving::<AdminServer<AdminService>>()
-            .await;
+        set_health(&health, false).await;
         let _ = stopping_tx.send(true);
         let _ = drain_tx.send(true);
     });
@@ -194,6 +202,28 @@ pub async fn run(
     }
     tracing::info!(revision = registry.revision(), "cbd stopped");
     Ok(())
+}
+
+/// Sets the overall status and that of each service.
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <BreakersServer<BreakersService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health
+        .set_service_status(
+            <AdminServer<AdminService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
 }
 
 /// The TLS settings, when `--tls-cert` is set; unreadable files name their flag.

@@ -10,7 +10,10 @@ use cbd_breaker::{Breaker, Timestamp, Transition};
 use cbd_proto::{convert, v1 as pb};
 use parking_lot::Mutex;
 
-use crate::metrics::{BreakerMetrics, Shown};
+use crate::{
+    metrics::{BreakerMetrics, Shown},
+    store::StoredBreaker,
+};
 
 /// A named breaker as the registry keeps it.
 #[derive(Debug)]
@@ -37,8 +40,14 @@ pub(crate) struct EntryState {
     pub pending: Vec<pb::Event>,
     /// Counts every change made to this entry; compared with `Entry::durable_seq`.
     pub change_seq: u64,
-    /// The revision of the last committed change.
+    /// The revision of the last committed change (set when the writer lays the
+    /// change out, so it may be the one being committed).
     pub mod_revision: u64,
+    /// The record as last committed; `None`: never committed (or its delete was).
+    /// Readers are shown this while the entry has changes that are not durable, so
+    /// that nothing a failed commit could take back is ever shown. Set by the writer
+    /// from the batch it committed, so the hot path never copies it.
+    pub committed: Option<StoredBreaker>,
     /// When the timer task is due to tick this breaker; `None`: not scheduled.
     pub timer_at: Option<Timestamp>,
     /// What the metric gauges show of this breaker.
@@ -46,10 +55,11 @@ pub(crate) struct EntryState {
 }
 
 impl Entry {
+    /// `committed`: the stored record it was restored from; `None` for a new breaker.
     pub(crate) fn new(
         name: Arc<str>,
         machine: Breaker,
-        mod_revision: u64,
+        committed: Option<StoredBreaker>,
         metrics: BreakerMetrics,
     ) -> Self {
         let entry = Self {
@@ -59,7 +69,8 @@ impl Entry {
                 deleted: false,
                 pending: Vec::new(),
                 change_seq: 0,
-                mod_revision,
+                mod_revision: committed.as_ref().map_or(0, |r| r.mod_revision),
+                committed,
                 timer_at: None,
                 shown: Shown::default(),
             }),
@@ -81,6 +92,36 @@ impl Entry {
     /// so that no client sees a state a crash could take back. `None`: all durable.
     pub(crate) fn undurable(&self, state: &EntryState) -> Option<u64> {
         (state.change_seq > self.durable_seq.load(Ordering::Acquire)).then_some(state.change_seq)
+    }
+
+    /// What a reader may be shown of `state`: the live status when every change is
+    /// durable, else the last committed record with the live window counts (which
+    /// are never persisted) of the same generation. `None`: nothing committed exists.
+    pub(crate) fn committed_status(&self, state: &EntryState) -> Option<pb::BreakerStatus> {
+        if self.undurable(state).is_none() {
+            return (!state.deleted).then(|| state.status(&self.name));
+        }
+        let record = state.committed.as_ref()?;
+        let live = state.machine.status();
+        let same = live.generation == record.generation;
+        Some(pb::BreakerStatus {
+            name: self.name.to_string(),
+            spec: record.spec,
+            state: record.state,
+            r#override: record.override_,
+            generation: record.generation,
+            open_until: record
+                .open_until_unix_nanos
+                .map(|n| convert::timestamp_to_proto(Timestamp::from_unix_nanos(n))),
+            backoff_level: record.backoff_level,
+            mod_revision: record.mod_revision,
+            window_calls: if same { live.window_calls } else { 0 },
+            window_failures: if same { live.window_failures } else { 0 },
+            window_slow_calls: if same { live.window_slow_calls } else { 0 },
+            consecutive_failures: if same { live.consecutive_failures } else { 0 },
+            probes_in_flight: if same { live.probes_in_flight } else { 0 },
+            half_open_successes: if same { live.half_open_successes } else { 0 },
+        })
     }
 }
 

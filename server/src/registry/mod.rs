@@ -5,8 +5,16 @@
 //! (queueing any event in the entry itself, so per-breaker order is kept without
 //! sending under the lock), release the lock, then hand the entry to the writer and
 //! the timer task and, if anything the caller saw is not yet durable, wait for it.
+//!
+//! A failed commit is a fault, not a permanent state: the writer keeps the batch and
+//! retries it with backoff while [`StoreHealth`] says `Failing`. Meanwhile operator
+//! writes are refused before they change anything, callers waiting for durability
+//! and traffic on breakers with undurable changes get [`Error::StoreUnavailable`],
+//! and readers are shown only what is committed.
 
 mod entry;
+#[cfg(test)]
+mod tests;
 mod timers;
 mod writer;
 
@@ -14,7 +22,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -23,18 +31,13 @@ use cbd_breaker::{
     Acquired, Breaker, Outcome, Override, Persisted, Reported, Spec, State, Timestamp,
 };
 use cbd_proto::v1 as pb;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use tokio::sync::{broadcast, mpsc, watch};
 
 pub use entry::Entry;
 use entry::EntryState;
 
-use crate::{
-    clock,
-    error::Error,
-    metrics::Metrics,
-    store::{Store, WriteBatch},
-};
+use crate::{clock, error::Error, metrics::Metrics, store::Store};
 
 /// Capacity of the live event feed; a watcher further behind catches up from the log.
 const FEED_CAPACITY: usize = 4096;
@@ -93,6 +96,15 @@ pub struct Subscription {
     pub feed: broadcast::Receiver<Arc<pb::Event>>,
 }
 
+/// Whether the store can commit, as the writer last found out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// The last commit succeeded (or none failed yet).
+    Serving,
+    /// The last commit failed with `cause`; the writer is retrying it.
+    Failing { cause: String },
+}
+
 /// The live breakers. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Registry {
@@ -118,7 +130,19 @@ pub(crate) struct Shared {
     /// Held by a commit while it writes and publishes, and by a new watcher while it
     /// reads the revision and subscribes, so that the two never interleave.
     commit_lock: RwLock<()>,
-    storage_error: Mutex<Option<String>>,
+    /// Set while the writer retries a failed commit; read on every request, so an
+    /// atomic rather than a look at `health`.
+    failing: AtomicBool,
+    /// The same, with the cause, for the health service and error messages.
+    health: watch::Sender<StoreHealth>,
+}
+
+/// Whether [`Shared::wait_durable`] answers UNAVAILABLE during a store fault or
+/// keeps waiting for the recovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Faults {
+    Answer,
+    WaitThrough,
 }
 
 /// What an operation on an entry leaves to do once its lock is released.
@@ -142,12 +166,12 @@ impl Registry {
         let (dirty, dirty_rx) = mpsc::unbounded_channel();
         let (schedule, schedule_rx) = mpsc::unbounded_channel();
         let mut breakers = HashMap::with_capacity(loaded.breakers.len());
-        for (name, record) in &loaded.breakers {
-            let name: Arc<str> = name.as_str().into();
+        for (name, record) in loaded.breakers {
+            let name: Arc<str> = name.into();
             let entry = Arc::new(Entry::new(
                 name.clone(),
                 record.restore()?,
-                record.mod_revision,
+                Some(record),
                 config.metrics.breaker(&name),
             ));
             breakers.insert(name, entry);
@@ -164,7 +188,8 @@ impl Registry {
             oldest_retained: AtomicU64::new(loaded.oldest_retained),
             feed: broadcast::Sender::new(FEED_CAPACITY),
             commit_lock: RwLock::new(()),
-            storage_error: Mutex::new(None),
+            failing: AtomicBool::new(false),
+            health: watch::Sender::new(StoreHealth::Serving),
         });
         tokio::spawn(writer::run(shared.clone(), dirty_rx));
         tokio::spawn(timers::run(shared.clone(), schedule_rx));
@@ -185,6 +210,12 @@ impl Registry {
         self.shared.revision.load(Ordering::Acquire)
     }
 
+    /// Whether the store can commit; changes when a commit fails and when the
+    /// writer's retry succeeds.
+    pub fn store_health(&self) -> watch::Receiver<StoreHealth> {
+        self.shared.health.subscribe()
+    }
+
     /// Number of breakers.
     pub fn len(&self) -> usize {
         self.shared.breakers.read().len()
@@ -202,7 +233,7 @@ impl Registry {
             Some(entry) => entry,
             None => self.create_from_template(name).await?,
         };
-        let (acquired, after) = self.shared.update(&entry, |st, now, _| {
+        let (acquired, after) = self.shared.update_traffic(&entry, |st, now, _| {
             if st.deleted {
                 return Err(Error::NotFound { name: name.into() });
             }
@@ -230,7 +261,7 @@ impl Registry {
     ) -> Result<ReportAnswer, Error> {
         let deleted = || Error::PermitOfDeletedBreaker { name: name.into() };
         let entry = self.shared.lookup(name).ok_or_else(deleted)?;
-        let (reported, after) = self.shared.update(&entry, |st, now, _| {
+        let (reported, after) = self.shared.update_traffic(&entry, |st, now, _| {
             if st.deleted {
                 return Err(deleted());
             }
@@ -251,17 +282,16 @@ impl Registry {
     ) -> Result<ReportAnswer, Error> {
         let deleted = || Error::PermitOfDeletedBreaker { name: name.into() };
         let entry = self.shared.lookup(name).ok_or_else(deleted)?;
-        let st = entry.state.lock();
-        if st.deleted {
-            return Err(deleted());
-        }
-        let status = st.machine.status();
-        drop(st);
+        // What is committed, like every read: a change not yet durable is not shown.
+        let status = entry
+            .committed_status(&entry.state.lock())
+            .ok_or_else(deleted)?;
         entry.metrics.reported(outcome, true);
         Ok(ReportAnswer {
             reported: Reported {
                 stale: true,
-                state: status.state,
+                state: cbd_proto::convert::state_from_proto(status.state())
+                    .unwrap_or(State::Closed),
                 generation: status.generation,
                 transition: None,
             },
@@ -273,6 +303,7 @@ impl Registry {
     /// generation are kept). An identical spec writes nothing.
     pub async fn put(&self, name: &str, spec: Spec) -> Result<PutAnswer, Error> {
         cbd_breaker::validate_name(name)?;
+        self.shared.writable()?;
         let (entry, created) = self.shared.get_or_create(name, &spec)?;
         let ((unchanged, status), after) = self.shared.update(&entry, |st, now, entry| {
             if created {
@@ -306,16 +337,14 @@ impl Registry {
         })
     }
 
-    /// One breaker's status.
+    /// One breaker's status as committed (see [`Entry::committed_status`]).
     pub fn get(&self, name: &str) -> Result<(pb::BreakerStatus, u64), Error> {
         cbd_breaker::validate_name(name)?;
         let revision = self.revision();
         let entry = self.shared.existing(name)?;
-        let st = entry.state.lock();
-        if st.deleted {
-            return Err(Error::NotFound { name: name.into() });
-        }
-        Ok((st.status(&entry.name), revision))
+        let status = entry.committed_status(&entry.state.lock());
+        let status = status.ok_or_else(|| Error::NotFound { name: name.into() })?;
+        Ok((status, revision))
     }
 
     /// Breakers whose names start with `prefix`, in name order, after `page_token`.
@@ -333,10 +362,9 @@ impl Registry {
         let mut breakers = Vec::with_capacity(page_size.min(entries.len()));
         let mut next_page_token = String::new();
         for entry in entries {
-            let st = entry.state.lock();
-            if st.deleted {
+            let Some(status) = entry.committed_status(&entry.state.lock()) else {
                 continue;
-            }
+            };
             if breakers.len() == page_size {
                 next_page_token = breakers
                     .last()
@@ -344,7 +372,7 @@ impl Registry {
                     .unwrap_or_default();
                 break;
             }
-            breakers.push(st.status(&entry.name));
+            breakers.push(status);
         }
         Ok(Page {
             breakers,
@@ -356,6 +384,7 @@ impl Registry {
     /// Deletes `name`; its permits become invalid.
     pub async fn delete(&self, name: &str) -> Result<u64, Error> {
         cbd_breaker::validate_name(name)?;
+        self.shared.writable()?;
         let entry = self.shared.existing(name)?;
         let ((), after) = self.shared.update(&entry, |st, now, entry| {
             if st.deleted {
@@ -427,7 +456,8 @@ impl Registry {
         (!st.deleted).then(|| st.status(&entry.name))
     }
 
-    /// Waits until every change made so far is durable (used at shutdown).
+    /// Waits until every change made so far is durable (used at shutdown), through
+    /// store faults: bound it with a timeout.
     pub async fn sync(&self) -> Result<(), Error> {
         let entries: Vec<_> = self.shared.breakers.read().values().cloned().collect();
         for entry in entries {
@@ -436,7 +466,9 @@ impl Registry {
                 entry.undurable(&st)
             };
             if let Some(seq) = wait {
-                self.shared.wait_durable(&entry, seq).await?;
+                self.shared
+                    .wait_durable(&entry, seq, Faults::WaitThrough)
+                    .await?;
             }
         }
         Ok(())
@@ -448,6 +480,7 @@ impl Registry {
         change: impl FnOnce(&mut Breaker, Timestamp) -> cbd_breaker::Transition,
     ) -> Result<(pb::BreakerStatus, u64), Error> {
         cbd_breaker::validate_name(name)?;
+        self.shared.writable()?;
         let entry = self.shared.existing(name)?;
         let (status, after) = self.shared.update(&entry, |st, now, entry| {
             if st.deleted {
@@ -471,6 +504,10 @@ impl Registry {
             .find(|(prefix, _)| name.starts_with(prefix.as_str()))
             .map(|(_, spec)| spec.clone())
             .ok_or_else(|| Error::NotFound { name: name.into() })?;
+        if self.shared.lookup(name).is_none() {
+            // Creating is a write: refused during a store fault like any other.
+            self.shared.writable()?;
+        }
         let (entry, created) = self.shared.get_or_create(name, &spec)?;
         if created {
             tracing::info!(breaker = %name, "created from template");
@@ -532,7 +569,7 @@ impl Shared {
         let entry = Arc::new(Entry::new(
             name.clone(),
             revived(spec.clone(), self.first_generation()),
-            0,
+            None,
             self.config.metrics.breaker(&name),
         ));
         entry
@@ -545,6 +582,8 @@ impl Shared {
 
     /// Runs `f` on `entry` under its lock. `f` returns its result and the
     /// transition it caused, if any; the rest of the follow-up is worked out here.
+    /// Operator writes check [`Shared::writable`] before; timers are never refused
+    /// (a tick is queued and committed when the store recovers).
     fn update<R>(
         &self,
         entry: &Arc<Entry>,
@@ -554,8 +593,49 @@ impl Shared {
             &Entry,
         ) -> Result<(R, Option<cbd_breaker::Transition>), Error>,
     ) -> Result<(R, After), Error> {
+        self.update_gated(entry, false, f)
+    }
+
+    /// [`Shared::update`] for Acquire and Report: during a store fault, refused
+    /// before changing anything on a breaker with undurable changes (its answer
+    /// could not be made durable anyway, and e.g. a probe slot taken for a refused
+    /// caller would stay taken). Other breakers keep serving: their answers rest
+    /// on committed state, and a transition they cause is queued and answered
+    /// UNAVAILABLE.
+    fn update_traffic<R>(
+        &self,
+        entry: &Arc<Entry>,
+        f: impl FnOnce(
+            &mut EntryState,
+            Timestamp,
+            &Entry,
+        ) -> Result<(R, Option<cbd_breaker::Transition>), Error>,
+    ) -> Result<(R, After), Error> {
+        self.update_gated(entry, true, f)
+    }
+
+    fn update_gated<R>(
+        &self,
+        entry: &Arc<Entry>,
+        traffic: bool,
+        f: impl FnOnce(
+            &mut EntryState,
+            Timestamp,
+            &Entry,
+        ) -> Result<(R, Option<cbd_breaker::Transition>), Error>,
+    ) -> Result<(R, After), Error> {
         let now = clock::now();
         let mut st = entry.state.lock();
+        if traffic && self.failing() && entry.undurable(&st).is_some() {
+            // Refused before changing anything; a breaker just created from a
+            // template still goes to the writer so its creation is not stranded.
+            let stranded = !st.pending.is_empty();
+            drop(st);
+            if stranded {
+                let _ = self.dirty.send(entry.clone());
+            }
+            return Err(self.unavailable());
+        }
         let (result, transition) = f(&mut st, now, entry)?;
         let mut after = After::default();
         if let Some(t) = transition {
@@ -589,7 +669,7 @@ impl Shared {
     async fn finish(&self, entry: &Arc<Entry>, after: After) -> Result<u64, Error> {
         self.hand_over(entry, &after);
         if let Some(seq) = after.wait_for {
-            self.wait_durable(entry, seq).await?;
+            self.wait_durable(entry, seq, Faults::Answer).await?;
         }
         Ok(self.revision.load(Ordering::Acquire))
     }
@@ -610,14 +690,17 @@ impl Shared {
         }
     }
 
-    async fn wait_durable(&self, entry: &Entry, seq: u64) -> Result<(), Error> {
+    /// Waits until `entry` is durable up to change `seq`. During a store fault,
+    /// with `Faults::Answer`, returns UNAVAILABLE at once: the change stays queued
+    /// and is committed when the store recovers, but the caller is not kept waiting.
+    async fn wait_durable(&self, entry: &Entry, seq: u64, faults: Faults) -> Result<(), Error> {
         let mut commits = self.commits.subscribe();
         loop {
             if entry.durable_seq.load(Ordering::Acquire) >= seq {
                 return Ok(());
             }
-            if let Some(e) = self.storage_error.lock().clone() {
-                return Err(Error::Storage(e));
+            if faults == Faults::Answer && self.failing() {
+                return Err(self.unavailable());
             }
             if commits.changed().await.is_err() {
                 return Err(Error::ShuttingDown);
@@ -641,11 +724,21 @@ impl Shared {
         }
     }
 
-    /// Commits one batch and publishes its events; called by the writer on a
-    /// blocking thread.
-    fn commit(&self, batch: &WriteBatch) -> Result<(), Error> {
+    /// Commits one batch and publishes it: the entries' committed records and
+    /// durable sequences first, then the revision, then the events, so that a reader
+    /// who saw the revision sees the entries at least as new. Called by the writer
+    /// on a blocking thread; on an error nothing is published.
+    fn commit(&self, batch: &writer::Built) -> Result<(), Error> {
         let _commit = self.commit_lock.write();
-        self.store.commit(batch)?;
+        self.store.commit(&batch.batch)?;
+        for drained in &batch.drained {
+            drained.entry.state.lock().committed = drained.record.clone();
+            drained
+                .entry
+                .durable_seq
+                .store(drained.seq, Ordering::Release);
+        }
+        let batch = &batch.batch;
         self.revision.store(batch.revision, Ordering::Release);
         self.oldest_retained
             .store(batch.oldest_retained, Ordering::Release);
@@ -672,8 +765,44 @@ impl Shared {
         }
     }
 
-    fn fail_storage(&self, error: String) {
-        tracing::error!(%error, "storage failed; changes are no longer durable");
-        *self.storage_error.lock() = Some(error);
+    fn failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+
+    /// The answer to a request the store cannot make durable now.
+    fn unavailable(&self) -> Error {
+        let cause = match &*self.health.borrow() {
+            StoreHealth::Failing { cause } => cause.clone(),
+            // Recovered meanwhile; the caller may retry at once.
+            StoreHealth::Serving => "a commit failed".to_owned(),
+        };
+        Error::StoreUnavailable { cause }
+    }
+
+    /// Refuses an operator write while the store cannot commit, before it changes
+    /// anything, so memory runs ahead of the store by at most the batch in retry.
+    fn writable(&self) -> Result<(), Error> {
+        if self.failing() {
+            return Err(self.unavailable());
+        }
+        Ok(())
+    }
+
+    /// A commit failed: readers of health and waiters for durability learn it now.
+    fn store_failed(&self, cause: String) {
+        self.health.send_if_modified(|h| {
+            let failing = StoreHealth::Failing { cause };
+            let changed = *h != failing;
+            *h = failing;
+            changed
+        });
+        self.failing.store(true, Ordering::Release);
+        self.commits.send_modify(|n| *n += 1);
+    }
+
+    /// A commit succeeded after failures.
+    fn store_recovered(&self) {
+        self.failing.store(false, Ordering::Release);
+        self.health.send_replace(StoreHealth::Serving);
     }
 }

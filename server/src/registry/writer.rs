@@ -2,58 +2,126 @@
 //! revisions in order, commits record + events + revision as one batch, flushes once
 //! per batch on a blocking thread (group commit), then publishes the events to
 //! watchers and wakes the callers waiting for durability. Nothing else flushes.
+//!
+//! A failed commit is retried, the very same batch, with exponential backoff until
+//! it succeeds: its revisions are already handed out, so retrying it as built keeps
+//! them neither skipped nor reused. New changes wait in the channel meanwhile and go
+//! into the next batch, after this one.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use tokio::sync::mpsc;
 
 use super::{Shared, entry::Entry};
-use crate::store::{StoredBreaker, WriteBatch};
+use crate::{
+    error::Error,
+    store::{StoredBreaker, WriteBatch},
+};
 
 /// Most entries drained into one batch; bounds the batch and its latency.
 const MAX_ENTRIES_PER_BATCH: usize = 4096;
+
+/// Wait before the first retry of a failed commit; doubles on every failure.
+pub(crate) const RETRY_FIRST: Duration = Duration::from_millis(10);
+/// Longest wait between two retries.
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// A batch as laid out, with what its commit makes durable.
+#[derive(Debug)]
+pub(crate) struct Built {
+    pub batch: WriteBatch,
+    pub drained: Vec<Drained>,
+}
+
+/// One entry in a batch.
+#[derive(Debug)]
+pub(crate) struct Drained {
+    pub entry: Arc<Entry>,
+    /// The entry's change sequence the batch covers.
+    pub seq: u64,
+    /// The record the batch writes; `None`: the batch deletes it.
+    pub record: Option<StoredBreaker>,
+}
 
 /// Runs until every sender of `dirty` is gone, committing what is pending.
 pub(crate) async fn run(shared: Arc<Shared>, mut dirty: mpsc::UnboundedReceiver<Arc<Entry>>) {
     let mut entries = Vec::new();
     while dirty.recv_many(&mut entries, MAX_ENTRIES_PER_BATCH).await > 0 {
-        let (batch, drained) = build_batch(&shared, &entries);
+        let built = build_batch(&shared, &entries);
         entries.clear();
-        if batch.events.is_empty() {
+        if built.batch.events.is_empty() {
             continue;
         }
-        let committer = shared.clone();
-        let committed = tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let result = committer.commit(&batch);
-            let elapsed = started.elapsed();
-            committer.config.metrics.flush(elapsed, batch.events.len());
-            tracing::debug!(
-                events = batch.events.len(),
-                revision = batch.revision,
-                ?elapsed,
-                "group commit"
-            );
-            result.map(|()| batch)
-        })
-        .await;
-        match committed {
-            Ok(Ok(_)) => {
-                for (entry, seq) in drained {
-                    entry.durable_seq.store(seq, Ordering::Release);
-                    shared.forget_if_deleted(&entry);
-                }
-            }
-            Ok(Err(e)) => shared.fail_storage(e.to_string()),
-            Err(join) => shared.fail_storage(format!("writer task failed: {join}")),
+        let built = commit_until_done(&shared, Arc::new(built)).await;
+        for drained in &built.drained {
+            shared.forget_if_deleted(&drained.entry);
         }
         shared.commits.send_modify(|n| *n += 1);
     }
     tracing::debug!("writer stopped");
 }
 
+/// Commits `built`, retrying with backoff (tokio time) until the store takes it.
+async fn commit_until_done(shared: &Arc<Shared>, built: Arc<Built>) -> Arc<Built> {
+    let mut delay = RETRY_FIRST;
+    let mut failures = 0u32;
+    loop {
+        let committer = shared.clone();
+        let batch = built.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let result = committer.commit(&batch);
+            let elapsed = started.elapsed();
+            if result.is_ok() {
+                committer
+                    .config
+                    .metrics
+                    .flush(elapsed, batch.batch.events.len());
+            }
+            tracing::debug!(
+                events = batch.batch.events.len(),
+                revision = batch.batch.revision,
+                ?elapsed,
+                ok = result.is_ok(),
+                "group commit"
+            );
+            result
+        })
+        .await;
+        let cause = match committed {
+            Ok(Ok(())) => break,
+            // Already phrased as a fault (the store could not reopen): keep its cause.
+            Ok(Err(Error::StoreUnavailable { cause })) => cause,
+            Ok(Err(e)) => e.to_string(),
+            Err(join) => format!("commit task failed: {join}"),
+        };
+        failures += 1;
+        let revision = built.batch.revision;
+        if failures == 1 {
+            tracing::error!(%cause, revision, retry_in = ?delay, "commit failed; not serving until it succeeds");
+        } else {
+            tracing::warn!(%cause, revision, failures, retry_in = ?delay, "commit failed again");
+        }
+        shared.store_failed(cause);
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RETRY_MAX);
+    }
+    if failures > 0 {
+        shared.store_recovered();
+        tracing::info!(
+            failures,
+            revision = built.batch.revision,
+            "commit succeeded; serving again"
+        );
+    }
+    built
+}
+
 /// Takes every pending change out of `entries` and lays it out as one batch.
-fn build_batch(shared: &Shared, entries: &[Arc<Entry>]) -> (WriteBatch, Vec<(Arc<Entry>, u64)>) {
+fn build_batch(shared: &Shared, entries: &[Arc<Entry>]) -> Built {
     let mut batch = WriteBatch::default();
     let mut drained = Vec::with_capacity(entries.len());
     let mut revision = shared.next_revision.load(Ordering::Relaxed);
@@ -68,15 +136,19 @@ fn build_batch(shared: &Shared, entries: &[Arc<Entry>]) -> (WriteBatch, Vec<(Arc
             batch.events.push(event);
         }
         state.mod_revision = revision;
-        if state.deleted {
+        let record = if state.deleted {
             batch.deletes.push(entry.name.to_string());
+            None
         } else {
-            batch.puts.push((
-                entry.name.to_string(),
-                StoredBreaker::of(&state.machine, revision),
-            ));
-        }
-        drained.push((entry.clone(), state.change_seq));
+            let record = StoredBreaker::of(&state.machine, revision);
+            batch.puts.push((entry.name.to_string(), record.clone()));
+            Some(record)
+        };
+        drained.push(Drained {
+            entry: entry.clone(),
+            seq: state.change_seq,
+            record,
+        });
     }
     shared.next_revision.store(revision, Ordering::Release);
     batch.revision = revision;
@@ -85,5 +157,5 @@ fn build_batch(shared: &Shared, entries: &[Arc<Entry>]) -> (WriteBatch, Vec<(Arc
         .oldest_retained
         .load(Ordering::Relaxed)
         .max((revision + 1).saturating_sub(retention));
-    (batch, drained)
+    Built { batch, drained }
 }

@@ -2,8 +2,15 @@
 //! `b/<name>` → [`StoredBreaker`], `e/<revision BE>` → `pb::Event`,
 //! `m/revision` and `m/oldest` → u64 BE. A commit is one `apply_batch` (atomic)
 //! followed by one blocking `flush()`.
+//!
+//! After a failed commit (e.g. the disk is full) sled keeps the IO error forever
+//! and holds the batch in memory unflushed, so the handle is dropped at once —
+//! nothing it holds is read again — and the next commit reopens the database from
+//! what is on disk before it retries.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use parking_lot::RwLock;
 
 use cbd_proto::v1 as pb;
 use prost::Message;
@@ -19,7 +26,9 @@ const META_OLDEST: &[u8] = b"m/oldest";
 /// Breakers, events and the revision in one sled database.
 #[derive(Debug)]
 pub struct SledStore {
-    db: sled::Db,
+    dir: PathBuf,
+    /// The open database, or why it was closed (a commit failed) and not yet reopened.
+    db: RwLock<Result<sled::Db, String>>,
 }
 
 fn breaker_key(name: &str) -> Vec<u8> {
@@ -46,23 +55,39 @@ impl SledStore {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, Error> {
         let db = sled::Config::new().path(dir).open()?;
-        Ok(Self { db })
-    }
-}
-
-impl Store for SledStore {
-    fn load(&self) -> Result<Loaded, Error> {
-        let revision = read_u64(&self.db, META_REVISION)?.unwrap_or(0);
-        let oldest_retained = read_u64(&self.db, META_OLDEST)?.unwrap_or(revision + 1);
-        Ok(Loaded {
-            breakers: self.breakers("")?,
-            revision,
-            oldest_retained,
+        Ok(Self {
+            dir: dir.to_owned(),
+            db: RwLock::new(Ok(db)),
         })
     }
 
-    fn commit(&self, batch: &WriteBatch) -> Result<(), Error> {
-        let previous_oldest = read_u64(&self.db, META_OLDEST)?.unwrap_or(1);
+    /// The open database, reopening it after a failed commit when `reopen` (only
+    /// commits reopen, and they never run concurrently, so no lock is held while
+    /// sled opens); without `reopen` a closed database is UNAVAILABLE with the cause.
+    fn db(&self, reopen: bool) -> Result<sled::Db, Error> {
+        let closed = match &*self.db.read() {
+            Ok(db) => return Ok(db.clone()),
+            Err(cause) => cause.clone(),
+        };
+        if !reopen {
+            return Err(Error::StoreUnavailable { cause: closed });
+        }
+        // Fails (and is retried by the writer) while a reader still holds the old
+        // handle, whose file lock is released with its last clone.
+        let db =
+            sled::Config::new()
+                .path(&self.dir)
+                .open()
+                .map_err(|e| Error::StoreUnavailable {
+                    cause: format!("{closed}; reopening failed: {e}"),
+                })?;
+        tracing::info!(dir = %self.dir.display(), "store reopened after a failed commit");
+        *self.db.write() = Ok(db.clone());
+        Ok(db)
+    }
+
+    fn write(db: &sled::Db, batch: &WriteBatch) -> Result<(), Error> {
+        let previous_oldest = read_u64(db, META_OLDEST)?.unwrap_or(1);
         let mut b = sled::Batch::default();
         for (name, record) in &batch.puts {
             b.insert(breaker_key(name), record.encode_to_vec());
@@ -78,16 +103,47 @@ impl Store for SledStore {
         }
         b.insert(META_REVISION, &batch.revision.to_be_bytes());
         b.insert(META_OLDEST, &batch.oldest_retained.to_be_bytes());
-        self.db.apply_batch(b)?;
-        self.db.flush()?;
+        db.apply_batch(b)?;
+        db.flush()?;
         Ok(())
+    }
+}
+
+impl Store for SledStore {
+    fn load(&self) -> Result<Loaded, Error> {
+        let db = self.db(false)?;
+        let revision = read_u64(&db, META_REVISION)?.unwrap_or(0);
+        let oldest_retained = read_u64(&db, META_OLDEST)?.unwrap_or(revision + 1);
+        Ok(Loaded {
+            breakers: self.breakers("")?,
+            revision,
+            oldest_retained,
+        })
+    }
+
+    fn commit(&self, batch: &WriteBatch) -> Result<(), Error> {
+        let db = self.db(true)?;
+        let written = Self::write(&db, batch);
+        if let Err(e) = &written {
+            drop(db);
+            let old = {
+                let mut slot = self.db.write();
+                match &*slot {
+                    Ok(_) => std::mem::replace(&mut *slot, Err(e.to_string())),
+                    Err(_) => return written,
+                }
+            };
+            // Dropping the last handle joins sled's flusher: not under the lock.
+            drop(old);
+        }
+        written
     }
 
     fn events(&self, from: u64, to: u64) -> Result<Vec<pb::Event>, Error> {
         if from > to {
             return Ok(Vec::new());
         }
-        self.db
+        self.db(false)?
             .range(event_key(from)..=event_key(to))
             .map(|kv| {
                 let (_, v) = kv?;
@@ -97,7 +153,7 @@ impl Store for SledStore {
     }
 
     fn breakers(&self, prefix: &str) -> Result<Vec<(String, StoredBreaker)>, Error> {
-        self.db
+        self.db(false)?
             .scan_prefix(breaker_key(prefix))
             .map(|kv| {
                 let (k, v) = kv?;
