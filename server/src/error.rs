@@ -24,6 +24,13 @@ pub enum Error {
     /// The store failed; what was asked may not be durable.
     #[error("storage error: {0}")]
     Storage(String),
+    /// The data dir holds less than was committed (or cannot be read); the daemon
+    /// refuses to serve it unless started with `--force-recover`.
+    #[error("data dir {} is damaged: {reason}", data_dir.display())]
+    Damaged {
+        data_dir: std::path::PathBuf,
+        reason: String,
+    },
     /// The daemon is shutting down.
     #[error("cbd is shutting down")]
     ShuttingDown,
@@ -58,6 +65,7 @@ impl Error {
             Self::LimitReached { .. } => Code::ResourceExhausted,
             Self::Compacted { .. } => Code::OutOfRange,
             Self::Storage(_) => Code::Internal,
+            Self::Damaged { .. } => Code::DataLoss,
             Self::ShuttingDown => Code::Unavailable,
             Self::Unauthenticated { .. } => Code::Unauthenticated,
             Self::PermissionDenied { .. } => Code::PermissionDenied,
@@ -144,6 +152,13 @@ mod tests {
                 Code::OutOfRange,
             ),
             (Error::Storage("io".into()), Code::Internal),
+            (
+                Error::Damaged {
+                    data_dir: "cbd-data".into(),
+                    reason: "it holds revision 0".into(),
+                },
+                Code::DataLoss,
+            ),
             (Error::ShuttingDown, Code::Unavailable),
             (
                 Error::Unauthenticated {

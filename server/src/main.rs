@@ -47,6 +47,11 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cbd::server::run(config, cbd::server::signals())) {
         Ok(()) => ExitCode::SUCCESS,
+        // A damaged data dir has its own status, so a supervisor can stop restarting.
+        Err(e @ cbd::error::Error::Damaged { .. }) => {
+            eprintln!("cbd: error: {e}");
+            ExitCode::from(3)
+        }
         Err(e) => {
             tracing::error!(error = %e, "cbd failed");
             eprintln!("cbd: error: {e}");

@@ -36,7 +36,8 @@ pub async fn run(
     let metrics = Metrics::new(config.metrics_max_breakers);
 
     let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || SledStore::open(&data_dir))
+    let force_recover = config.force_recover;
+    let store = tokio::task::spawn_blocking(move || SledStore::open_with(&data_dir, force_recover))
         .await
         .map_err(|e| Error::Storage(e.to_string()))??;
     let registry = Registry::open(
