@@ -152,6 +152,10 @@ async fn assert_never_serves_less(case: &str, data: &Path, acknowledged: u64) ->
     refusals
 }
 
+/// Damage done to a data dir's files; in the cases: what, how, and whether every
+/// start must refuse it.
+type Damage = dyn Fn(&mut BTreeMap<PathBuf, Vec<u8>>);
+
 fn flip(bytes: &mut [u8], at: usize, len: usize) {
     for b in &mut bytes[at..at + len] {
         *b ^= 0xff;
@@ -164,7 +168,7 @@ async fn damaged_stores_are_refused_and_left_as_they_are() {
     let (healthy, acknowledged) = populated(&dir.path().join("origin")).await;
     let db = PathBuf::from("db");
     let db_len = healthy[&db].len();
-    let cases: Vec<(&str, Box<dyn Fn(&mut BTreeMap<PathBuf, Vec<u8>>)>, bool)> = vec![
+    let cases: Vec<(&str, Box<Damage>, bool)> = vec![
         (
             "one byte flipped at offset 100 of db",
             Box::new(|f| flip(f.get_mut(Path::new("db")).expect("db"), 100, 1)),

@@ -66,8 +66,8 @@ fn calls(trace: &str) -> Vec<Call> {
 fn child_of(pid: u32) -> u32 {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
     for task in tasks {
-        let children =
-            std::fs::read_to_string(task.expect("task").path().join("children")).unwrap_or_default();
+        let children = std::fs::read_to_string(task.expect("task").path().join("children"))
+            .unwrap_or_default();
         if let Some(child) = children.split_whitespace().next() {
             return child.parse().expect("pid");
         }
@@ -131,8 +131,7 @@ fn check(trace: &str, data: &Path) {
         .unwrap_or_else(|| panic!("no socket write with {PROBE} in the trace:\n{trace}"));
     let last_db_write = calls
         .iter()
-        .filter(|c| c.name.starts_with("pwrite") && c.fd == db && c.start < answer.start)
-        .next_back()
+        .rfind(|c| c.name.starts_with("pwrite") && c.fd == db && c.start < answer.start)
         .unwrap_or_else(|| panic!("no write to {db} before the answer:\n{trace}"));
     for (file, what) in [(&db, "sled's db file"), (&manifest, "MANIFEST")] {
         assert!(

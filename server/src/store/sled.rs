@@ -209,7 +209,7 @@ fn probe_sled_lock(dir: &Path) -> Result<(), Error> {
             dir.display()
         ))
     })?;
-    file.unlock().map_err(|e| io("cannot unlock", &path, e))
+    FileExt::unlock(&file).map_err(|e| io("cannot unlock", &path, e))
 }
 
 impl SledStore {
