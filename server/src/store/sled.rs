@@ -687,4 +687,124 @@ mod tests {
             .collect();
         assert_eq!(revs, [4, 5, 6]);
     }
+
+    fn record(rev: u64) -> StoredBreaker {
+        StoredBreaker {
+            generation: rev,
+            mod_revision: rev,
+            ..Default::default()
+        }
+    }
+
+    /// Commits `a`, `b`, then in one batch replaces `a` and deletes `b` and `c` (never
+    /// created): revision 3, two breakers... then one.
+    fn populate(dir: &Path) {
+        let store = SledStore::open(dir).expect("open");
+        for (rev, name) in [(1, "a"), (2, "b")] {
+            store
+                .commit(&WriteBatch {
+                    puts: vec![(name.into(), record(rev))],
+                    events: vec![event(rev, name)],
+                    revision: rev,
+                    oldest_retained: 1,
+                    ..Default::default()
+                })
+                .expect("commit");
+        }
+        store
+            .commit(&WriteBatch {
+                puts: vec![("a".into(), record(3)), ("b".into(), record(3))],
+                deletes: vec!["b".into(), "c".into()],
+                events: vec![event(3, "a")],
+                revision: 3,
+                oldest_retained: 1,
+            })
+            .expect("commit");
+    }
+
+    fn raw(dir: &Path) -> sled::Db {
+        sled::Config::new().path(dir).open().expect("raw open")
+    }
+
+    #[test]
+    fn the_manifest_follows_puts_and_deletes_in_one_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        populate(dir.path());
+        let m = manifest::read(dir.path()).expect("read").expect("manifest");
+        assert_eq!((m.revision, m.breakers, m.oldest_retained), (3, 1, 1));
+        let store = SledStore::open(dir.path()).expect("reopen: consistent");
+        let loaded = store.load().expect("load");
+        assert_eq!(loaded.breakers.len(), 1);
+        assert_eq!(loaded.revision, 3);
+    }
+
+    #[test]
+    fn a_changed_record_at_the_same_revision_is_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        populate(dir.path());
+        {
+            let db = raw(dir.path());
+            db.insert(breaker_key("a"), record(99).encode_to_vec())
+                .expect("insert");
+            db.flush().expect("flush");
+        }
+        let err = SledStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::Damaged { .. }), "{err}");
+        assert!(err.to_string().contains("records differ"), "{err}");
+    }
+
+    #[test]
+    fn a_hole_in_the_event_log_is_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        populate(dir.path());
+        {
+            let db = raw(dir.path());
+            db.remove(event_key(2)).expect("remove");
+            db.flush().expect("flush");
+        }
+        let err = SledStore::open(dir.path()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("event log holds 2 of the events 1..=3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn force_recover_with_an_unreadable_manifest_jumps_far_past() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        populate(dir.path());
+        std::fs::write(dir.path().join(manifest::FILE_NAME), [0u8; 128]).expect("garble");
+        let before = std::fs::read(dir.path().join("db")).expect("db");
+        let err = SledStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::Damaged { .. }), "{err}");
+        assert_eq!(std::fs::read(dir.path().join("db")).expect("db"), before);
+        let store = SledStore::open_with(dir.path(), true).expect("forced");
+        let loaded = store.load().expect("load");
+        assert_eq!(loaded.revision, 3 + UNKNOWN_REVISION_GAP);
+        assert_eq!(loaded.oldest_retained, loaded.revision + 1);
+        assert!(store.events(0, u64::MAX).expect("events").is_empty());
+        drop(store);
+        SledStore::open(dir.path()).expect("healthy after recovery");
+    }
+
+    #[test]
+    fn an_interrupted_start_is_undone_from_the_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        populate(dir.path());
+        copy_aside(dir.path()).expect("copy aside");
+        // What a start's sled recovery might have done before the process died.
+        std::fs::write(dir.path().join("db"), b"half recovered").expect("scribble");
+        let store = SledStore::open(dir.path()).expect("restored and opened");
+        assert_eq!(store.load().expect("load").revision, 3);
+        assert!(!dir.path().join(ASIDE).exists());
+    }
+
+    #[test]
+    fn a_second_opener_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _store = SledStore::open(dir.path()).expect("open");
+        let err = SledStore::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("in use"), "{err}");
+    }
 }
