@@ -396,16 +396,14 @@ impl SledStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io("cannot list", &blobs, e)),
         };
-        let mut fresh = Vec::new();
-        {
+        let present = entries
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<HashSet<_>, _>>()
+            .map_err(|e| io("cannot list", &blobs, e))?;
+        let fresh: Vec<_> = {
             let synced = self.synced_blobs.lock();
-            for entry in entries {
-                let entry = entry.map_err(|e| io("cannot list", &blobs, e))?;
-                if !synced.contains(&entry.file_name()) {
-                    fresh.push(entry.file_name());
-                }
-            }
-        }
+            present.difference(&synced).cloned().collect()
+        };
         if fresh.is_empty() {
             return Ok(());
         }
@@ -419,7 +417,8 @@ impl SledStore {
             }
         }
         sync_dir(&blobs).map_err(|e| io("cannot sync", &blobs, e))?;
-        self.synced_blobs.lock().extend(fresh);
+        // Only what is there: sled deletes blobs it no longer needs.
+        *self.synced_blobs.lock() = present;
         Ok(())
     }
 }
