@@ -131,6 +131,12 @@ pub struct Args {
     #[arg(long, env = "CBD_METRICS_MAX_BREAKERS", value_name = "N")]
     pub metrics_max_breakers: Option<usize>,
 
+    /// Serve a data dir that holds less than was committed (see the log for what was
+    /// lost) instead of refusing to start. The revision moves past every revision
+    /// handed out before and the watch log starts over. Not read from --config.
+    #[arg(long, env = "CBD_FORCE_RECOVER")]
+    pub force_recover: bool,
+
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -218,6 +224,9 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Breakers with their own metric series.
     pub metrics_max_breakers: usize,
+    /// Serve a damaged data dir anyway (`--force-recover`); never from the file.
+    #[serde(skip)]
+    pub force_recover: bool,
     /// Specs for unknown names by prefix.
     #[serde(rename = "template", skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<Template>,
@@ -249,6 +258,7 @@ impl Default for Config {
             http2_keepalive_timeout: Duration::from_secs(20),
             metrics_listen: None,
             metrics_max_breakers: 1000,
+            force_recover: false,
             templates: Vec::new(),
         }
     }
@@ -298,6 +308,7 @@ impl Config {
             metrics_listen
         );
         config.allow_unauthenticated |= args.allow_unauthenticated;
+        config.force_recover = args.force_recover;
         config.validate()?;
         Ok(config)
     }

@@ -30,6 +30,13 @@ pub enum Error {
     /// store recovers. Retrying a put, an override or a reset is idempotent.
     #[error("store cannot commit: {cause}; retrying")]
     StoreUnavailable { cause: String },
+    /// The data dir holds less than was committed (or cannot be read); the daemon
+    /// refuses to serve it unless started with `--force-recover`.
+    #[error("data dir {} is damaged: {reason}", data_dir.display())]
+    Damaged {
+        data_dir: std::path::PathBuf,
+        reason: String,
+    },
     /// The daemon is shutting down.
     #[error("cbd is shutting down")]
     ShuttingDown,
@@ -65,6 +72,7 @@ impl Error {
             Self::Compacted { .. } => Code::OutOfRange,
             Self::Storage(_) => Code::Internal,
             Self::StoreUnavailable { .. } | Self::ShuttingDown => Code::Unavailable,
+            Self::Damaged { .. } => Code::DataLoss,
             Self::Unauthenticated { .. } => Code::Unauthenticated,
             Self::PermissionDenied { .. } => Code::PermissionDenied,
             Self::MessageTooLarge { .. } => Code::ResourceExhausted,
@@ -150,6 +158,13 @@ mod tests {
                 Code::OutOfRange,
             ),
             (Error::Storage("io".into()), Code::Internal),
+            (
+                Error::Damaged {
+                    data_dir: "cbd-data".into(),
+                    reason: "it holds revision 0".into(),
+                },
+                Code::DataLoss,
+            ),
             (Error::ShuttingDown, Code::Unavailable),
             (
                 Error::StoreUnavailable {

@@ -47,8 +47,13 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cbd::server::run(config, cbd::server::signals())) {
         Ok(()) => ExitCode::SUCCESS,
+        // A damaged data dir has its own status, so a supervisor can stop restarting.
+        Err(e @ cbd::error::Error::Damaged { .. }) => {
+            eprintln!("cbd: error: {e}");
+            ExitCode::from(3)
+        }
+        // One line, as for a bad configuration: not a log line as well.
         Err(e) => {
-            tracing::error!(error = %e, "cbd failed");
             eprintln!("cbd: error: {e}");
             ExitCode::FAILURE
         }

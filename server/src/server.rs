@@ -39,8 +39,9 @@ pub async fn run(
     let metrics = Metrics::new(config.metrics_max_breakers);
 
     let data_dir = config.data_dir.clone();
+    let force_recover = config.force_recover;
     let (store, permit_key) = tokio::task::spawn_blocking(move || {
-        let store = SledStore::open(&data_dir)?;
+        let store = SledStore::open_with(&data_dir, force_recover)?;
         Ok::<_, Error>((store, PermitKey::load_or_create(&data_dir)?))
     })
     .await

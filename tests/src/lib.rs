@@ -61,6 +61,18 @@ pub struct Options {
     /// TLS for the harness's own channels, the readiness check included (the daemon
     /// gets its TLS flags in `extra`). Channels use `https://` and this config.
     pub tls: Option<ClientTlsConfig>,
+    /// A command line that runs `cbd` (e.g. `strace -f -o FILE`), its arguments
+    /// appended; empty: run `cbd` directly.
+    pub wrapper: Vec<String>,
+}
+
+/// A daemon that exited instead of serving (see [`Daemon::try_start`]).
+#[derive(Debug)]
+pub struct Refused {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// What it wrote to stderr in this run.
+    pub stderr: String,
 }
 
 impl Daemon {
@@ -77,7 +89,28 @@ impl Daemon {
         Self::spawn(data_dir.to_owned(), extra, options).await
     }
 
+    /// Starts `cbd` like [`Daemon::start`], but a daemon that exits before serving is
+    /// an `Err` with its status and stderr, not a panic.
+    pub async fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Self, Refused> {
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        Self::try_spawn(data_dir.to_owned(), extra, Options::default()).await
+    }
+
     async fn spawn(data_dir: PathBuf, extra: Vec<String>, options: Options) -> Self {
+        match Self::try_spawn(data_dir, extra, options).await {
+            Ok(daemon) => daemon,
+            Err(refused) => panic!(
+                "cbd exited before serving ({}):\n{}",
+                refused.status, refused.stderr
+            ),
+        }
+    }
+
+    async fn try_spawn(
+        data_dir: PathBuf,
+        extra: Vec<String>,
+        options: Options,
+    ) -> Result<Self, Refused> {
         let run_dir = data_dir.with_extension("run");
         std::fs::create_dir_all(&run_dir).expect("run dir");
         let addr_file = run_dir.join("addr");
@@ -88,7 +121,16 @@ impl Daemon {
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(cbd_bin())
+        let log_start = log_file.metadata().expect("log size").len() as usize;
+        let mut command = match options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(cbd_bin());
+                c
+            }
+            None => Command::new(cbd_bin()),
+        };
+        let child = command
             .arg("--listen")
             .arg(options.listen.as_deref().unwrap_or("127.0.0.1:0"))
             .arg("--data-dir")
@@ -110,9 +152,23 @@ impl Daemon {
             extra,
             options,
         };
-        daemon.addr = daemon.wait_for_addr(&addr_file).await;
+        match daemon.wait_for_addr(&addr_file).await {
+            Some(addr) => daemon.addr = addr,
+            None => {
+                let status = daemon
+                    .child
+                    .take()
+                    .and_then(|mut c| c.wait().ok())
+                    .expect("exit status");
+                let log = daemon.log();
+                return Err(Refused {
+                    status,
+                    stderr: log.get(log_start..).unwrap_or(&log).to_owned(),
+                });
+            }
+        }
         daemon.wait_serving().await;
-        daemon
+        Ok(daemon)
     }
 
     /// Stops this process (if still running) and starts a new one on the same data.
@@ -127,7 +183,8 @@ impl Daemon {
         *self = fresh;
     }
 
-    async fn wait_for_addr(&mut self, addr_file: &Path) -> SocketAddr {
+    /// The address once written, or `None` when the process exits first.
+    async fn wait_for_addr(&mut self, addr_file: &Path) -> Option<SocketAddr> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(text) = std::fs::read_to_string(addr_file)
@@ -136,14 +193,15 @@ impl Daemon {
                 if addr.ip().is_unspecified() {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }
-                return addr;
+                return Some(addr);
             }
-            if let Some(status) = self
+            if self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
+                .is_some()
             {
-                panic!("cbd exited before serving ({status}):\n{}", self.log());
+                return None;
             }
             assert!(
                 Instant::now() < deadline,

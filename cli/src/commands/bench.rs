@@ -40,7 +40,10 @@ pub struct Args {
     /// Report this percentage of the calls as failures (0-100; decimals allowed).
     #[arg(long, default_value_t = 0.0, value_name = "PCT", value_parser = parse_rate)]
     pub failure_rate: f64,
-    /// unary: Acquire then Report per pair; batch: AcquireBatch then ReportBatch.
+    /// unary: Acquire then Report per pair; batch: AcquireBatch then ReportBatch;
+    /// override: durable changes, SetOverride flipping FORCED_OPEN / none (each task
+    /// on its own breaker when --breakers >= --concurrency; every call waits for its
+    /// group commit and fsync).
     #[arg(long, value_enum, default_value_t = Mode::Unary)]
     pub mode: Mode,
     /// Items per AcquireBatch / ReportBatch (batch mode).
@@ -67,6 +70,8 @@ pub enum Mode {
     Unary,
     /// AcquireBatch then ReportBatch of --batch-size items.
     Batch,
+    /// One SetOverride per unit: a durable change (commit + fsync) each.
+    Override,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -268,6 +273,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     let workload = match args.mode {
         Mode::Unary => Workload::Unary,
         Mode::Batch => Workload::Batch,
+        Mode::Override => Workload::Override,
     };
     let mut bench = run_phase(ctx, &args, &channels, &names, &stop, workload).await;
 
@@ -280,6 +286,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     let sample = match args.mode {
         Mode::Unary => "acquire+report pair",
         Mode::Batch => "acquire_batch+report_batch round",
+        Mode::Override => "set_override (durable change)",
     };
     let pairs_per_sec = bench.rate(bench.done);
     let baseline_json = baseline.map(|b| {
@@ -333,6 +340,9 @@ fn summary_text(s: &SummaryJson) -> String {
             "batch: AcquireBatch + ReportBatch of {}",
             s.batch_size.unwrap_or(0)
         ),
+        Mode::Override => {
+            "override: SetOverride, one durable change per call (pairs = changes)".to_owned()
+        }
     };
     let mut rows = vec![
         (
@@ -435,13 +445,14 @@ enum Workload {
     Health,
     Unary,
     Batch,
+    Override,
 }
 
 impl Workload {
     fn label(self) -> &'static str {
         match self {
             Self::Health => "baseline",
-            Self::Unary | Self::Batch => "bench",
+            Self::Unary | Self::Batch | Self::Override => "bench",
         }
     }
 
@@ -449,6 +460,7 @@ impl Workload {
         match self {
             Self::Health => "checks/s",
             Self::Unary | Self::Batch => "pairs/s",
+            Self::Override => "changes/s",
         }
     }
 }
@@ -477,6 +489,8 @@ async fn run_phase(
             failure_rate: args.failure_rate / 100.0,
             batch_size: args.batch_size as usize,
             rng: fastrand::Rng::with_seed(u64::from(i) + 1),
+            index: i as usize,
+            forced: false,
         };
         tasks.spawn(worker.run(workload));
     }
@@ -549,6 +563,10 @@ struct Worker {
     failure_rate: f64,
     batch_size: usize,
     rng: fastrand::Rng,
+    /// This task's number; picks its breaker in override mode.
+    index: usize,
+    /// Override mode: whether this task last forced its breaker open.
+    forced: bool,
 }
 
 impl Worker {
@@ -579,6 +597,7 @@ impl Worker {
         let mut hist = new_histogram();
         let mut breakers = self.ctx.breakers_on(self.channel.clone());
         let mut health = self.ctx.health_on(self.channel.clone());
+        let mut admin = self.ctx.admin_on(self.channel.clone());
         while self.more() {
             let t0 = Instant::now();
             let ok = match workload {
@@ -593,6 +612,7 @@ impl Worker {
                 }
                 Workload::Unary => self.unary(&mut breakers).await,
                 Workload::Batch => self.batch(&mut breakers).await,
+                Workload::Override => self.override_flip(&mut admin).await,
             };
             if ok {
                 hist.saturating_record(t0.elapsed().as_nanos() as u64);
@@ -634,6 +654,29 @@ impl Worker {
             })
             .await;
         self.completed(reported)
+    }
+
+    /// Flips this task's breaker between FORCED_OPEN and no override: a change that
+    /// is answered only once durable.
+    async fn override_flip(
+        &mut self,
+        admin: &mut pb::admin_client::AdminClient<crate::conn::Svc>,
+    ) -> bool {
+        self.forced = !self.forced;
+        let r#override = if self.forced {
+            pb::Override::ForcedOpen
+        } else {
+            pb::Override::Unspecified
+        };
+        let name = self.names[self.index % self.names.len()].clone();
+        self.counters.rpcs.fetch_add(1, Relaxed);
+        let set = admin
+            .set_override(pb::SetOverrideRequest {
+                name,
+                r#override: r#override as i32,
+            })
+            .await;
+        self.completed(set)
     }
 
     /// Counts a finished unit of work, or its error; `true` when it succeeded.

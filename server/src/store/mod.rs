@@ -5,6 +5,7 @@
 //! backend never sees concurrent commits (sled 0.34.7 deadlocks on concurrent
 //! `flush_async`; see docs/DESIGN.md §6).
 
+pub mod manifest;
 pub mod record;
 pub mod sled;
 
