@@ -38,6 +38,14 @@ pub async fn run(
     let tls = crate::tls::server_config(&config)?;
     let metrics = Metrics::new(config.metrics_max_breakers);
 
+    // The address too is checked before the store is opened (and its files copied).
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::invalid("--listen", format!("cannot bind {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::invalid("--listen", e.to_string()))?;
+
     let data_dir = config.data_dir.clone();
     let force_recover = config.force_recover;
     let (store, permit_key) = tokio::task::spawn_blocking(move || {
@@ -56,13 +64,6 @@ pub async fn run(
             metrics: metrics.clone(),
         },
     )?;
-
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| Error::invalid("--listen", format!("cannot bind {}: {e}", config.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::invalid("--listen", e.to_string()))?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, true).await;

@@ -90,3 +90,59 @@ fn a_bad_log_filter_is_an_error_not_a_silent_default() {
     let err = String::from_utf8(out.stderr).expect("utf8");
     assert!(err.contains("--log-level"), "{err}");
 }
+
+#[test]
+fn a_port_in_use_is_one_line_and_the_store_is_not_touched() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = cbd(&[
+        "--listen",
+        &addr,
+        "--data-dir",
+        data.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).expect("utf8");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.starts_with(&format!("cbd: error: --listen: cannot bind {addr}: ")),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "the data dir was created");
+}
+
+#[test]
+fn a_data_dir_in_use_is_one_line_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().expect("utf8");
+    let addr_file = dir.path().join("addr");
+    let mut first = Command::new(CBD)
+        .args(["--listen", "127.0.0.1:0", "--data-dir", data_arg])
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .env_remove("CBD_CONFIG")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("first cbd");
+    // The address file is written once the first cbd holds the data dir and serves.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !addr_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first cbd did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = cbd(&["--listen", "127.0.0.1:0", "--data-dir", data_arg]);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).expect("utf8");
+    assert_eq!(
+        stderr,
+        format!("cbd: error: --data-dir: data dir {data_arg} is in use by another cbd\n")
+    );
+}

@@ -210,10 +210,10 @@ fn probe_sled_lock(dir: &Path) -> Result<(), Error> {
         Err(e) => return Err(io("cannot open", &path, e)),
     };
     file.try_lock_exclusive().map_err(|_| {
-        Error::Storage(format!(
-            "data dir {} is in use by another process",
-            dir.display()
-        ))
+        Error::invalid(
+            "--data-dir",
+            format!("data dir {} is in use by another process", dir.display()),
+        )
     })?;
     FileExt::unlock(&file).map_err(|e| io("cannot unlock", &path, e))
 }
@@ -242,10 +242,10 @@ impl SledStore {
             .open(&lock_path)
             .map_err(|e| io("cannot open", &lock_path, e))?;
         lock.try_lock_exclusive().map_err(|_| {
-            Error::Storage(format!(
-                "data dir {} is in use by another cbd",
-                dir.display()
-            ))
+            Error::invalid(
+                "--data-dir",
+                format!("data dir {} is in use by another cbd", dir.display()),
+            )
         })?;
         probe_sled_lock(dir)?;
 
