@@ -28,6 +28,8 @@ use crate::{error::Error, registry::Registry, store::StoredBreaker};
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 /// Shortest progress interval a watcher may ask for.
 const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest progress interval a watcher may ask for.
+const MAX_PROGRESS_INTERVAL: Duration = Duration::from_secs(3600);
 /// Breakers per snapshot message, and events per read while catching up.
 const CHUNK: usize = 500;
 /// Most names in one filter.
@@ -121,15 +123,13 @@ impl Watcher {
         let filter = Filter::from_proto(req.filter)?;
         let progress_interval = match req.progress_interval {
             None => DEFAULT_PROGRESS_INTERVAL,
-            Some(d) => convert::duration_from_proto(&d, "progress_interval")
-                .map_err(|e| Error::invalid("progress_interval", e.to_string()))?,
-        };
-        if progress_interval < MIN_PROGRESS_INTERVAL {
-            return Err(Error::invalid(
+            Some(d) => super::convert::bounded_duration(
                 "progress_interval",
-                format!("must be at least {MIN_PROGRESS_INTERVAL:?}"),
-            ));
-        }
+                &d,
+                MIN_PROGRESS_INTERVAL,
+                MAX_PROGRESS_INTERVAL,
+            )?,
+        };
         if req.start_revision == Some(0) {
             return Err(Error::invalid(
                 "start_revision",
