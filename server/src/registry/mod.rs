@@ -37,7 +37,7 @@ use crate::{
 };
 
 /// Capacity of the live event feed; a watcher further behind catches up from the log.
-const FEED_CAPACITY: usize = 4096;
+pub const FEED_CAPACITY: usize = 4096;
 
 /// Settings of the registry, from the daemon's configuration.
 #[derive(Clone, Debug)]

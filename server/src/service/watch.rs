@@ -373,3 +373,26 @@ fn replay<'a>(
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|down| *down).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_below_the_start_is_deliverable() {
+        assert!(!deliverable(9, 1008));
+        assert!(!deliverable(1007, 1008));
+        assert!(deliverable(1008, 1008));
+        assert!(deliverable(1009, 1008));
+    }
+
+    #[test]
+    fn catching_up_never_reads_below_the_start() {
+        // Waiting for a start beyond the store: the log is read from the start.
+        assert_eq!(catch_up_from(8, 1008), 1008);
+        // Past the start: from the next revision.
+        assert_eq!(catch_up_from(1010, 1008), 1011);
+        assert_eq!(catch_up_from(1007, 1008), 1008);
+        assert_eq!(catch_up_from(u64::MAX, 1), u64::MAX);
+    }
+}
