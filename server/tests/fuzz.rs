@@ -39,7 +39,7 @@ const MAX_BREAKERS: usize = 64;
 /// Events kept; small, so that old start revisions are compacted away.
 const RETENTION: u64 = 64;
 /// How long a watch stream gets to produce each message before the case moves on.
-const WATCH_POLL: Duration = Duration::from_millis(2);
+const WATCH_POLL: Duration = Duration::from_millis(1);
 /// Most messages read from one watch stream.
 const WATCH_MESSAGES: usize = 8;
 /// A case that takes longer has hung (e.g. a background task died).
