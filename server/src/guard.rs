@@ -141,12 +141,26 @@ fn rewrite_message_too_large(response: &mut Response<Body>) {
     let Some(status) = Status::from_header_map(response.headers()) else {
         return;
     };
+    let Some(error) = message_too_large(&status) else {
+        return;
+    };
+    let headers = response.headers_mut();
+    headers.remove("grpc-status");
+    headers.remove("grpc-message");
+    headers.remove("grpc-status-details-bin");
+    let _ = Status::from(error).add_header(headers);
+}
+
+/// tonic's status for a request message above `max_decoding_message_size`, as ours:
+/// RESOURCE_EXHAUSTED naming `--max-message-size`. `None` for any other status.
+/// Streams need it too: their messages are decoded after the headers went out.
+pub fn message_too_large(status: &Status) -> Option<Error> {
     if status.code() != Code::OutOfRange
         || !status
             .message()
             .contains("decoded message length too large")
     {
-        return;
+        return None;
     }
     let reason = status
         .message()
@@ -156,11 +170,7 @@ fn rewrite_message_too_large(response: &mut Response<Body>) {
             "request message of",
         )
         .replace(", the limit is:", " is above the limit of");
-    let headers = response.headers_mut();
-    headers.remove("grpc-status");
-    headers.remove("grpc-message");
-    headers.remove("grpc-status-details-bin");
-    let _ = Status::from(Error::MessageTooLarge { reason }).add_header(headers);
+    Some(Error::MessageTooLarge { reason })
 }
 
 impl<S, B> Service<Request<B>> for Guard<S>

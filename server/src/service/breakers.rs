@@ -146,7 +146,8 @@ impl Breakers for BreakersService {
                     }
                     SessionStep::Received(Ok(None)) => reading = false,
                     SessionStep::Received(Err(status)) => {
-                        yield Err(status);
+                        // The same code as a unary call's oversized message.
+                        yield Err(crate::guard::message_too_large(&status).map_or(status, Status::from));
                         return;
                     }
                     SessionStep::Answered(answer) => yield Ok(answer),
