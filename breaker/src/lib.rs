@@ -41,7 +41,7 @@ pub use reason::Reason;
 pub use spec::{
     DEFAULT_CONSECUTIVE_FAILURES, Fallback, MAX_CACHE_TTL, MAX_HALF_OPEN_PERMITS,
     MAX_OPEN_DURATION, MAX_SLOW_CALL_DURATION, MAX_WINDOW_BUCKETS, MAX_WINDOW_CALLS,
-    MIN_BUCKET_DURATION, Spec, WindowSpec,
+    MAX_WINDOW_DURATION, MIN_BUCKET_DURATION, Spec, WindowSpec,
 };
 pub use state::{Outcome, Override, State};
 pub use time::Timestamp;

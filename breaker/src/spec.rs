@@ -16,6 +16,8 @@ pub const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
 pub const MAX_WINDOW_CALLS: u32 = 100_000;
 /// Upper bound of a time window's `buckets`.
 pub const MAX_WINDOW_BUCKETS: u32 = 1000;
+/// Upper bound of a time window's `duration`: 24 h.
+pub const MAX_WINDOW_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// Lower bound of a time window's bucket length (`duration / buckets`): 1 ms.
 pub const MIN_BUCKET_DURATION: Duration = Duration::from_millis(1);
 /// Upper bound of `half_open_permits` (the probe table is allocated up front).
@@ -236,6 +238,12 @@ impl Spec {
             WindowSpec::Time { duration, buckets } => {
                 if duration.is_zero() {
                     return invalid("window.duration", "must be more than zero");
+                }
+                if duration > MAX_WINDOW_DURATION {
+                    return invalid(
+                        "window.duration",
+                        format!("{duration:?} is longer than {MAX_WINDOW_DURATION:?}"),
+                    );
                 }
                 if !(1..=MAX_WINDOW_BUCKETS).contains(&buckets) {
                     return invalid(
@@ -492,6 +500,20 @@ mod tests {
             buckets: 10,
         };
         assert_eq!(field(with(|s| s.window = w)), "window.duration");
+    }
+
+    #[test]
+    fn window_duration_too_long() {
+        let w = WindowSpec::Time {
+            duration: MAX_WINDOW_DURATION + S,
+            buckets: 10,
+        };
+        assert_eq!(field(with(|s| s.window = w)), "window.duration");
+        let max = WindowSpec::Time {
+            duration: MAX_WINDOW_DURATION,
+            buckets: 10,
+        };
+        with(|s| s.window = max).validate().unwrap();
     }
 
     #[test]

@@ -336,7 +336,7 @@ impl ClientBuilder {
 
     /// The progress interval watch streams ask the daemon for. A stream that hears
     /// nothing (no event, no progress) for twice this plus a second is taken for dead
-    /// and re-established. Default 5 s; the daemon's minimum is 10 ms.
+    /// and re-established. Default 5 s; the daemon accepts 10 ms to 1 h.
     pub fn watch_progress_interval(mut self, every: Duration) -> Self {
         self.watch_progress_interval = every;
         self

@@ -10,7 +10,12 @@ use crate::v1 as pb;
 /// Buckets of a time window when the request leaves `buckets` at 0.
 pub const DEFAULT_TIME_WINDOW_BUCKETS: u32 = 10;
 
-/// A wire duration as a `std` duration; `field` names it in the error.
+/// Most seconds a `google.protobuf.Duration` may hold (about 10,000 years).
+pub const MAX_DURATION_SECONDS: i64 = 315_576_000_000;
+
+/// A wire duration as a `std` duration; `field` names it in the error. Rejects
+/// negative values, nanos outside `0..1e9` and seconds past
+/// [`MAX_DURATION_SECONDS`]; each field's own bound is checked by its caller.
 pub fn duration_from_proto(
     d: &prost_types::Duration,
     field: &'static str,
@@ -24,6 +29,12 @@ pub fn duration_from_proto(
     }
     if d.nanos >= 1_000_000_000 {
         return Err(invalid("nanos must be below 1e9"));
+    }
+    if d.seconds > MAX_DURATION_SECONDS {
+        return Err(invalid(&format!(
+            "{} s is beyond the range of google.protobuf.Duration ({MAX_DURATION_SECONDS} s)",
+            d.seconds
+        )));
     }
     Ok(Duration::new(d.seconds as u64, d.nanos as u32))
 }
@@ -89,7 +100,12 @@ pub fn spec_from_proto(p: &pb::BreakerSpec) -> Result<Spec, Error> {
         success_threshold: p.success_threshold.unwrap_or(defaults.success_threshold),
         permit_ttl: opt_duration(p.permit_ttl.as_ref(), "permit_ttl")?
             .unwrap_or(defaults.permit_ttl),
-        fallback: fallback_from_proto(p.fallback()),
+        fallback: fallback_from_proto(pb::Fallback::try_from(p.fallback).map_err(|_| {
+            Error::InvalidSpec {
+                field: "fallback",
+                reason: format!("unknown value {}", p.fallback),
+            }
+        })?),
         cache_ttl: opt_duration(p.cache_ttl.as_ref(), "cache_ttl")?,
     };
     spec.validate()?;
@@ -250,6 +266,40 @@ mod tests {
         };
         match spec_from_proto(&p) {
             Err(Error::InvalidSpec { field, .. }) => assert_eq!(field, "open_duration"),
+            other => panic!("expected InvalidSpec, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn out_of_range_durations_name_the_field() {
+        for (seconds, nanos) in [
+            (-1, 0),
+            (0, -1),
+            (0, 1_000_000_000),
+            (MAX_DURATION_SECONDS + 1, 0),
+            (i64::MAX, 999_999_999),
+        ] {
+            let d = prost_types::Duration { seconds, nanos };
+            match duration_from_proto(&d, "x") {
+                Err(Error::InvalidSpec { field, .. }) => assert_eq!(field, "x"),
+                other => panic!("{d:?}: expected InvalidSpec, got {other:?}"),
+            }
+        }
+        let max = prost_types::Duration {
+            seconds: MAX_DURATION_SECONDS,
+            nanos: 999_999_999,
+        };
+        assert!(duration_from_proto(&max, "x").is_ok());
+    }
+
+    #[test]
+    fn unknown_fallback_names_the_field() {
+        let p = pb::BreakerSpec {
+            fallback: 99,
+            ..Default::default()
+        };
+        match spec_from_proto(&p) {
+            Err(Error::InvalidSpec { field, .. }) => assert_eq!(field, "fallback"),
             other => panic!("expected InvalidSpec, got {other:?}"),
         }
     }

@@ -237,6 +237,46 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
             },
             "open_duration",
         ),
+        (
+            pb::BreakerSpec {
+                open_duration: Some(prost_types::Duration {
+                    seconds: i64::MAX,
+                    nanos: 999_999_999,
+                }),
+                ..Default::default()
+            },
+            "open_duration",
+        ),
+        (
+            pb::BreakerSpec {
+                cache_ttl: Some(prost_types::Duration {
+                    seconds: 1,
+                    nanos: 1_000_000_000,
+                }),
+                ..Default::default()
+            },
+            "cache_ttl",
+        ),
+        (
+            pb::BreakerSpec {
+                window: Some(pb::breaker_spec::Window::TimeWindow(pb::TimeWindow {
+                    duration: Some(prost_types::Duration {
+                        seconds: 25 * 3600,
+                        nanos: 0,
+                    }),
+                    buckets: 10,
+                })),
+                ..Default::default()
+            },
+            "window.duration",
+        ),
+        (
+            pb::BreakerSpec {
+                fallback: 42,
+                ..Default::default()
+            },
+            "fallback",
+        ),
     ];
     for (spec, field) in bad_specs {
         let result = admin
@@ -293,6 +333,17 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
             outcome: pb::Outcome::Success as i32,
             duration: Some(prost_types::Duration {
                 seconds: -1,
+                nanos: 0,
+            }),
+        })
+        .await;
+    assert_error(r, Code::InvalidArgument, "duration");
+    let r = client
+        .report(pb::ReportRequest {
+            permit: good.clone(),
+            outcome: pb::Outcome::Success as i32,
+            duration: Some(prost_types::Duration {
+                seconds: i64::MAX,
                 nanos: 0,
             }),
         })
@@ -424,6 +475,24 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
         })
         .await;
     assert_error(w, Code::InvalidArgument, "progress_interval");
+    // A huge interval used to pass validation and then panic the stream
+    // (`overflow when adding duration to instant`).
+    for (seconds, nanos) in [(i64::MAX, 0), (3601, 0), (1, -1), (0, 1_000_000_000)] {
+        let w = client
+            .watch(pb::WatchRequest {
+                progress_interval: Some(prost_types::Duration { seconds, nanos }),
+                ..Default::default()
+            })
+            .await;
+        assert_error(w, Code::InvalidArgument, "progress_interval");
+    }
+    let w = client
+        .watch(pb::WatchRequest {
+            start_revision: Some(0),
+            ..Default::default()
+        })
+        .await;
+    assert_error(w, Code::InvalidArgument, "start_revision");
 
     // Oversized message (default limit 64 KiB).
     let huge = pb::AcquireRequest {

@@ -127,3 +127,51 @@ async fn session_answers_each_item_by_id() {
         "stream ends after the client half-closes: {end:?}"
     );
 }
+
+#[tokio::test]
+async fn an_oversized_item_ends_the_session_with_resource_exhausted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let mut admin = daemon.admin().await;
+    put(&mut admin, "big", pb::BreakerSpec::default()).await;
+    let mut client = daemon.breakers().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut answers = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .expect("session")
+        .into_inner();
+    // One good item first, so the stream is open and answering when the big one comes.
+    tx.send(pb::SessionRequest {
+        id: 1,
+        kind: Some(In::Acquire(pb::AcquireRequest { name: "big".into() })),
+    })
+    .await
+    .expect("send");
+    let first = tokio::time::timeout(WAIT, answers.next())
+        .await
+        .expect("an answer in time")
+        .expect("stream open")
+        .expect("ok");
+    assert_eq!(first.id, 1);
+    // Above the default --max-message-size (64 KiB): the same code as a unary call.
+    tx.send(pb::SessionRequest {
+        id: 2,
+        kind: Some(In::Acquire(pb::AcquireRequest {
+            name: "x".repeat(100 * 1024),
+        })),
+    })
+    .await
+    .expect("send");
+    let status = tokio::time::timeout(WAIT, answers.next())
+        .await
+        .expect("an answer in time")
+        .expect("stream open")
+        .expect_err("oversized item");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--max-message-size"),
+        "{}",
+        status.message()
+    );
+}

@@ -445,3 +445,60 @@ async fn a_watcher_that_never_reads_does_not_block_or_grow_the_daemon() {
         "pairs/s fell from {without:.0} to {with:.0}"
     );
 }
+
+/// Sets (or, with `OVERRIDE_UNSPECIFIED`, clears) the override of `name`; returns the
+/// revision of the change.
+async fn set_override(
+    admin: &mut cbd_proto::v1::admin_client::AdminClient<Channel>,
+    name: &str,
+    value: pb::Override,
+) -> u64 {
+    admin
+        .set_override(pb::SetOverrideRequest {
+            name: name.into(),
+            r#override: value as i32,
+        })
+        .await
+        .expect("override")
+        .into_inner()
+        .revision
+}
+
+#[tokio::test]
+async fn a_start_beyond_the_store_waits_and_never_sends_an_earlier_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let mut admin = daemon.admin().await;
+    let current = put(&mut admin, "future", spec(3, 1000)).await.revision;
+    let start = current + 3;
+    let mut client = daemon.breakers().await;
+    let mut stream = watch(
+        &mut client,
+        pb::WatchRequest {
+            start_revision: Some(start),
+            progress_interval: Some(ms(20)),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // Two changes below `start`: the stream must not send them. A progress message at
+    // the second one's revision shows the daemon has considered both.
+    let first = set_override(&mut admin, "future", pb::Override::ForcedOpen).await;
+    let second = set_override(&mut admin, "future", pb::Override::Unspecified).await;
+    assert_eq!((first, second), (current + 1, current + 2));
+    loop {
+        match next(&mut stream).await {
+            Kind::ProgressRevision(r) if r >= second => break,
+            Kind::ProgressRevision(_) => {}
+            other => panic!("nothing below revision {start} may be sent, got {other:?}"),
+        }
+    }
+
+    // The change at `start` is the first event.
+    let third = set_override(&mut admin, "future", pb::Override::ForcedOpen).await;
+    assert_eq!(third, start);
+    let events = events_until(&mut stream, |_| true).await;
+    assert_eq!(events[0].revision, start, "{events:?}");
+    assert_eq!(events[0].kind(), pb::EventKind::OverrideSet);
+}

@@ -40,7 +40,7 @@ use entry::EntryState;
 use crate::{clock, error::Error, metrics::Metrics, store::Store};
 
 /// Capacity of the live event feed; a watcher further behind catches up from the log.
-const FEED_CAPACITY: usize = 4096;
+pub const FEED_CAPACITY: usize = 4096;
 
 /// Settings of the registry, from the daemon's configuration.
 #[derive(Clone, Debug)]

@@ -1,5 +1,7 @@
 //! Request validation and response building shared by the handlers.
 
+use std::time::Duration;
+
 use cbd_proto::{convert, rpc, v1 as pb};
 
 use crate::{error::Error, permit::Permits, registry::AcquireAnswer};
@@ -53,13 +55,33 @@ pub fn override_(value: i32) -> Result<Option<cbd_breaker::Override>, Error> {
         .map_err(|_| Error::invalid("override", format!("unknown value {value}")))
 }
 
-/// A report's optional duration.
-pub fn duration(d: Option<&prost_types::Duration>) -> Result<Option<std::time::Duration>, Error> {
-    d.map(|d| {
-        convert::duration_from_proto(d, "duration")
-            .map_err(|e| Error::invalid("duration", e.to_string()))
-    })
-    .transpose()
+/// A request's duration field, range-checked before it becomes a `std` duration (a
+/// huge one would overflow when added to an `Instant`): negative values, nanos
+/// outside `0..1e9` and anything outside `min..=max` are INVALID_ARGUMENT naming
+/// `field`.
+pub fn bounded_duration(
+    field: &'static str,
+    d: &prost_types::Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, Error> {
+    let value = convert::duration_from_proto(d, field).map_err(|e| match e {
+        cbd_breaker::Error::InvalidSpec { reason, .. } => Error::invalid(field, reason),
+        other => Error::invalid(field, other.to_string()),
+    })?;
+    if value < min {
+        return Err(Error::invalid(field, format!("must be at least {min:?}")));
+    }
+    if value > max {
+        return Err(Error::invalid(field, format!("must be at most {max:?}")));
+    }
+    Ok(value)
+}
+
+/// A report's optional duration: any length a `google.protobuf.Duration` can hold.
+pub fn duration(d: Option<&prost_types::Duration>) -> Result<Option<Duration>, Error> {
+    d.map(|d| bounded_duration("duration", d, Duration::ZERO, Duration::MAX))
+        .transpose()
 }
 
 /// A spec from the wire, validated, with errors naming `spec.<field>`.
@@ -89,4 +111,38 @@ pub fn batch_size(len: usize) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(seconds: i64, nanos: i32) -> prost_types::Duration {
+        prost_types::Duration { seconds, nanos }
+    }
+
+    #[test]
+    fn bounded_duration_rejects_everything_out_of_range_naming_the_field() {
+        let (min, max) = (Duration::from_millis(10), Duration::from_secs(3600));
+        for bad in [
+            d(-1, 0),
+            d(0, -1),
+            d(0, 1_000_000_000),
+            d(0, 9_999_999),
+            d(3600, 1),
+            d(i64::MAX, 0),
+        ] {
+            match bounded_duration("progress_interval", &bad, min, max) {
+                Err(Error::InvalidArgument { field, .. }) => {
+                    assert_eq!(field, "progress_interval", "{bad:?}");
+                }
+                other => panic!("{bad:?}: expected InvalidArgument, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            bounded_duration("f", &d(0, 10_000_000), min, max).unwrap(),
+            min
+        );
+        assert_eq!(bounded_duration("f", &d(3600, 0), min, max).unwrap(), max);
+    }
 }

@@ -28,6 +28,8 @@ use crate::{error::Error, registry::Registry, store::StoredBreaker};
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 /// Shortest progress interval a watcher may ask for.
 const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest progress interval a watcher may ask for.
+const MAX_PROGRESS_INTERVAL: Duration = Duration::from_secs(3600);
 /// Breakers per snapshot message, and events per read while catching up.
 const CHUNK: usize = 500;
 /// Most names in one filter.
@@ -121,15 +123,13 @@ impl Watcher {
         let filter = Filter::from_proto(req.filter)?;
         let progress_interval = match req.progress_interval {
             None => DEFAULT_PROGRESS_INTERVAL,
-            Some(d) => convert::duration_from_proto(&d, "progress_interval")
-                .map_err(|e| Error::invalid("progress_interval", e.to_string()))?,
-        };
-        if progress_interval < MIN_PROGRESS_INTERVAL {
-            return Err(Error::invalid(
+            Some(d) => super::convert::bounded_duration(
                 "progress_interval",
-                format!("must be at least {MIN_PROGRESS_INTERVAL:?}"),
-            ));
-        }
+                &d,
+                MIN_PROGRESS_INTERVAL,
+                MAX_PROGRESS_INTERVAL,
+            )?,
+        };
         if req.start_revision == Some(0) {
             return Err(Error::invalid(
                 "start_revision",
@@ -168,10 +168,18 @@ impl Watcher {
         };
         let registry = self.registry.clone();
         let mut shutdown = self.shutdown.clone();
+        // Nothing below `start` is ever sent: a start beyond the store's revision waits
+        // for the store to get there (as etcd does).
+        let start = match &first {
+            First::Snapshot(revision, _) => revision.saturating_add(1),
+            First::Replay(from, _) => *from,
+        };
         Ok(async_stream::stream! {
             let _slot = slot;
             let mut feed = sub.feed;
-            // Every committed event up to `last` has been considered (sent if it matched).
+            // Every committed event up to `last` has been considered (sent if it matched
+            // and was at or after `start`). Progress messages report `last`: the
+            // store's revision, which is below `start` while the stream waits for it.
             let mut last = sub.revision;
             match first {
                 First::Snapshot(revision, records) => {
@@ -203,7 +211,7 @@ impl Watcher {
                             continue;
                         }
                         last = event.revision;
-                        if filter.matches(&event.name) {
+                        if deliverable(event.revision, start) && filter.matches(&event.name) {
                             yield Ok(message(Kind::Event((*event).clone())));
                             progress_at = Instant::now() + progress_interval;
                         }
@@ -211,14 +219,15 @@ impl Watcher {
                     Step::Feed(Err(RecvError::Lagged(_))) => {
                         // Fell behind the live feed: catch up from the log.
                         let sub = registry.subscribe();
-                        if last + 1 < sub.oldest_retained {
+                        let from = catch_up_from(last, start);
+                        if from < sub.oldest_retained {
                             yield Err(Status::from(Error::Compacted {
-                                requested: last + 1,
+                                requested: from,
                                 oldest: sub.oldest_retained,
                             }));
                             break;
                         }
-                        for await item in replay(registry.clone(), &filter, last + 1, sub.revision) {
+                        for await item in replay(registry.clone(), &filter, from, sub.revision) {
                             let failed = item.is_err();
                             yield item;
                             if failed {
@@ -252,6 +261,17 @@ enum First {
     Snapshot(u64, Vec<(String, StoredBreaker)>),
     /// The logged events `from..=to`.
     Replay(u64, u64),
+}
+
+/// Whether a live event at `revision` may be sent on a stream that starts at `start`.
+fn deliverable(revision: u64, start: u64) -> bool {
+    revision >= start
+}
+
+/// Where a stream that has considered everything up to `last` resumes reading the
+/// log: the next revision, but never below `start`.
+fn catch_up_from(last: u64, start: u64) -> u64 {
+    last.saturating_add(1).max(start)
 }
 
 fn message(kind: Kind) -> pb::WatchResponse {
@@ -323,7 +343,7 @@ fn replay<'a>(
     async_stream::stream! {
         let mut next = from;
         while next <= to {
-            let chunk_end = to.min(next + CHUNK as u64 - 1);
+            let chunk_end = to.min(next.saturating_add(CHUNK as u64 - 1));
             let read = registry.clone();
             let events = tokio::task::spawn_blocking(move || read.events(next, chunk_end)).await;
             match events {
@@ -341,6 +361,9 @@ fn replay<'a>(
                     return;
                 }
             }
+            if chunk_end == u64::MAX {
+                break;
+            }
             next = chunk_end + 1;
         }
     }
@@ -349,4 +372,27 @@ fn replay<'a>(
 /// Resolves once the daemon begins shutting down.
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|down| *down).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_below_the_start_is_deliverable() {
+        assert!(!deliverable(9, 1008));
+        assert!(!deliverable(1007, 1008));
+        assert!(deliverable(1008, 1008));
+        assert!(deliverable(1009, 1008));
+    }
+
+    #[test]
+    fn catching_up_never_reads_below_the_start() {
+        // Waiting for a start beyond the store: the log is read from the start.
+        assert_eq!(catch_up_from(8, 1008), 1008);
+        // Past the start: from the next revision.
+        assert_eq!(catch_up_from(1010, 1008), 1011);
+        assert_eq!(catch_up_from(1007, 1008), 1008);
+        assert_eq!(catch_up_from(u64::MAX, 1), u64::MAX);
+    }
 }
