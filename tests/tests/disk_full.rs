@@ -168,7 +168,8 @@ async fn a_full_disk_makes_cbd_unavailable_until_space_returns() {
     );
     assert!(
         status.message().contains("store cannot commit")
-            && status.message().contains("No space left on device"),
+            && status.message().contains("No space left on device")
+            && !status.message().contains("storage error: storage error"),
         "the message names the cause: {}",
         status.message()
     );
