@@ -60,6 +60,9 @@ pub struct Args {
     /// Name prefix of the bench breakers.
     #[arg(long, default_value = "bench/", value_name = "PREFIX")]
     pub prefix: String,
+    /// Leave the bench breakers in place afterwards (by default they are deleted).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// `--mode`.
@@ -276,6 +279,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
         Mode::Override => Workload::Override,
     };
     let mut bench = run_phase(ctx, &args, &channels, &names, &stop, workload).await;
+    if !args.keep {
+        cleanup(ctx, &channels, &names).await?;
+    }
 
     if bench.done == 0
         && bench.decisions == 0
@@ -355,7 +361,12 @@ fn summary_text(s: &SummaryJson) -> String {
         ("duration", s.duration.clone()),
         (
             "pairs/s",
-            format!("{:.0} ({} pairs)", s.pairs_per_sec, s.pairs),
+            format!(
+                "{:.0} ({} pairs){}",
+                s.pairs_per_sec,
+                s.pairs,
+                mostly_rejected(s.decisions, s.rejected)
+            ),
         ),
         (
             "decisions/s",
@@ -386,6 +397,40 @@ fn summary_text(s: &SummaryJson) -> String {
         ));
     }
     output::key_values(&rows)
+}
+
+/// A warning for the pairs/s line when most decisions were rejections: the rate then
+/// measures fast refusals, not calls. Empty otherwise.
+fn mostly_rejected(decisions: u64, rejected: u64) -> String {
+    if decisions == 0 || rejected * 2 <= decisions {
+        return String::new();
+    }
+    format!(
+        "; {}% of the decisions were rejections (the breakers were open): \
+         this measures refusals, not calls",
+        rejected * 100 / decisions
+    )
+}
+
+/// Deletes the bench breakers (not with --keep). A breaker already gone is fine.
+async fn cleanup(ctx: &Ctx, channels: &[Channel], names: &[String]) -> Result<(), Error> {
+    let results = futures::stream::iter(names.iter().enumerate())
+        .map(|(i, name)| {
+            let mut admin = ctx.admin_on(channels[i % channels.len()].clone());
+            async move {
+                match ctx
+                    .call(admin.delete_breaker(pb::DeleteBreakerRequest { name: name.clone() }))
+                    .await
+                {
+                    Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    results.into_iter().collect()
 }
 
 /// K connected channels.
@@ -764,5 +809,19 @@ impl Worker {
             self.counters.errors.fetch_add(failed, Relaxed);
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_rejection_warning_shows_only_past_half() {
+        assert_eq!(super::mostly_rejected(0, 0), "");
+        assert_eq!(super::mostly_rejected(100, 50), "");
+        let w = super::mostly_rejected(100, 90);
+        assert!(
+            w.starts_with("; 90% of the decisions were rejections"),
+            "{w}"
+        );
     }
 }
