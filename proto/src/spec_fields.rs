@@ -13,6 +13,30 @@ use serde::{Deserialize, Serialize};
 
 use crate::{convert::duration_to_proto, v1 as pb};
 
+/// The key a person writes (a `cbctl put` flag in snake_case, an apply-file or
+/// `[[template]]` key) for a field of the state machine's spec, as its errors name it
+/// (`failure_rate_percent` is written `failure_rate`).
+pub fn key_of(field: &str) -> &str {
+    match field {
+        "failure_rate_percent" => "failure_rate",
+        "slow_call_rate_percent" => "slow_call_rate",
+        "window.calls" => "window_calls",
+        "window.duration" => "window_duration",
+        "window.buckets" => "window_buckets",
+        other => other,
+    }
+}
+
+/// A spec error in the words of the keys (`failure_rate: ...`).
+pub fn spec_error(e: &cbd_breaker::Error) -> String {
+    match e {
+        cbd_breaker::Error::InvalidSpec { field, reason } => {
+            format!("{}: {reason}", key_of(field))
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Every spec key; unset keys take the spec's defaults.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -419,8 +419,9 @@ impl Config {
                     return Err(Error::invalid(field, "prefix must not be empty"));
                 }
                 let wire = t.spec.to_proto().map_err(|e| Error::invalid(&field, e))?;
+                // Named as the file names it: `failure_rate`, not `failure_rate_percent`.
                 let spec = cbd_proto::convert::spec_from_proto(&wire)
-                    .map_err(|e| Error::invalid(&field, e.to_string()))?;
+                    .map_err(|e| Error::invalid(&field, cbd_proto::spec_fields::spec_error(&e)))?;
                 Ok((t.prefix.clone(), spec))
             })
             .collect()
@@ -570,6 +571,12 @@ mod tests {
             .expect("write");
         let err =
             Config::from_args(&args(&["--config", path.to_str().expect("utf8")])).unwrap_err();
-        assert!(err.to_string().contains("failure_rate_percent"), "{err}");
+        // The key as the file wrote it, not the machine's field name.
+        assert!(
+            err.to_string()
+                .starts_with("template \"a/\": failure_rate: "),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("failure_rate_percent"), "{err}");
     }
 }

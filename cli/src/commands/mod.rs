@@ -25,19 +25,4 @@ pub fn check_name(name: &str) -> Result<(), Error> {
 
 /// A spec error in the words of `put`'s flags and apply files (`failure_rate`, not
 /// `failure_rate_percent`).
-pub fn spec_error(e: &cbd_breaker::Error) -> String {
-    match e {
-        cbd_breaker::Error::InvalidSpec { field, reason } => {
-            let key = match *field {
-                "failure_rate_percent" => "failure_rate",
-                "slow_call_rate_percent" => "slow_call_rate",
-                "window.calls" => "window_calls",
-                "window.duration" => "window_duration",
-                "window.buckets" => "window_buckets",
-                other => other,
-            };
-            format!("{key}: {reason}")
-        }
-        other => other.to_string(),
-    }
-}
+pub use cbd_proto::spec_fields::spec_error;
