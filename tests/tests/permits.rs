@@ -18,6 +18,14 @@ fn three_failures(open_ms: u64) -> pb::BreakerSpec {
     }
 }
 
+/// Three failed calls: enough to trip [`three_failures`].
+async fn trip(client: &mut BreakersClient<Channel>, name: &str) {
+    for _ in 0..3 {
+        let a = acquire(client, name).await;
+        report(client, &a.permit, pb::Outcome::Failure).await;
+    }
+}
+
 async fn report_status(
     client: &mut BreakersClient<Channel>,
     permit: Vec<u8>,
@@ -107,10 +115,7 @@ async fn a_forged_probe_cannot_take_the_real_probes_slot() {
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(&mut admin, "probed", three_failures(200)).await;
-    for _ in 0..3 {
-        let a = acquire(&mut client, "probed").await;
-        report(&mut client, &a.permit, pb::Outcome::Failure).await;
-    }
+    trip(&mut client, "probed").await;
     wait_state(&mut admin, "probed", pb::State::HalfOpen, WAIT).await;
     let real = acquire(&mut client, "probed").await;
     assert!(real.allowed && real.state() == pb::State::HalfOpen);
@@ -133,10 +138,7 @@ async fn a_permit_from_before_a_crash_is_stale_and_never_collides() {
     // Long enough that the breaker is still HALF_OPEN after the restart: it only
     // leaves HALF_OPEN through a probe's report or its permit_ttl (10 s).
     put(&mut admin, "crash", three_failures(200)).await;
-    for _ in 0..3 {
-        let a = acquire(&mut client, "crash").await;
-        report(&mut client, &a.permit, pb::Outcome::Failure).await;
-    }
+    trip(&mut client, "crash").await;
     wait_state(&mut admin, "crash", pb::State::HalfOpen, WAIT).await;
     let before = acquire(&mut client, "crash").await;
     assert!(before.allowed);
@@ -185,10 +187,7 @@ async fn generations_never_go_back_across_delete_and_recreate() {
         .into_inner();
 
     let old = acquire(&mut client, "reborn").await;
-    for _ in 0..3 {
-        let a = acquire(&mut client, "reborn").await;
-        report(&mut client, &a.permit, pb::Outcome::Failure).await;
-    }
+    trip(&mut client, "reborn").await;
     admin
         .set_override(pb::SetOverrideRequest {
             name: "reborn".into(),

@@ -145,6 +145,10 @@ enum Faults {
     WaitThrough,
 }
 
+/// What an operation does to an entry under its lock: its result, and the transition
+/// it caused, if any.
+type Changed<R> = Result<(R, Option<cbd_breaker::Transition>), Error>;
+
 /// What an operation on an entry leaves to do once its lock is released.
 #[derive(Debug, Default)]
 struct After {
@@ -587,11 +591,7 @@ impl Shared {
     fn update<R>(
         &self,
         entry: &Arc<Entry>,
-        f: impl FnOnce(
-            &mut EntryState,
-            Timestamp,
-            &Entry,
-        ) -> Result<(R, Option<cbd_breaker::Transition>), Error>,
+        f: impl FnOnce(&mut EntryState, Timestamp, &Entry) -> Changed<R>,
     ) -> Result<(R, After), Error> {
         self.update_gated(entry, false, f)
     }
@@ -605,11 +605,7 @@ impl Shared {
     fn update_traffic<R>(
         &self,
         entry: &Arc<Entry>,
-        f: impl FnOnce(
-            &mut EntryState,
-            Timestamp,
-            &Entry,
-        ) -> Result<(R, Option<cbd_breaker::Transition>), Error>,
+        f: impl FnOnce(&mut EntryState, Timestamp, &Entry) -> Changed<R>,
     ) -> Result<(R, After), Error> {
         self.update_gated(entry, true, f)
     }
@@ -618,11 +614,7 @@ impl Shared {
         &self,
         entry: &Arc<Entry>,
         traffic: bool,
-        f: impl FnOnce(
-            &mut EntryState,
-            Timestamp,
-            &Entry,
-        ) -> Result<(R, Option<cbd_breaker::Transition>), Error>,
+        f: impl FnOnce(&mut EntryState, Timestamp, &Entry) -> Changed<R>,
     ) -> Result<(R, After), Error> {
         let now = clock::now();
         let mut st = entry.state.lock();
