@@ -129,6 +129,7 @@ fn sled_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             let ours = d == dir
                 && (name == LOCK_FILE
                     || name.to_string_lossy().starts_with(manifest::FILE_NAME)
+                    || name.to_string_lossy().starts_with(crate::permit::KEY_FILE)
                     || name.to_string_lossy().starts_with(ASIDE));
             if ours {
                 continue;
@@ -167,18 +168,29 @@ fn copy_aside(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Puts the copy back: the sled files become byte for byte what they were.
+///
+/// Safe to repeat: the copy stays whole until every file is back (files are copied,
+/// not moved), so a restore interrupted by a crash is simply done again at the next
+/// start from the same copy.
 fn restore_aside(dir: &Path) -> std::io::Result<()> {
     let aside = dir.join(ASIDE);
+    let saved: HashSet<PathBuf> = sled_files(&aside)?
+        .into_iter()
+        .map(|f| f.strip_prefix(&aside).expect("under aside").to_owned())
+        .collect();
+    // Files sled's recovery made that were not there before.
     for file in sled_files(dir)? {
-        std::fs::remove_file(file)?;
+        if !saved.contains(file.strip_prefix(dir).expect("under dir")) {
+            std::fs::remove_file(file)?;
+        }
     }
-    for file in sled_files(&aside)? {
-        let rel = file.strip_prefix(&aside).expect("under aside");
+    for rel in &saved {
         let to = dir.join(rel);
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::rename(&file, &to)?;
+        std::fs::copy(aside.join(rel), &to)?;
+        File::open(&to)?.sync_all()?;
     }
     sync_dir(dir)?;
     discard_aside(dir)
@@ -856,6 +868,54 @@ mod tests {
         let store = SledStore::open(dir.path()).expect("restored and opened");
         assert_eq!(store.load().expect("load").revision, 3);
         assert!(!dir.path().join(ASIDE).exists());
+    }
+
+    #[test]
+    fn a_restore_puts_back_every_file_from_any_state_and_leaves_the_permit_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        populate(dir.path());
+        std::fs::write(dir.path().join(crate::permit::KEY_FILE), [7u8; 32]).expect("key");
+        let before: Vec<(PathBuf, Vec<u8>)> = sled_files(dir.path())
+            .expect("files")
+            .into_iter()
+            .map(|f| {
+                let bytes = std::fs::read(&f).expect("read");
+                (f, bytes)
+            })
+            .collect();
+        assert!(
+            before
+                .iter()
+                .all(|(f, _)| !f.ends_with(crate::permit::KEY_FILE)),
+            "the permit key is not a store file"
+        );
+        copy_aside(dir.path()).expect("copy aside");
+        // What an interrupted restore, or sled's recovery, may leave: one file back,
+        // one garbled, one missing, one new.
+        let (first, _) = &before[0];
+        std::fs::write(first, b"garbage").expect("garble");
+        if let Some((second, _)) = before.get(1) {
+            std::fs::remove_file(second).expect("remove");
+        }
+        std::fs::write(dir.path().join("snap.extra"), b"new").expect("extra");
+        restore_aside(dir.path()).expect("restore");
+        for (f, bytes) in &before {
+            assert_eq!(
+                &std::fs::read(f).expect("restored"),
+                bytes,
+                "{}",
+                f.display()
+            );
+        }
+        assert!(!dir.path().join("snap.extra").exists());
+        assert!(
+            !dir.path().join(ASIDE).exists(),
+            "the copy is discarded after"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join(crate::permit::KEY_FILE)).expect("key"),
+            [7u8; 32]
+        );
     }
 
     #[test]
