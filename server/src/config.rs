@@ -368,7 +368,10 @@ impl Config {
                 return Err(Error::invalid(field, "must be above zero"));
             }
         }
-        let keepalive = self.http2_keepalive_interval + self.http2_keepalive_timeout;
+        // Saturating: an absurd flag is an error below, never a panic.
+        let keepalive = self
+            .http2_keepalive_interval
+            .saturating_add(self.http2_keepalive_timeout);
         if self.idle_timeout <= keepalive {
             return Err(Error::invalid(
                 "--idle-timeout",
@@ -557,6 +560,14 @@ mod tests {
                 .starts_with("--idle-timeout: 40s would close"),
             "{err}"
         );
+        let err = Config::from_args(&args(&[
+            "--http2-keepalive-interval",
+            "500000000000y",
+            "--http2-keepalive-timeout",
+            "500000000000y",
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().starts_with("--idle-timeout:"), "{err}");
         let err = Config::from_args(&args(&["--handshake-timeout", "0s"])).unwrap_err();
         assert!(err.to_string().starts_with("--handshake-timeout:"), "{err}");
     }

@@ -45,6 +45,12 @@ pub struct IdleTimeout<IO> {
     deadline: Pin<Box<Sleep>>,
 }
 
+/// `now + after`, or a year from now when that does not fit (an absurd flag).
+fn far_or(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+}
+
 impl<IO> IdleTimeout<IO> {
     /// Wraps a just-accepted connection.
     pub fn new(inner: IO, timeouts: Timeouts) -> Self {
@@ -52,7 +58,10 @@ impl<IO> IdleTimeout<IO> {
             inner,
             timeouts,
             read: 0,
-            deadline: Box::pin(tokio::time::sleep(timeouts.handshake)),
+            deadline: Box::pin(tokio::time::sleep_until(far_or(
+                Instant::now(),
+                timeouts.handshake,
+            ))),
         }
     }
 }
@@ -74,7 +83,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for IdleTimeout<IO> {
                     if this.read >= PREFACE_LEN {
                         this.deadline
                             .as_mut()
-                            .reset(Instant::now() + this.timeouts.idle);
+                            .reset(far_or(Instant::now(), this.timeouts.idle));
                     }
                 }
                 Poll::Ready(Ok(()))

@@ -285,6 +285,8 @@ impl Registry {
         outcome: Outcome,
     ) -> Result<ReportAnswer, Error> {
         let deleted = || Error::PermitOfDeletedBreaker { name: name.into() };
+        // Read first, as `get` does: the status shown is at least this new.
+        let revision = self.revision();
         let entry = self.shared.lookup(name).ok_or_else(deleted)?;
         // What is committed, like every read: a change not yet durable is not shown.
         let status = entry
@@ -299,7 +301,7 @@ impl Registry {
                 generation: status.generation,
                 transition: None,
             },
-            revision: self.revision(),
+            revision,
         })
     }
 
