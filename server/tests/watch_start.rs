@@ -64,3 +64,71 @@ async fn a_lagging_watcher_waiting_for_its_start_catches_up_from_the_start() {
         other => panic!("expected the event at {start}, got {other:?}"),
     }
 }
+
+/// Puts `n` breakers named `{prefix}{i}`, concurrently (few group commits).
+async fn put_many(registry: &Registry, prefix: &str, n: u64) {
+    join_all((0..n).map(|i| {
+        let registry = registry.clone();
+        let name = format!("{prefix}{i}");
+        async move {
+            registry
+                .put(&name, cbd_breaker::Spec::default())
+                .await
+                .expect("put")
+        }
+    }))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_overtaken_by_compaction_ends_out_of_range_not_with_a_gap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SledStore::open(&dir.path().join("data")).expect("open sled");
+    let registry = Registry::open(
+        Arc::new(store),
+        RegistryConfig {
+            max_breakers: 10_000,
+            watch_retention: 1000,
+            templates: Vec::new(),
+            metrics: Metrics::new(16),
+        },
+    )
+    .expect("registry");
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let watcher = Watcher::new(registry.clone(), 4, stopping);
+    // 1,200 retained events: the replay reads them in chunks of 500.
+    put_many(&registry, "a", 1200).await;
+    let stream = watcher
+        .start(pb::WatchRequest {
+            start_revision: Some(250),
+            ..Default::default()
+        })
+        .expect("watch");
+    let mut stream = std::pin::pin!(stream);
+    let first = stream.next().await.expect("open").expect("event");
+    assert!(matches!(first.kind, Some(Kind::Event(ref e)) if e.revision == 250));
+
+    // While the watcher sits in its first chunk, the log moves on past its next one.
+    put_many(&registry, "b", 1500).await;
+    let mut last = 250;
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("a message in time")
+            .expect("the stream ends with an error, not silently");
+        match item {
+            Ok(m) => match m.kind {
+                Some(Kind::Event(e)) => {
+                    assert_eq!(e.revision, last + 1, "a gap after revision {last}");
+                    last = e.revision;
+                }
+                other => panic!("unexpected {other:?}"),
+            },
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+                assert!(last < 1200, "it ended inside the replay, at {last}");
+                return;
+            }
+        }
+    }
+}

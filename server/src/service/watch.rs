@@ -347,6 +347,15 @@ fn replay<'a>(
             let read = registry.clone();
             let events = tokio::task::spawn_blocking(move || read.events(next, chunk_end)).await;
             match events {
+                // Every revision has one event: a short chunk was compacted away while
+                // the stream read the log, and skipping it would be a silent gap.
+                Ok(Ok(events)) if (events.len() as u64) < chunk_end - next + 1 => {
+                    yield Err(Status::from(Error::Compacted {
+                        requested: next,
+                        oldest: registry.oldest_retained(),
+                    }));
+                    return;
+                }
                 Ok(Ok(events)) => {
                     for event in events.into_iter().filter(|e| filter.matches(&e.name)) {
                         yield Ok(message(Kind::Event(event)));
