@@ -620,15 +620,28 @@ impl Shared {
     ) -> Result<(R, After), Error> {
         let now = clock::now();
         let mut st = entry.state.lock();
-        if traffic && self.failing() && entry.undurable(&st).is_some() {
-            // Refused before changing anything; a breaker just created from a
-            // template still goes to the writer so its creation is not stranded.
-            let stranded = !st.pending.is_empty();
-            drop(st);
-            if stranded {
-                let _ = self.dirty.send(entry.clone());
+        if traffic && self.failing() {
+            // Timers that fell due run first: the transition they cause (OPEN →
+            // HALF_OPEN) cannot be made durable now, so the call is refused before
+            // the machine admits anyone in the new state (a probe slot given to a
+            // refused caller would stay taken until its permit_ttl).
+            let mut ticked = After::default();
+            if !st.deleted
+                && let Some(t) = st.machine.tick(now)
+            {
+                st.push_transition(&entry.name, &t);
+                ticked.transitions.push(t);
+                entry.show_metrics(&mut st);
+                ticked.schedule = self.reschedule(&mut st);
             }
-            return Err(self.unavailable());
+            if entry.undurable(&st).is_some() {
+                // Refused; what is pending (a tick, a breaker just created from a
+                // template) still goes to the writer so that it is not stranded.
+                ticked.changed = !st.pending.is_empty();
+                drop(st);
+                self.hand_over(entry, &ticked);
+                return Err(self.unavailable());
+            }
         }
         let (result, transition) = f(&mut st, now, entry)?;
         let mut after = After::default();

@@ -371,3 +371,47 @@ async fn traffic_on_an_undurable_breaker_is_refused_before_it_changes_anything()
     );
     assert_eq!(probe.acquired.state, State::HalfOpen);
 }
+
+#[tokio::test]
+async fn a_timer_due_during_a_fault_is_refused_before_it_admits_a_probe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (registry, store) = open(&dir);
+    let open_for = Duration::from_millis(20);
+    let quick = Spec {
+        consecutive_failures: Some(1),
+        open_duration: open_for,
+        half_open_permits: 1,
+        permit_ttl: Duration::from_secs(3600),
+        ..Spec::default()
+    };
+    registry.put("t", quick).await.expect("put");
+    let permit = registry
+        .acquire("t")
+        .await
+        .expect("acquire")
+        .acquired
+        .permit;
+    let tripped = registry
+        .report("t", permit.expect("permit"), Outcome::Failure, None)
+        .await
+        .expect("the trip is committed");
+    assert_eq!(tripped.reported.state, State::Open);
+    store.fail(u32::MAX);
+    assert_unavailable(registry.put("u", spec(1)).await, "a put finds the fault");
+    // The breaker's clock is the wall clock. This runtime has one thread, blocked
+    // here, so the timer task cannot tick `t` first: the acquire finds the timer due.
+    std::thread::sleep(open_for + Duration::from_millis(10));
+    assert_unavailable(
+        registry.acquire("t").await,
+        "the OPEN -> HALF_OPEN it would cause cannot be made durable",
+    );
+
+    store.heal();
+    wait_serving(&registry).await;
+    let probe = registry.acquire("t").await.expect("acquire after recovery");
+    assert!(
+        probe.acquired.allowed,
+        "the probe slot was not taken by the refused acquire: {probe:?}"
+    );
+    assert_eq!(probe.acquired.state, State::HalfOpen);
+}
