@@ -30,25 +30,31 @@ pub(crate) struct Ledger {
     base: u64,
     /// Bit `i`: serial `base + i` is outstanding.
     first: u64,
-    /// Bit `i` of `more[w]`: serial `base + 64 (w + 1) + i` is outstanding.
-    more: VecDeque<u64>,
+    /// Bit `i` of `more[w]`: serial `base + 64 (w + 1) + i` is outstanding. Boxed
+    /// so that an idle or quiet breaker carries 8 bytes for it, not 32.
+    #[allow(clippy::box_collection)] // on purpose: 8 bytes in every breaker, not 32
+    more: Option<Box<VecDeque<u64>>>,
 }
 
 impl Ledger {
+    fn more_len(&self) -> usize {
+        self.more.as_ref().map_or(0, |m| m.len())
+    }
+
     fn is_empty(&self) -> bool {
-        self.first == 0 && self.more.is_empty()
+        self.first == 0 && self.more_len() == 0
     }
 
     /// Drops the first word, moving the window on by 64 serials.
     fn advance(&mut self) {
-        self.first = self.more.pop_front().unwrap_or(0);
+        self.first = self.more.as_mut().and_then(|m| m.pop_front()).unwrap_or(0);
         self.base += WORD_BITS;
     }
 
     fn word_mut(&mut self, index: usize) -> Option<&mut u64> {
         match index {
             0 => Some(&mut self.first),
-            i => self.more.get_mut(i - 1),
+            i => self.more.as_mut()?.get_mut(i - 1),
         }
     }
 
@@ -63,8 +69,11 @@ impl Ledger {
             self.advance();
             index -= 1;
         }
-        while self.more.len() < index {
-            self.more.push_back(0);
+        if index > 0 {
+            let more = self.more.get_or_insert_with(Box::default);
+            while more.len() < index {
+                more.push_back(0);
+            }
         }
         let bit = 1 << ((serial - self.base) % WORD_BITS);
         *self.word_mut(index).expect("just made") |= bit;
@@ -87,7 +96,7 @@ impl Ledger {
             return false;
         }
         *word &= !bit;
-        while self.first == 0 && !self.more.is_empty() {
+        while self.first == 0 && self.more_len() > 0 {
             self.advance();
         }
         true
@@ -96,22 +105,25 @@ impl Ledger {
     /// Forgets every outstanding permit (a new generation makes them all stale).
     pub fn clear(&mut self) {
         self.first = 0;
-        self.more.clear();
-        if self.more.capacity() > 4 {
-            self.more.shrink_to(4);
-        }
+        self.more = None;
     }
 
     /// Outstanding permits.
     #[cfg(test)]
     fn outstanding(&self) -> u32 {
-        self.first.count_ones() + self.more.iter().map(|w| w.count_ones()).sum::<u32>()
+        self.first.count_ones()
+            + self
+                .more
+                .iter()
+                .flat_map(|m| m.iter())
+                .map(|w| w.count_ones())
+                .sum::<u32>()
     }
 
     /// Words held (inline and on the heap).
     #[cfg(test)]
     fn words(&self) -> usize {
-        1 + self.more.len()
+        1 + self.more_len()
     }
 }
 
