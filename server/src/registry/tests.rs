@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use cbd_breaker::{Outcome, Override, Spec, State};
+use cbd_breaker::{Outcome, Override, PermitToken, Spec, State};
 use cbd_proto::v1 as pb;
 use parking_lot::Mutex;
 use tokio::time::Instant;
@@ -328,10 +328,9 @@ async fn a_trip_during_a_fault_is_not_served_until_committed() {
     assert_eq!(revisions(&events), [3], "{events:?}");
 }
 
-#[tokio::test(start_paused = true)]
-async fn traffic_on_an_undurable_breaker_is_refused_before_it_changes_anything() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (registry, store) = open(&dir);
+/// Puts `name`: one failure trips it, open for 20 ms (returned), one probe slot that
+/// an unreported probe holds for an hour. Returns a permit acquired on it.
+async fn one_probe_breaker(registry: &Registry, name: &str) -> (Duration, PermitToken) {
     let open_for = Duration::from_millis(20);
     let spec = Spec {
         consecutive_failures: Some(1),
@@ -340,18 +339,24 @@ async fn traffic_on_an_undurable_breaker_is_refused_before_it_changes_anything()
         permit_ttl: Duration::from_secs(3600),
         ..Spec::default()
     };
-    registry.put("t", spec).await.expect("put");
+    registry.put(name, spec).await.expect("put");
     let permit = registry
-        .acquire("t")
+        .acquire(name)
         .await
         .expect("acquire")
         .acquired
         .permit;
+    (open_for, permit.expect("closed: a permit"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn traffic_on_an_undurable_breaker_is_refused_before_it_changes_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (registry, store) = open(&dir);
+    let (open_for, permit) = one_probe_breaker(&registry, "t").await;
     store.fail(u32::MAX);
     assert_unavailable(
-        registry
-            .report("t", permit.expect("permit"), Outcome::Failure, None)
-            .await,
+        registry.report("t", permit, Outcome::Failure, None).await,
         "the trip",
     );
     // The breaker's clock is the wall clock: let its open period pass for real, so
@@ -376,23 +381,9 @@ async fn traffic_on_an_undurable_breaker_is_refused_before_it_changes_anything()
 async fn a_timer_due_during_a_fault_is_refused_before_it_admits_a_probe() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (registry, store) = open(&dir);
-    let open_for = Duration::from_millis(20);
-    let quick = Spec {
-        consecutive_failures: Some(1),
-        open_duration: open_for,
-        half_open_permits: 1,
-        permit_ttl: Duration::from_secs(3600),
-        ..Spec::default()
-    };
-    registry.put("t", quick).await.expect("put");
-    let permit = registry
-        .acquire("t")
-        .await
-        .expect("acquire")
-        .acquired
-        .permit;
+    let (open_for, permit) = one_probe_breaker(&registry, "t").await;
     let tripped = registry
-        .report("t", permit.expect("permit"), Outcome::Failure, None)
+        .report("t", permit, Outcome::Failure, None)
         .await
         .expect("the trip is committed");
     assert_eq!(tripped.reported.state, State::Open);
