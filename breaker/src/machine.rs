@@ -230,6 +230,13 @@ impl Breaker {
         self.run_timers(now)
     }
 
+    /// Drops what has fallen out of a time window by `now`, so that
+    /// [`status`](Self::status) shows the window as of `now`. Runs no timer and
+    /// changes nothing else: a read may call it.
+    pub fn expire_window(&mut self, now: Timestamp) {
+        self.window.advance(now);
+    }
+
     /// When [`tick`](Self::tick) must next run: `open_until` while OPEN, the earliest
     /// probe expiry while HALF_OPEN; `None` when no timer is pending (CLOSED, or under
     /// `FORCED_OPEN`, `FORCED_CLOSED` and `DISABLED`).

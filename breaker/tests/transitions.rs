@@ -1008,3 +1008,27 @@ fn serials_are_unique_across_plain_and_probe_permits() {
     assert_eq!(unique, serials);
     assert!(serials.windows(2).all(|w| w[0] < w[1]), "{serials:?}");
 }
+
+#[test]
+fn status_shows_a_time_window_as_of_now() {
+    let mut b = Breaker::new(spec(|s| {
+        s.consecutive_failures = None;
+        s.failure_rate_percent = Some(90);
+        s.minimum_calls = 2;
+        s.window = WindowSpec::Time {
+            duration: 500 * MS,
+            buckets: 5,
+        };
+    }));
+    call(&mut b, Outcome::Failure, None, at(0));
+    call(&mut b, Outcome::Success, None, at(0));
+    b.expire_window(at(100));
+    assert_eq!(
+        (b.status().window_calls, b.status().window_failures),
+        (2, 1)
+    );
+    b.expire_window(at(1_700));
+    let s = b.status();
+    assert_eq!((s.window_calls, s.window_failures), (0, 0), "{s:?}");
+    assert_eq!(s.state, State::Closed, "nothing else changes");
+}

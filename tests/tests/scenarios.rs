@@ -287,3 +287,55 @@ async fn sixty_four_clients_never_hold_more_than_half_open_permits() {
     let status = wait_state(&mut admin, "hot", pb::State::HalfOpen, WAIT).await;
     assert_eq!(status.probes_in_flight, 0);
 }
+
+#[tokio::test]
+async fn a_time_windows_counts_in_get_and_list_are_as_of_now() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let mut admin = daemon.admin().await;
+    let mut client = daemon.breakers().await;
+    put(
+        &mut admin,
+        "windowed",
+        pb::BreakerSpec {
+            failure_rate_percent: Some(90),
+            minimum_calls: Some(2),
+            window: Some(pb::breaker_spec::Window::TimeWindow(pb::TimeWindow {
+                duration: Some(ms(500)),
+                buckets: 5,
+            })),
+            ..Default::default()
+        },
+    )
+    .await;
+    for outcome in [pb::Outcome::Failure, pb::Outcome::Success] {
+        let a = acquire(&mut client, "windowed").await;
+        report(&mut client, &a.permit, outcome).await;
+    }
+    // Nothing is called after this: only the clock moves the window on.
+    cbd_tests::eventually(WAIT, "GetBreaker shows an empty window", || {
+        let mut admin = admin.clone();
+        async move {
+            let b = admin
+                .get_breaker(pb::GetBreakerRequest {
+                    name: "windowed".into(),
+                })
+                .await
+                .expect("get")
+                .into_inner()
+                .breaker
+                .expect("breaker");
+            (b.window_calls == 0 && b.window_failures == 0).then_some(())
+        }
+    })
+    .await;
+    let listed = admin
+        .list_breakers(pb::ListBreakersRequest {
+            prefix: "windowed".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.breakers[0].window_calls, 0, "{listed:?}");
+}

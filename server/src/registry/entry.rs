@@ -97,6 +97,13 @@ impl Entry {
     /// What a reader may be shown of `state`: the live status when every change is
     /// durable, else the last committed record with the live window counts (which
     /// are never persisted) of the same generation. `None`: nothing committed exists.
+    /// [`Entry::committed_status`] with a time window's counts as of now.
+    pub(crate) fn status_now(&self) -> Option<pb::BreakerStatus> {
+        let mut state = self.state.lock();
+        state.machine.expire_window(crate::clock::now());
+        self.committed_status(&state)
+    }
+
     pub(crate) fn committed_status(&self, state: &EntryState) -> Option<pb::BreakerStatus> {
         if self.undurable(state).is_none() {
             return (!state.deleted).then(|| state.status(&self.name));

@@ -289,9 +289,7 @@ impl Registry {
         let revision = self.revision();
         let entry = self.shared.lookup(name).ok_or_else(deleted)?;
         // What is committed, like every read: a change not yet durable is not shown.
-        let status = entry
-            .committed_status(&entry.state.lock())
-            .ok_or_else(deleted)?;
+        let status = entry.status_now().ok_or_else(deleted)?;
         entry.metrics.reported(outcome, true);
         Ok(ReportAnswer {
             reported: Reported {
@@ -343,13 +341,15 @@ impl Registry {
         })
     }
 
-    /// One breaker's status as committed (see [`Entry::committed_status`]).
+    /// One breaker's status as committed (see [`Entry::committed_status`]), its
+    /// window as of now.
     pub fn get(&self, name: &str) -> Result<(pb::BreakerStatus, u64), Error> {
         cbd_breaker::validate_name(name)?;
         let revision = self.revision();
         let entry = self.shared.existing(name)?;
-        let status = entry.committed_status(&entry.state.lock());
-        let status = status.ok_or_else(|| Error::NotFound { name: name.into() })?;
+        let status = entry
+            .status_now()
+            .ok_or_else(|| Error::NotFound { name: name.into() })?;
         Ok((status, revision))
     }
 
@@ -368,7 +368,7 @@ impl Registry {
         let mut breakers = Vec::with_capacity(page_size.min(entries.len()));
         let mut next_page_token = String::new();
         for entry in entries {
-            let Some(status) = entry.committed_status(&entry.state.lock()) else {
+            let Some(status) = entry.status_now() else {
                 continue;
             };
             if breakers.len() == page_size {
@@ -458,7 +458,8 @@ impl Registry {
     /// The live status of `name`, if it exists (window counts are only in memory).
     pub fn live_status(&self, name: &str) -> Option<pb::BreakerStatus> {
         let entry = self.shared.lookup(name)?;
-        let st = entry.state.lock();
+        let mut st = entry.state.lock();
+        st.machine.expire_window(clock::now());
         (!st.deleted).then(|| st.status(&entry.name))
     }
 
