@@ -201,6 +201,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_absurd_timeout_is_a_far_deadline_not_a_panic() {
+        let (mut peer, ours) = duplex(64);
+        let endless = Timeouts {
+            handshake: Duration::MAX,
+            idle: Duration::MAX,
+        };
+        let mut conn = IdleTimeout::new(ours, endless);
+        peer.write_all(&[0u8; 24]).await.expect("preface");
+        assert_eq!(conn.read(&mut [0u8; 64]).await.expect("read"), 24);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn writes_pass_through() {
         let (mut peer, ours) = duplex(64);
         let mut conn = IdleTimeout::new(ours, TIMEOUTS);

@@ -62,6 +62,7 @@ pub async fn run(
             watch_retention: config.watch_retention,
             templates: config.template_specs()?,
             metrics: metrics.clone(),
+            clock: crate::clock::Clock::wall(),
         },
     )?;
 

@@ -84,6 +84,7 @@ fn harness() -> &'static Harness {
                     watch_retention: RETENTION,
                     templates: vec![("t/".into(), cbd_breaker::Spec::default())],
                     metrics: Metrics::new(MAX_BREAKERS),
+                    clock: cbd::clock::Clock::wall(),
                 },
             )
             .expect("registry");

@@ -24,6 +24,7 @@ async fn a_lagging_watcher_waiting_for_its_start_catches_up_from_the_start() {
             watch_retention: 2 * changes,
             templates: Vec::new(),
             metrics: Metrics::new(16),
+            clock: cbd::clock::Clock::wall(),
         },
     )
     .expect("registry");
@@ -91,6 +92,7 @@ async fn a_replay_overtaken_by_compaction_ends_out_of_range_not_with_a_gap() {
             watch_retention: 1000,
             templates: Vec::new(),
             metrics: Metrics::new(16),
+            clock: cbd::clock::Clock::wall(),
         },
     )
     .expect("registry");

@@ -97,10 +97,10 @@ impl Entry {
     /// What a reader may be shown of `state`: the live status when every change is
     /// durable, else the last committed record with the live window counts (which
     /// are never persisted) of the same generation. `None`: nothing committed exists.
-    /// [`Entry::committed_status`] with a time window's counts as of now.
-    pub(crate) fn status_now(&self) -> Option<pb::BreakerStatus> {
+    /// [`Entry::committed_status`] with a time window's counts as of `now`.
+    pub(crate) fn status_now(&self, now: Timestamp) -> Option<pb::BreakerStatus> {
         let mut state = self.state.lock();
-        state.machine.expire_window(crate::clock::now());
+        state.machine.expire_window(now);
         self.committed_status(&state)
     }
 

@@ -37,7 +37,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 pub use entry::Entry;
 use entry::EntryState;
 
-use crate::{clock, error::Error, metrics::Metrics, store::Store};
+use crate::{clock::Clock, error::Error, metrics::Metrics, store::Store};
 
 /// Capacity of the live event feed; a watcher further behind catches up from the log.
 pub const FEED_CAPACITY: usize = 4096;
@@ -53,6 +53,9 @@ pub struct RegistryConfig {
     pub templates: Vec<(String, Spec)>,
     /// Where breakers, outcomes, transitions and commits are counted.
     pub metrics: Metrics,
+    /// The time every decision, timer and status is taken at (the wall clock in the
+    /// daemon; a manual one in tests).
+    pub clock: Clock,
 }
 
 /// A decision and what it needs to be answered.
@@ -209,6 +212,11 @@ impl Registry {
         Ok(Self { shared })
     }
 
+    /// The clock the registry reads (a test moves a manual one with it).
+    pub fn clock(&self) -> &Clock {
+        &self.shared.config.clock
+    }
+
     /// The last committed revision.
     pub fn revision(&self) -> u64 {
         self.shared.revision.load(Ordering::Acquire)
@@ -289,7 +297,9 @@ impl Registry {
         let revision = self.revision();
         let entry = self.shared.lookup(name).ok_or_else(deleted)?;
         // What is committed, like every read: a change not yet durable is not shown.
-        let status = entry.status_now().ok_or_else(deleted)?;
+        let status = entry
+            .status_now(self.shared.config.clock.now())
+            .ok_or_else(deleted)?;
         entry.metrics.reported(outcome, true);
         Ok(ReportAnswer {
             reported: Reported {
@@ -348,7 +358,7 @@ impl Registry {
         let revision = self.revision();
         let entry = self.shared.existing(name)?;
         let status = entry
-            .status_now()
+            .status_now(self.shared.config.clock.now())
             .ok_or_else(|| Error::NotFound { name: name.into() })?;
         Ok((status, revision))
     }
@@ -368,7 +378,7 @@ impl Registry {
         let mut breakers = Vec::with_capacity(page_size.min(entries.len()));
         let mut next_page_token = String::new();
         for entry in entries {
-            let Some(status) = entry.status_now() else {
+            let Some(status) = entry.status_now(self.shared.config.clock.now()) else {
                 continue;
             };
             if breakers.len() == page_size {
@@ -459,7 +469,7 @@ impl Registry {
     pub fn live_status(&self, name: &str) -> Option<pb::BreakerStatus> {
         let entry = self.shared.lookup(name)?;
         let mut st = entry.state.lock();
-        st.machine.expire_window(clock::now());
+        st.machine.expire_window(self.shared.config.clock.now());
         (!st.deleted).then(|| st.status(&entry.name))
     }
 
@@ -582,7 +592,7 @@ impl Shared {
         entry
             .state
             .lock()
-            .push_spec_event(&name, pb::EventKind::SpecPut, clock::now());
+            .push_spec_event(&name, pb::EventKind::SpecPut, self.config.clock.now());
         map.insert(name, entry.clone());
         Ok((entry, true))
     }
@@ -619,7 +629,7 @@ impl Shared {
         traffic: bool,
         f: impl FnOnce(&mut EntryState, Timestamp, &Entry) -> Changed<R>,
     ) -> Result<(R, After), Error> {
-        let now = clock::now();
+        let now = self.config.clock.now();
         let mut st = entry.state.lock();
         if traffic && self.failing() {
             // Timers that fell due run first: the transition they cause (OPEN →

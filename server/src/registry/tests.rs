@@ -91,6 +91,8 @@ fn open(dir: &tempfile::TempDir) -> (Registry, Arc<Faulty>) {
             watch_retention: 1000,
             templates: Vec::new(),
             metrics: Metrics::new(100),
+            // Timers move when a test moves this clock, never by themselves.
+            clock: crate::clock::Clock::manual(crate::clock::now()),
         },
     )
     .expect("open registry");
@@ -349,6 +351,20 @@ async fn one_probe_breaker(registry: &Registry, name: &str) -> (Duration, Permit
     (open_for, permit.expect("closed: a permit"))
 }
 
+/// Once the store recovers, `name`'s one probe slot is free: no refused call took it.
+async fn assert_probe_slot_free_after_recovery(registry: &Registry, name: &str) {
+    wait_serving(registry).await;
+    let probe = registry
+        .acquire(name)
+        .await
+        .expect("acquire after recovery");
+    assert!(
+        probe.acquired.allowed,
+        "the probe slot was not taken by the refused acquire: {probe:?}"
+    );
+    assert_eq!(probe.acquired.state, State::HalfOpen);
+}
+
 #[tokio::test(start_paused = true)]
 async fn traffic_on_an_undurable_breaker_is_refused_before_it_changes_anything() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -359,22 +375,18 @@ async fn traffic_on_an_undurable_breaker_is_refused_before_it_changes_anything()
         registry.report("t", permit, Outcome::Failure, None).await,
         "the trip",
     );
-    // The breaker's clock is the wall clock: let its open period pass for real, so
-    // that an acquire now would take the one half-open probe slot.
-    std::thread::sleep(open_for + Duration::from_millis(10));
+    // Let its open period pass, so that an acquire now would take the one half-open
+    // probe slot.
+    registry
+        .clock()
+        .advance(open_for + Duration::from_millis(10));
     assert_unavailable(
         registry.acquire("t").await,
         "acquire while OPEN is undurable",
     );
 
     store.heal();
-    wait_serving(&registry).await;
-    let probe = registry.acquire("t").await.expect("acquire after recovery");
-    assert!(
-        probe.acquired.allowed,
-        "the probe slot was not taken by the refused acquire: {probe:?}"
-    );
-    assert_eq!(probe.acquired.state, State::HalfOpen);
+    assert_probe_slot_free_after_recovery(&registry, "t").await;
 }
 
 #[tokio::test]
@@ -389,20 +401,16 @@ async fn a_timer_due_during_a_fault_is_refused_before_it_admits_a_probe() {
     assert_eq!(tripped.reported.state, State::Open);
     store.fail(u32::MAX);
     assert_unavailable(registry.put("u", spec(1)).await, "a put finds the fault");
-    // The breaker's clock is the wall clock. This runtime has one thread, blocked
-    // here, so the timer task cannot tick `t` first: the acquire finds the timer due.
-    std::thread::sleep(open_for + Duration::from_millis(10));
+    // This runtime has one thread and nothing yields between the clock's move and the
+    // acquire, so the timer task cannot tick `t` first: the acquire finds the timer due.
+    registry
+        .clock()
+        .advance(open_for + Duration::from_millis(10));
     assert_unavailable(
         registry.acquire("t").await,
         "the OPEN -> HALF_OPEN it would cause cannot be made durable",
     );
 
     store.heal();
-    wait_serving(&registry).await;
-    let probe = registry.acquire("t").await.expect("acquire after recovery");
-    assert!(
-        probe.acquired.allowed,
-        "the probe slot was not taken by the refused acquire: {probe:?}"
-    );
-    assert_eq!(probe.acquired.state, State::HalfOpen);
+    assert_probe_slot_free_after_recovery(&registry, "t").await;
 }

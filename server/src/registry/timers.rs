@@ -8,7 +8,6 @@ use cbd_breaker::Timestamp;
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{Shared, entry::Entry};
-use crate::clock;
 
 /// A request to tick `entry` at `at`.
 pub(crate) type Schedule = (Timestamp, Arc<Entry>);
@@ -19,7 +18,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut schedule: mpsc::UnboundedReceiv
     let mut due: BTreeMap<(Timestamp, usize), Arc<Entry>> = BTreeMap::new();
     loop {
         let sleep_for = due.first_key_value().map(|((at, _), _)| {
-            at.saturating_duration_since(clock::now()) + Duration::from_millis(1)
+            at.saturating_duration_since(shared.config.clock.now()) + Duration::from_millis(1)
         });
         tokio::select! {
             msg = schedule.recv() => match msg {
@@ -30,7 +29,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut schedule: mpsc::UnboundedReceiv
                 None => break,
             },
             () = sleep(sleep_for) => {
-                let now = clock::now();
+                let now = shared.config.clock.now();
                 while let Some(entry) = due.first_entry().and_then(|e| (e.key().0 <= now).then(|| e.remove())) {
                     shared.tick(&entry);
                 }
