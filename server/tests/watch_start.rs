@@ -12,24 +12,35 @@ use cbd::{
 use cbd_proto::v1::{self as pb, watch_response::Kind};
 use futures::{StreamExt, future::join_all};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lagging_watcher_waiting_for_its_start_catches_up_from_the_start() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A registry on sled in `dir` holding at most `max_breakers` and `retention` events,
+/// with a Watcher for it; the sender keeps the watcher running.
+fn open(
+    dir: &tempfile::TempDir,
+    max_breakers: usize,
+    retention: u64,
+) -> (Registry, Watcher, tokio::sync::watch::Sender<bool>) {
     let store = SledStore::open(&dir.path().join("data")).expect("open sled");
-    let changes = FEED_CAPACITY as u64 + 100;
     let registry = Registry::open(
         Arc::new(store),
         RegistryConfig {
-            max_breakers: changes as usize,
-            watch_retention: 2 * changes,
+            max_breakers,
+            watch_retention: retention,
             templates: Vec::new(),
             metrics: Metrics::new(16),
             clock: cbd::clock::Clock::wall(),
         },
     )
     .expect("registry");
-    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let watcher = Watcher::new(registry.clone(), 4, stopping);
+    (registry, watcher, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_watcher_waiting_for_its_start_catches_up_from_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let changes = FEED_CAPACITY as u64 + 100;
+    let (registry, watcher, _stop) = open(&dir, changes as usize, 2 * changes);
 
     let current = registry.revision();
     let start = current + changes;
@@ -84,20 +95,7 @@ async fn put_many(registry: &Registry, prefix: &str, n: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_overtaken_by_compaction_ends_out_of_range_not_with_a_gap() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SledStore::open(&dir.path().join("data")).expect("open sled");
-    let registry = Registry::open(
-        Arc::new(store),
-        RegistryConfig {
-            max_breakers: 10_000,
-            watch_retention: 1000,
-            templates: Vec::new(),
-            metrics: Metrics::new(16),
-            clock: cbd::clock::Clock::wall(),
-        },
-    )
-    .expect("registry");
-    let (_stop, stopping) = tokio::sync::watch::channel(false);
-    let watcher = Watcher::new(registry.clone(), 4, stopping);
+    let (registry, watcher, _stop) = open(&dir, 10_000, 1000);
     // 1,200 retained events: the replay reads them in chunks of 500.
     put_many(&registry, "a", 1200).await;
     let stream = watcher
