@@ -3,6 +3,7 @@
 //! Three layers (docs/DESIGN.md §2): the pure state machine (crate `cbd-breaker`), [`store`]
 //! (sled), and thin [`service`] handlers, joined by the [`registry`].
 
+pub mod atomic_file;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -8,11 +8,7 @@
 //! start: the breaker's single-use ledger lives in memory, so a permit of an earlier
 //! run cannot be checked for reuse and is answered `stale`.
 
-use std::{
-    fmt,
-    io::Write,
-    path::{Path, PathBuf},
-};
+use std::{fmt, path::Path};
 
 use cbd_breaker::PermitToken;
 use subtle::ConstantTimeEq;
@@ -70,31 +66,14 @@ impl PermitKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(dir).map_err(|e| fail("cannot create its dir", e))?;
                 let key = Self::random()?;
-                write_new(&path, &key.0).map_err(|e| fail("cannot write", e))?;
+                crate::atomic_file::write(&path, &key.0, Some(0o600))
+                    .map_err(|e| fail("cannot write", e))?;
                 tracing::info!(path = %path.display(), "created a new permit key");
                 Ok(key)
             }
             Err(e) => Err(fail("cannot read", e)),
         }
     }
-}
-
-/// Writes `bytes` to `path` through a fsynced temporary file and a rename, so a crash
-/// leaves either no key or the whole key.
-fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp: PathBuf = path.with_extension("key.tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// A permit as the daemon reads it back.

@@ -11,7 +11,6 @@
 
 use std::{
     fs::{File, OpenOptions},
-    io::Write,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
@@ -124,19 +123,8 @@ impl ManifestFile {
     /// Replaces the manifest in `dir` with one holding `m` (both slots), atomically:
     /// temp file, fsync, rename, fsync of the dir.
     pub fn create(dir: &Path, m: &Manifest) -> std::io::Result<Self> {
-        let path = dir.join(FILE_NAME);
-        let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(&encode(0, m))?;
-        f.write_all(&encode(1, m))?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()?;
+        let slots = [encode(0, m), encode(1, m)].concat();
+        crate::atomic_file::write(&dir.join(FILE_NAME), &slots, None)?;
         Self::open_existing(dir, 1)
     }
 
