@@ -6,6 +6,7 @@
 mod calls;
 mod fallback;
 mod layer;
+mod quickstart;
 mod security;
 mod support;
 mod watch;
