@@ -1,6 +1,6 @@
 //! The end-to-end harness: starts the real `cbd` binary on `127.0.0.1:0` with a
 //! temporary data directory, waits for it with a health check, and hands out gRPC
-//! clients. The tests live in `tests/tests/`.
+//! clients. The tests live in one binary, `tests/tests/e2e/`, one module per concern.
 
 use std::{
     net::SocketAddr,
@@ -50,6 +50,10 @@ pub struct Daemon {
     log: PathBuf,
     extra: Vec<String>,
     options: Options,
+    /// The temporary directory holding `data_dir` when the daemon was started with
+    /// [`Daemon::fresh`]; removed after the process is killed (fields drop after
+    /// `Drop::drop`).
+    scratch: Option<tempfile::TempDir>,
 }
 
 /// How to start a daemon and talk to it, beyond extra flags (see [`Daemon::start_with`]).
@@ -76,6 +80,25 @@ pub struct Refused {
 }
 
 impl Daemon {
+    /// Starts `cbd` on a new temporary data directory (removed when the daemon is
+    /// dropped), plus `extra` flags: what most tests want.
+    pub async fn fresh(extra: &[&str]) -> Self {
+        Self::fresh_with(extra, Options::default()).await
+    }
+
+    /// [`Daemon::fresh`] with [`Options`].
+    pub async fn fresh_with(extra: &[&str], options: Options) -> Self {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let mut daemon = Self::start_with(&scratch.path().join("data"), extra, options).await;
+        daemon.scratch = Some(scratch);
+        daemon
+    }
+
+    /// The data directory the daemon runs on.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// Starts `cbd` on `127.0.0.1:0` with its data in `data_dir`, plus `extra` flags,
     /// and waits until its health check answers SERVING.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
@@ -151,6 +174,7 @@ impl Daemon {
             log,
             extra,
             options,
+            scratch: None,
         };
         match daemon.wait_for_addr(&addr_file).await {
             Some(addr) => daemon.addr = addr,
@@ -180,7 +204,9 @@ impl Daemon {
             self.options.clone(),
         )
         .await;
+        let scratch = self.scratch.take();
         *self = fresh;
+        self.scratch = scratch;
     }
 
     /// The address once written, or `None` when the process exits first.

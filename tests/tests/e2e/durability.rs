@@ -131,8 +131,7 @@ async fn sigterm_restart_brings_everything_back() {
 
 #[tokio::test]
 async fn health_turns_not_serving_on_sigterm_before_exit() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let mut daemon = Daemon::fresh(&[]).await;
     let mut health = daemon.health_client().await;
     let mut updates = health
         .watch(HealthCheckRequest {
@@ -268,8 +267,7 @@ async fn load(
 async fn kill_9_under_load_loses_nothing_acknowledged() {
     const ROUNDS: usize = 20;
     const TASKS: usize = 8;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let mut daemon = Daemon::fresh(&[]).await;
     let mut last_revision = 0;
     for round in 0..ROUNDS {
         let acked = Arc::new(Acked::default());
@@ -351,8 +349,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
 
 #[tokio::test]
 async fn recovery_half_opens_expired_breakers_and_frees_crashed_probes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let mut daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     let short = pb::BreakerSpec {

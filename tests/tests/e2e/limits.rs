@@ -22,8 +22,7 @@ fn assert_exhausted<T: std::fmt::Debug>(result: Result<T, Status>, flag: &str) {
 
 #[tokio::test]
 async fn an_oversized_message_is_resource_exhausted_naming_the_flag() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &["--max-message-size", "4096"]).await;
+    let daemon = Daemon::fresh(&["--max-message-size", "4096"]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(&mut admin, "ok", pb::BreakerSpec::default()).await;
@@ -66,8 +65,7 @@ async fn an_oversized_message_is_resource_exhausted_naming_the_flag() {
 
 #[tokio::test]
 async fn too_many_watchers_is_resource_exhausted_and_a_freed_slot_is_reused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &["--max-watchers", "2"]).await;
+    let daemon = Daemon::fresh(&["--max-watchers", "2"]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(&mut admin, "ok", pb::BreakerSpec::default()).await;
@@ -100,8 +98,7 @@ async fn too_many_watchers_is_resource_exhausted_and_a_freed_slot_is_reused() {
 
 #[tokio::test]
 async fn too_many_breakers_is_resource_exhausted_naming_the_flag() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &["--max-breakers", "2"]).await;
+    let daemon = Daemon::fresh(&["--max-breakers", "2"]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(&mut admin, "a", pb::BreakerSpec::default()).await;
@@ -130,12 +127,7 @@ async fn too_many_breakers_is_resource_exhausted_naming_the_flag() {
 
 #[tokio::test]
 async fn past_max_concurrent_requests_requests_are_refused_not_queued() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(
-        &dir.path().join("data"),
-        &["--max-concurrent-requests", "1"],
-    )
-    .await;
+    let daemon = Daemon::fresh(&["--max-concurrent-requests", "1"]).await;
     let admin = daemon.admin().await;
     // Puts of new breakers each wait for a flush, so a burst of them on one
     // connection overlaps in the daemon: all but the ones that got the slot are

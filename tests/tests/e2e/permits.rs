@@ -68,8 +68,7 @@ fn forgeries(name: &str, generation: u64, probe: Option<u64>) -> Vec<Vec<u8>> {
 
 #[tokio::test]
 async fn a_forged_permit_is_invalid_and_trips_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     let created = put(&mut admin, "victim", three_failures(60_000)).await;
@@ -90,8 +89,7 @@ async fn a_forged_permit_is_invalid_and_trips_nothing() {
 
 #[tokio::test]
 async fn a_replayed_permit_counts_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(&mut admin, "dup", three_failures(60_000)).await;
@@ -110,8 +108,7 @@ async fn a_replayed_permit_counts_once() {
 
 #[tokio::test]
 async fn a_forged_probe_cannot_take_the_real_probes_slot() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(&mut admin, "probed", three_failures(200)).await;
@@ -131,8 +128,7 @@ async fn a_forged_probe_cannot_take_the_real_probes_slot() {
 
 #[tokio::test]
 async fn a_permit_from_before_a_crash_is_stale_and_never_collides() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let mut daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     // Long enough that the breaker is still HALF_OPEN after the restart: it only
@@ -169,8 +165,7 @@ async fn a_permit_from_before_a_crash_is_stale_and_never_collides() {
 
 #[tokio::test]
 async fn generations_never_go_back_across_delete_and_recreate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let mut daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(&mut admin, "reborn", three_failures(60_000)).await;

@@ -128,20 +128,15 @@ fn strip_ansi(text: &str) -> String {
 }
 
 /// A daemon serving metrics on a free port, and that port's address.
-async fn with_metrics(dir: &tempfile::TempDir) -> (Daemon, SocketAddr) {
-    let daemon = Daemon::start(
-        &dir.path().join("data"),
-        &["--metrics-listen", "127.0.0.1:0", "--log-format", "text"],
-    )
-    .await;
+async fn with_metrics() -> (Daemon, SocketAddr) {
+    let daemon = Daemon::fresh(&["--metrics-listen", "127.0.0.1:0", "--log-format", "text"]).await;
     let addr = metrics_addr(&daemon);
     (daemon, addr)
 }
 
 #[tokio::test]
 async fn a_scripted_trip_shows_in_the_metrics() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (daemon, addr) = with_metrics(&dir).await;
+    let (daemon, addr) = with_metrics().await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(
@@ -213,16 +208,12 @@ async fn a_scripted_trip_shows_in_the_metrics() {
 
 #[tokio::test]
 async fn per_breaker_series_are_capped() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(
-        &dir.path().join("data"),
-        &[
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--metrics-max-breakers",
-            "3",
-        ],
-    )
+    let daemon = Daemon::fresh(&[
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--metrics-max-breakers",
+        "3",
+    ])
     .await;
     let addr = metrics_addr(&daemon);
     let mut admin = daemon.admin().await;
@@ -277,8 +268,7 @@ async fn per_breaker_series_are_capped() {
 
 #[tokio::test]
 async fn promtool_accepts_a_scrape_and_openmetrics_is_served_when_asked() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (daemon, addr) = with_metrics(&dir).await;
+    let (daemon, addr) = with_metrics().await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(&mut admin, "scraped", pb::BreakerSpec::default()).await;

@@ -16,8 +16,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn tutorial_three_failures_open_then_one_probe_closes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(
@@ -71,8 +70,7 @@ async fn tutorial_three_failures_open_then_one_probe_closes() {
 
 #[tokio::test]
 async fn failure_rate_trips_once_minimum_calls_are_in_the_window() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(
@@ -114,8 +112,7 @@ async fn failure_rate_trips_once_minimum_calls_are_in_the_window() {
 
 #[tokio::test]
 async fn slow_calls_trip_on_slow_call_rate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(
@@ -158,8 +155,7 @@ async fn slow_calls_trip_on_slow_call_rate() {
 
 #[tokio::test]
 async fn unreported_probe_expires_after_permit_ttl() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(
@@ -229,8 +225,7 @@ async fn unreported_probe_expires_after_permit_ttl() {
 #[tokio::test]
 async fn sixty_four_clients_never_hold_more_than_half_open_permits() {
     const PERMITS: usize = 3;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(
@@ -290,8 +285,7 @@ async fn sixty_four_clients_never_hold_more_than_half_open_permits() {
 
 #[tokio::test]
 async fn a_time_windows_counts_in_get_and_list_are_as_of_now() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(

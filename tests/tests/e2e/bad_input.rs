@@ -18,8 +18,7 @@ fn assert_error<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code
 
 #[tokio::test]
 async fn every_rpc_rejects_bad_input_with_the_right_code() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(&mut admin, "ok", pb::BreakerSpec::default()).await;
@@ -639,8 +638,7 @@ async fn raw_call(daemon: &Daemon, path: &'static str, body: Vec<u8>) -> tonic::
 
 #[tokio::test]
 async fn undecodable_requests_are_invalid_argument_not_internal() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let cases: [(&str, Vec<u8>); 4] = [
         ("garbage", vec![0xff; 12]),
         // Field 1 (name), length 2, bytes that are not UTF-8.

@@ -34,8 +34,7 @@ fn closed_within(mut conn: TcpStream, within: Duration) -> Duration {
 
 #[tokio::test]
 async fn silent_and_half_preface_connections_are_closed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &["--handshake-timeout", "300ms"]).await;
+    let daemon = Daemon::fresh(&["--handshake-timeout", "300ms"]).await;
     let mut admin = daemon.admin().await;
     put(&mut admin, "alive", pb::BreakerSpec::default()).await;
     let baseline = open_fds(daemon.pid());

@@ -74,8 +74,7 @@ fn spec(consecutive_failures: u32, open_ms: u64) -> pb::BreakerSpec {
 
 #[tokio::test]
 async fn snapshot_then_every_transition_in_order() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(&mut admin, "w/a", spec(2, 200)).await;
@@ -143,8 +142,7 @@ async fn snapshot_then_every_transition_in_order() {
 
 #[tokio::test]
 async fn filters_by_prefix_names_and_everything() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     let progress = Some(ms(20));
@@ -215,8 +213,7 @@ async fn filters_by_prefix_names_and_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_after_kill_9_has_no_gap_and_no_duplicate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let mut daemon = Daemon::fresh(&[]).await;
     let mut client = daemon.breakers().await;
     let mut stream = watch(&mut client, pb::WatchRequest::default()).await;
     let (_, start) = snapshot(&mut stream).await;
@@ -303,8 +300,7 @@ async fn resume_after_kill_9_has_no_gap_and_no_duplicate() {
 
 #[tokio::test]
 async fn compacted_start_revision_is_out_of_range_naming_the_oldest() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &["--watch-retention", "5"]).await;
+    let daemon = Daemon::fresh(&["--watch-retention", "5"]).await;
     let mut admin = daemon.admin().await;
     let mut last = 0;
     for i in 0..20 {
@@ -349,8 +345,7 @@ async fn compacted_start_revision_is_out_of_range_naming_the_oldest() {
 
 #[tokio::test]
 async fn progress_messages_arrive_on_a_quiet_stream() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let revision = put(&mut admin, "quiet", spec(3, 1000)).await.revision;
     let mut client = daemon.breakers().await;
@@ -382,8 +377,7 @@ async fn progress_messages_arrive_on_a_quiet_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_that_never_reads_does_not_block_or_grow_the_daemon() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let mut client = daemon.breakers().await;
     put(&mut admin, "busy", spec(1_000_000, 1000)).await;
@@ -466,8 +460,7 @@ async fn set_override(
 
 #[tokio::test]
 async fn a_start_beyond_the_store_waits_and_never_sends_an_earlier_event() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     let current = put(&mut admin, "future", spec(3, 1000)).await.revision;
     let start = current + 3;

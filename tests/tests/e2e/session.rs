@@ -13,8 +13,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn session_answers_each_item_by_id() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     put(
         &mut admin,
@@ -130,8 +129,7 @@ async fn session_answers_each_item_by_id() {
 
 #[tokio::test]
 async fn an_oversized_item_ends_the_session_with_resource_exhausted() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("data"), &[]).await;
+    let daemon = Daemon::fresh(&[]).await;
     let mut admin = daemon.admin().await;
     put(&mut admin, "big", pb::BreakerSpec::default()).await;
     let mut client = daemon.breakers().await;

@@ -1,0 +1,18 @@
+//! End-to-end tests of the daemon: real `cbd` processes on ephemeral loopback ports,
+//! ready once their health check answers, spoken to over real gRPC (and HTTP for
+//! metrics). One test binary, so the workspace links it once; each module is one
+//! concern, and every test starts its own daemon (`Daemon::fresh`).
+
+mod bad_input;
+mod connections;
+mod damage;
+mod disk_full;
+mod durability;
+mod fsync;
+mod limits;
+mod metrics;
+mod permits;
+mod scenarios;
+mod security;
+mod session;
+mod watch;
