@@ -15,14 +15,14 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// One sample: name, labels, value.
 #[derive(Debug)]
-struct Sample {
-    name: String,
+pub(crate) struct Sample {
+    pub(crate) name: String,
     labels: BTreeMap<String, String>,
     value: f64,
 }
 
 /// Parses the text exposition (label values here hold no `,`, `"` or `}`).
-fn parse(text: &str) -> Vec<Sample> {
+pub(crate) fn parse(text: &str) -> Vec<Sample> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|line| {
@@ -86,7 +86,7 @@ fn get_metrics(addr: SocketAddr, accept: Option<&str>) -> (String, String) {
 }
 
 /// A scrape as curl or promtool makes it: the classic text format.
-fn scrape(addr: SocketAddr) -> String {
+pub(crate) fn scrape(addr: SocketAddr) -> String {
     let (head, body) = get_metrics(addr, Some("*/*"));
     assert!(
         head.contains("content-type: text/plain; version=0.0.4"),
@@ -128,7 +128,7 @@ fn strip_ansi(text: &str) -> String {
 }
 
 /// A daemon serving metrics on a free port, and that port's address.
-async fn with_metrics() -> (Daemon, SocketAddr) {
+pub(crate) async fn with_metrics() -> (Daemon, SocketAddr) {
     let daemon = Daemon::fresh(&["--metrics-listen", "127.0.0.1:0", "--log-format", "text"]).await;
     let addr = metrics_addr(&daemon);
     (daemon, addr)
