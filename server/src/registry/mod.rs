@@ -320,10 +320,29 @@ impl Registry {
     pub async fn put(&self, name: &str, spec: Spec) -> Result<PutAnswer, Error> {
         cbd_breaker::validate_name(name)?;
         self.shared.writable()?;
-        let (entry, created) = self.shared.get_or_create(name, &spec)?;
-        let ((unchanged, status), after) = self.shared.update(&entry, |st, now, entry| {
+        loop {
+            let (entry, created) = self.shared.get_or_create(name, &spec)?;
+            if let Some(answer) = self.put_into(&entry, created, &spec).await? {
+                return Ok(answer);
+            }
+        }
+    }
+
+    /// [`Registry::put`] on `entry`, as looked up. `None`: the entry was dropped
+    /// from the map meanwhile (its delete committed), so the name must be looked up
+    /// again; reviving it would serve a breaker the map no longer holds.
+    async fn put_into(
+        &self,
+        entry: &Arc<Entry>,
+        created: bool,
+        spec: &Spec,
+    ) -> Result<Option<PutAnswer>, Error> {
+        let (put, after) = self.shared.update(entry, |st, now, entry| {
             if created {
-                return Ok(((false, st.status(&entry.name)), None));
+                return Ok((Some((false, st.status(&entry.name))), None));
+            }
+            if st.forgotten {
+                return Ok((None, None));
             }
             if st.deleted {
                 // Deleted but not yet committed: start over, keeping the generation
@@ -332,25 +351,27 @@ impl Registry {
                     (st.machine.status().generation + 1).max(self.shared.first_generation());
                 st.machine = revived(spec.clone(), generation);
                 st.deleted = false;
-            } else if st.machine.spec() == &spec {
-                return Ok(((true, st.status(&entry.name)), None));
+            } else if st.machine.spec() == spec {
+                return Ok((Some((true, st.status(&entry.name))), None));
             } else {
                 st.machine.set_spec(spec.clone());
             }
             st.push_spec_event(&entry.name, pb::EventKind::SpecPut, now);
-            Ok(((false, st.status(&entry.name)), None))
+            Ok((Some((false, st.status(&entry.name))), None))
         })?;
-        let revision = self.shared.finish(&entry, after).await?;
-        let mut breaker = status;
+        let Some((unchanged, mut breaker)) = put else {
+            return Ok(None);
+        };
+        let revision = self.shared.finish(entry, after).await?;
         if !unchanged {
             breaker.mod_revision = entry.state.lock().mod_revision;
         }
-        Ok(PutAnswer {
+        Ok(Some(PutAnswer {
             breaker,
             created,
             unchanged,
             revision,
-        })
+        }))
     }
 
     /// One breaker's status as committed (see [`Entry::committed_status`]), its
@@ -801,6 +822,7 @@ impl Shared {
             && map.get(&entry.name).is_some_and(|e| Arc::ptr_eq(e, entry))
         {
             map.remove(&entry.name);
+            st.forgotten = true;
             entry.metrics.release(&mut st.shown);
         }
     }

@@ -687,3 +687,69 @@ fn a_snapshot_during_a_stalled_commit_returns_at_once_without_it_and_the_feed_br
         assert_eq!(records[0].1.mod_revision, 2);
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_put_holding_an_entry_forgotten_after_its_delete_looks_the_name_up_again() {
+    let memory = MemoryStore::new();
+    let (registry, _store) = open_on(&memory);
+    registry.put("d", spec(1)).await.expect("put");
+    // What a racing put looked up before the writer dropped the committed delete.
+    let stale = registry.shared.lookup("d").expect("entry");
+    registry.delete("d").await.expect("delete");
+    assert!(
+        registry.is_empty(),
+        "the committed delete dropped the entry"
+    );
+    let put = registry.put_into(&stale, false, &spec(2)).await;
+    assert!(
+        put.expect("no error").is_none(),
+        "the forgotten entry is not revived"
+    );
+    assert!(memory.breakers("").is_empty(), "and wrote nothing");
+    let put = registry.put("d", spec(2)).await.expect("put again");
+    assert!(put.created);
+    assert!(registry.get("d").is_ok());
+    assert_eq!(memory.breakers("").len(), 1);
+}
+
+#[test]
+fn a_put_racing_a_committed_delete_never_leaves_a_stored_breaker_unserved() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let memory = MemoryStore::new();
+    let (registry, _store) = runtime.block_on(async { open_on(&memory) });
+    // The race is narrow (a put's lookup against the writer dropping the entry):
+    // many rounds, each checking the invariant; about a second in all.
+    for round in 0..3000 {
+        runtime.block_on(async {
+            registry.put("d", spec(1)).await.expect("put");
+            let deleting = tokio::spawn({
+                let registry = registry.clone();
+                async move { registry.delete("d").await }
+            });
+            let putting = tokio::spawn({
+                let registry = registry.clone();
+                async move {
+                    // Until the put lands after the delete (an identical spec before
+                    // it is unchanged; this one differs, so it is a change either way).
+                    registry.put("d", spec(2)).await
+                }
+            });
+            deleting.await.expect("task").expect("delete");
+            putting.await.expect("task").expect("put");
+            registry.sync().await.expect("sync");
+            let served = registry.get("d").is_ok();
+            let stored = !memory.breakers("d").is_empty();
+            assert_eq!(
+                served, stored,
+                "round {round}: served {served}, stored {stored}"
+            );
+            if served {
+                registry.delete("d").await.expect("clean up");
+            }
+        });
+    }
+}

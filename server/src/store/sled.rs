@@ -781,6 +781,7 @@ mod tests {
                 })
                 .expect("commit");
         }
+        until_released(dir.path());
         let store = SledStore::open(dir.path()).expect("reopen");
         let loaded = store.load().expect("load");
         assert_eq!(loaded.revision, 6);
@@ -807,6 +808,27 @@ mod tests {
     /// Commits `a`, `b`, then in one batch replaces `a` and deletes `b` and `c` (never
     /// created): revision 3, two breakers... then one.
     fn populate(dir: &Path) {
+        drop(populated(dir));
+        until_released(dir);
+    }
+
+    /// sled's background threads let go of `db` a moment after its last handle is
+    /// dropped (later still on a loaded machine): a test that opens it again waits
+    /// for that, with a bound, instead of racing it.
+    fn until_released(dir: &Path) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while probe_sled_lock(dir).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sled never let go of {}",
+                dir.display()
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// [`populate`], returning the open store.
+    fn populated(dir: &Path) -> SledStore {
         let store = SledStore::open(dir).expect("open");
         for (rev, name) in [(1, "a"), (2, "b")] {
             store
@@ -830,13 +852,13 @@ mod tests {
                 oldest_retained: 1,
             })
             .expect("commit");
+        store
     }
 
     #[test]
     fn a_commit_expecting_another_revision_is_refused_and_applies_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        populate(dir.path());
-        let store = SledStore::open(dir.path()).expect("open");
+        let store = populated(dir.path());
         let stale = WriteBatch {
             expect_revision: 2,
             puts: vec![("x".into(), record(3))],
@@ -871,8 +893,8 @@ mod tests {
             oldest_retained: 1,
         };
         assert_eq!(store.commit_blocking(&again).expect("retry").revision, 3);
-        drop(store);
-        SledStore::open(dir.path()).expect("still consistent with its manifest");
+        let m = manifest::read(dir.path()).expect("read").expect("manifest");
+        assert_eq!((m.revision, m.breakers), (3, 1), "the manifest agrees");
     }
 
     fn raw(dir: &Path) -> sled::Db {
@@ -901,6 +923,7 @@ mod tests {
                 .expect("insert");
             db.flush().expect("flush");
         }
+        until_released(dir.path());
         let err = SledStore::open(dir.path()).unwrap_err();
         assert!(matches!(err, Error::Damaged { .. }), "{err}");
         assert!(err.to_string().contains("records differ"), "{err}");
@@ -915,6 +938,7 @@ mod tests {
             db.remove(event_key(2)).expect("remove");
             db.flush().expect("flush");
         }
+        until_released(dir.path());
         let err = SledStore::open(dir.path()).unwrap_err();
         assert!(
             err.to_string()
