@@ -30,6 +30,10 @@ pub enum Error {
     /// store recovers. Retrying a put, an override or a reset is idempotent.
     #[error("store cannot commit: {cause}; retrying")]
     StoreUnavailable { cause: String },
+    /// A conditional commit found the store at another revision than the writer
+    /// expected: another writer moved it on (docs/DESIGN.md §9). Nothing was applied.
+    #[error("store is at revision {found}, not {expected}: another writer moved it on")]
+    StoreConflict { expected: u64, found: u64 },
     /// The data dir holds less than was committed (or cannot be read); the daemon
     /// refuses to serve it unless started with `--force-recover`.
     #[error("data dir {} is damaged: {reason}", data_dir.display())]
@@ -71,7 +75,9 @@ impl Error {
             Self::LimitReached { .. } => Code::ResourceExhausted,
             Self::Compacted { .. } => Code::OutOfRange,
             Self::Storage(_) => Code::Internal,
-            Self::StoreUnavailable { .. } | Self::ShuttingDown => Code::Unavailable,
+            Self::StoreUnavailable { .. } | Self::StoreConflict { .. } | Self::ShuttingDown => {
+                Code::Unavailable
+            }
             Self::Damaged { .. } => Code::DataLoss,
             Self::Unauthenticated { .. } => Code::Unauthenticated,
             Self::PermissionDenied { .. } => Code::PermissionDenied,
@@ -164,6 +170,13 @@ mod tests {
                     reason: "it holds revision 0".into(),
                 },
                 Code::DataLoss,
+            ),
+            (
+                Error::StoreConflict {
+                    expected: 4,
+                    found: 6,
+                },
+                Code::Unavailable,
             ),
             (Error::ShuttingDown, Code::Unavailable),
             (

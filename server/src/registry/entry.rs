@@ -35,6 +35,9 @@ pub(crate) struct EntryState {
     pub machine: Breaker,
     /// Deleted, and the delete not yet committed (the writer then drops the entry).
     pub deleted: bool,
+    /// Dropped from the map after its delete committed; whoever still holds the
+    /// entry must look the name up again rather than revive it.
+    pub forgotten: bool,
     /// Changes made since the writer last drained this entry, in order; their
     /// revisions are assigned by the writer.
     pub pending: Vec<pb::Event>,
@@ -67,6 +70,7 @@ impl Entry {
             state: Mutex::new(EntryState {
                 machine,
                 deleted: false,
+                forgotten: false,
                 pending: Vec::new(),
                 change_seq: 0,
                 mod_revision: committed.as_ref().map_or(0, |r| r.mod_revision),

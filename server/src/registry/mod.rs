@@ -130,9 +130,11 @@ pub(crate) struct Shared {
     oldest_retained: AtomicU64,
     /// Committed events, in revision order.
     feed: broadcast::Sender<Arc<pb::Event>>,
-    /// Held by a commit while it writes and publishes, and by a new watcher while it
-    /// reads the revision and subscribes, so that the two never interleave.
-    commit_lock: RwLock<()>,
+    /// Write side: held by the writer while it publishes a committed batch to memory
+    /// (never across the store's commit). Read side: held by a new watcher while it
+    /// reads the revision, subscribes and copies the committed records, so that it
+    /// sees one revision exactly (docs/DESIGN.md §5).
+    publish_lock: RwLock<()>,
     /// Set while the writer retries a failed commit; read on every request, so an
     /// atomic rather than a look at `health`.
     failing: AtomicBool,
@@ -194,7 +196,7 @@ impl Registry {
             revision: AtomicU64::new(loaded.revision),
             oldest_retained: AtomicU64::new(loaded.oldest_retained),
             feed: broadcast::Sender::new(FEED_CAPACITY),
-            commit_lock: RwLock::new(()),
+            publish_lock: RwLock::new(()),
             failing: AtomicBool::new(false),
             health: watch::Sender::new(StoreHealth::Serving),
         });
@@ -318,10 +320,29 @@ impl Registry {
     pub async fn put(&self, name: &str, spec: Spec) -> Result<PutAnswer, Error> {
         cbd_breaker::validate_name(name)?;
         self.shared.writable()?;
-        let (entry, created) = self.shared.get_or_create(name, &spec)?;
-        let ((unchanged, status), after) = self.shared.update(&entry, |st, now, entry| {
+        loop {
+            let (entry, created) = self.shared.get_or_create(name, &spec)?;
+            if let Some(answer) = self.put_into(&entry, created, &spec).await? {
+                return Ok(answer);
+            }
+        }
+    }
+
+    /// [`Registry::put`] on `entry`, as looked up. `None`: the entry was dropped
+    /// from the map meanwhile (its delete committed), so the name must be looked up
+    /// again; reviving it would serve a breaker the map no longer holds.
+    async fn put_into(
+        &self,
+        entry: &Arc<Entry>,
+        created: bool,
+        spec: &Spec,
+    ) -> Result<Option<PutAnswer>, Error> {
+        let (put, after) = self.shared.update(entry, |st, now, entry| {
             if created {
-                return Ok(((false, st.status(&entry.name)), None));
+                return Ok((Some((false, st.status(&entry.name))), None));
+            }
+            if st.forgotten {
+                return Ok((None, None));
             }
             if st.deleted {
                 // Deleted but not yet committed: start over, keeping the generation
@@ -330,25 +351,27 @@ impl Registry {
                     (st.machine.status().generation + 1).max(self.shared.first_generation());
                 st.machine = revived(spec.clone(), generation);
                 st.deleted = false;
-            } else if st.machine.spec() == &spec {
-                return Ok(((true, st.status(&entry.name)), None));
+            } else if st.machine.spec() == spec {
+                return Ok((Some((true, st.status(&entry.name))), None));
             } else {
                 st.machine.set_spec(spec.clone());
             }
             st.push_spec_event(&entry.name, pb::EventKind::SpecPut, now);
-            Ok(((false, st.status(&entry.name)), None))
+            Ok((Some((false, st.status(&entry.name))), None))
         })?;
-        let revision = self.shared.finish(&entry, after).await?;
-        let mut breaker = status;
+        let Some((unchanged, mut breaker)) = put else {
+            return Ok(None);
+        };
+        let revision = self.shared.finish(entry, after).await?;
         if !unchanged {
             breaker.mod_revision = entry.state.lock().mod_revision;
         }
-        Ok(PutAnswer {
+        Ok(Some(PutAnswer {
             breaker,
             created,
             unchanged,
             revision,
-        })
+        }))
     }
 
     /// One breaker's status as committed (see [`Entry::committed_status`]), its
@@ -429,35 +452,44 @@ impl Registry {
     }
 
     /// Subscribes to committed events and returns the revision the subscription
-    /// starts after: every event with a higher revision arrives on the feed.
+    /// starts after: every event with a higher revision arrives on the feed, which
+    /// may also carry a few at or below it (skip those).
     pub fn subscribe(&self) -> Subscription {
-        let _commit = self.shared.commit_lock.read();
-        Subscription {
-            revision: self.revision(),
-            oldest_retained: self.shared.oldest_retained.load(Ordering::Acquire),
-            feed: self.shared.feed.subscribe(),
-        }
+        let _publish = self.shared.publish_lock.read();
+        self.shared.subscription()
     }
 
     /// Like [`Registry::subscribe`], plus the committed records of the breakers whose
-    /// names start with `prefix`, read at exactly the subscription's revision.
+    /// names start with `prefix`, in name order, at exactly the subscription's
+    /// revision. Taken from memory (each entry's last committed record), so it
+    /// waits for no commit in progress: only for a publish, which does no I/O.
     pub fn subscribe_with_snapshot(
         &self,
         prefix: &str,
-    ) -> Result<(Subscription, Vec<(String, crate::store::StoredBreaker)>), Error> {
-        let _commit = self.shared.commit_lock.read();
-        let records = self.shared.store.breakers(prefix)?;
-        let subscription = Subscription {
-            revision: self.revision(),
-            oldest_retained: self.shared.oldest_retained.load(Ordering::Acquire),
-            feed: self.shared.feed.subscribe(),
+    ) -> (Subscription, Vec<(String, crate::store::StoredBreaker)>) {
+        let (subscription, mut records) = {
+            let _publish = self.shared.publish_lock.read();
+            let records: Vec<_> = self
+                .shared
+                .breakers
+                .read()
+                .iter()
+                .filter(|(name, _)| name.starts_with(prefix))
+                .filter_map(|(name, entry)| {
+                    let committed = entry.state.lock().committed.clone()?;
+                    Some((name.to_string(), committed))
+                })
+                .collect();
+            (self.shared.subscription(), records)
         };
-        Ok((subscription, records))
+        records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        (subscription, records)
     }
 
-    /// Logged events with `from <= revision <= to`.
-    pub fn events(&self, from: u64, to: u64) -> Result<Vec<pb::Event>, Error> {
-        self.shared.store.events(from, to)
+    /// Up to `limit` logged events from revision `from` on, in revision order (a
+    /// compacted revision is absent).
+    pub async fn events(&self, from: u64, limit: usize) -> Result<Vec<pb::Event>, Error> {
+        self.shared.store.clone().events(from, limit).await
     }
 
     /// The oldest revision still in the log.
@@ -548,6 +580,16 @@ fn revived(spec: Spec, generation: u64) -> Breaker {
 }
 
 impl Shared {
+    /// The revision, the log's start and a new feed receiver; under the publish
+    /// lock's read side.
+    fn subscription(&self) -> Subscription {
+        Subscription {
+            revision: self.revision.load(Ordering::Acquire),
+            oldest_retained: self.oldest_retained.load(Ordering::Acquire),
+            feed: self.feed.subscribe(),
+        }
+    }
+
     fn lookup(&self, name: &str) -> Option<Arc<Entry>> {
         self.breakers.read().get(name).cloned()
     }
@@ -742,29 +784,30 @@ impl Shared {
         }
     }
 
-    /// Commits one batch and publishes it: the entries' committed records and
-    /// durable sequences first, then the revision, then the events, so that a reader
-    /// who saw the revision sees the entries at least as new. Called by the writer
-    /// on a blocking thread; on an error nothing is published.
-    fn commit(&self, batch: &writer::Built) -> Result<(), Error> {
-        let _commit = self.commit_lock.write();
-        self.store.commit(&batch.batch)?;
-        for drained in &batch.drained {
-            drained.entry.state.lock().committed = drained.record.clone();
-            drained
-                .entry
-                .durable_seq
-                .store(drained.seq, Ordering::Release);
+    /// Publishes a committed batch: under the publish lock (memory only, no I/O),
+    /// the entries' committed records and durable sequences, then the revision, so
+    /// that a reader who saw the revision sees the entries at least as new and a
+    /// snapshot under the lock's read side is exactly one revision; then, with the
+    /// lock released, the events to the feed (docs/DESIGN.md §5).
+    fn publish(&self, built: &writer::Built) {
+        let batch = &built.batch;
+        {
+            let _publish = self.publish_lock.write();
+            for drained in &built.drained {
+                drained.entry.state.lock().committed = drained.record.clone();
+                drained
+                    .entry
+                    .durable_seq
+                    .store(drained.seq, Ordering::Release);
+            }
+            self.revision.store(batch.revision, Ordering::Release);
+            self.oldest_retained
+                .store(batch.oldest_retained, Ordering::Release);
         }
-        let batch = &batch.batch;
-        self.revision.store(batch.revision, Ordering::Release);
-        self.oldest_retained
-            .store(batch.oldest_retained, Ordering::Release);
         for event in &batch.events {
             // No receivers is fine: nobody is watching.
             let _ = self.feed.send(Arc::new(event.clone()));
         }
-        Ok(())
     }
 
     /// After a committed delete: drops the entry unless it was revived meanwhile.
@@ -779,6 +822,7 @@ impl Shared {
             && map.get(&entry.name).is_some_and(|e| Arc::ptr_eq(e, entry))
         {
             map.remove(&entry.name);
+            st.forgotten = true;
             entry.metrics.release(&mut st.shown);
         }
     }

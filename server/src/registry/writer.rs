@@ -1,7 +1,8 @@
 //! The one writer (docs/DESIGN.md §6): drains the entries that changed, gives their events
-//! revisions in order, commits record + events + revision as one batch, flushes once
-//! per batch on a blocking thread (group commit), then publishes the events to
-//! watchers and wakes the callers waiting for durability. Nothing else flushes.
+//! revisions in order, commits record + events + revision as one conditional batch
+//! (group commit; the store does its blocking work off the Tokio workers), awaits it
+//! holding no lock, then publishes the events to watchers and wakes the callers
+//! waiting for durability. Nothing else commits, and one commit runs at a time.
 //!
 //! A failed commit is retried, the very same batch, with exponential backoff until
 //! it succeeds: its revisions are already handed out, so retrying it as built keeps
@@ -32,7 +33,7 @@ pub(crate) const RETRY_MAX: Duration = Duration::from_secs(1);
 /// A batch as laid out, with what its commit makes durable.
 #[derive(Debug)]
 pub(crate) struct Built {
-    pub batch: WriteBatch,
+    pub batch: Arc<WriteBatch>,
     pub drained: Vec<Drained>,
 }
 
@@ -55,7 +56,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut dirty: mpsc::UnboundedReceiver<
         if built.batch.events.is_empty() {
             continue;
         }
-        let built = commit_until_done(&shared, Arc::new(built)).await;
+        commit_until_done(&shared, &built).await;
+        shared.publish(&built);
         for drained in &built.drained {
             shared.forget_if_deleted(&drained.entry);
         }
@@ -65,41 +67,36 @@ pub(crate) async fn run(shared: Arc<Shared>, mut dirty: mpsc::UnboundedReceiver<
 }
 
 /// Commits `built`, retrying with backoff (tokio time) until the store takes it.
-async fn commit_until_done(shared: &Arc<Shared>, built: Arc<Built>) -> Arc<Built> {
+async fn commit_until_done(shared: &Shared, built: &Built) {
     let mut delay = RETRY_FIRST;
     let mut failures = 0u32;
+    let batch = &built.batch;
     loop {
-        let committer = shared.clone();
-        let batch = built.clone();
-        let committed = tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let result = committer.commit(&batch);
-            let elapsed = started.elapsed();
-            if result.is_ok() {
-                committer
-                    .config
-                    .metrics
-                    .flush(elapsed, batch.batch.events.len());
+        let started = tokio::time::Instant::now();
+        let result = shared.store.clone().commit(batch.clone()).await;
+        let elapsed = started.elapsed();
+        tracing::debug!(
+            events = batch.events.len(),
+            revision = batch.revision,
+            ?elapsed,
+            ok = result.is_ok(),
+            "group commit"
+        );
+        let cause = match result {
+            Ok(committed) if committed.revision == batch.revision => {
+                shared.config.metrics.flush(elapsed, batch.events.len());
+                break;
             }
-            tracing::debug!(
-                events = batch.batch.events.len(),
-                revision = batch.batch.revision,
-                ?elapsed,
-                ok = result.is_ok(),
-                "group commit"
-            );
-            result
-        })
-        .await;
-        let cause = match committed {
-            Ok(Ok(())) => break,
+            Ok(committed) => format!(
+                "store committed revision {} for batch {}",
+                committed.revision, batch.revision
+            ),
             // Already phrased as a fault (the store could not reopen): keep its cause.
-            Ok(Err(Error::StoreUnavailable { cause })) => cause,
-            Ok(Err(e)) => e.to_string(),
-            Err(join) => format!("commit task failed: {join}"),
+            Err(Error::StoreUnavailable { cause }) => cause,
+            Err(e) => e.to_string(),
         };
         failures += 1;
-        let revision = built.batch.revision;
+        let revision = batch.revision;
         if failures == 1 {
             tracing::error!(%cause, revision, retry_in = ?delay, "commit failed; not serving until it succeeds");
         } else {
@@ -113,11 +110,10 @@ async fn commit_until_done(shared: &Arc<Shared>, built: Arc<Built>) -> Arc<Built
         shared.store_recovered();
         tracing::info!(
             failures,
-            revision = built.batch.revision,
+            revision = batch.revision,
             "commit succeeded; serving again"
         );
     }
-    built
 }
 
 /// Takes every pending change out of `entries` and lays it out as one batch.
@@ -125,6 +121,8 @@ fn build_batch(shared: &Shared, entries: &[Arc<Entry>]) -> Built {
     let mut batch = WriteBatch::default();
     let mut drained = Vec::with_capacity(entries.len());
     let mut revision = shared.next_revision.load(Ordering::Relaxed);
+    // The batch before this one is committed (one at a time): the store is here.
+    batch.expect_revision = revision;
     for entry in entries {
         let mut state = entry.state.lock();
         if state.pending.is_empty() {
@@ -157,5 +155,8 @@ fn build_batch(shared: &Shared, entries: &[Arc<Entry>]) -> Built {
         .oldest_retained
         .load(Ordering::Relaxed)
         .max((revision + 1).saturating_sub(retention));
-    Built { batch, drained }
+    Built {
+        batch: Arc::new(batch),
+        drained,
+    }
 }

@@ -148,9 +148,7 @@ impl Watcher {
         // error and the snapshot is taken at the moment of the call.
         let (sub, first) = match req.start_revision {
             None => {
-                let (sub, records) = self
-                    .registry
-                    .subscribe_with_snapshot(&filter.read_prefix())?;
+                let (sub, records) = self.registry.subscribe_with_snapshot(&filter.read_prefix());
                 let revision = sub.revision;
                 (sub, First::Snapshot(revision, records))
             }
@@ -343,39 +341,43 @@ fn replay<'a>(
     async_stream::stream! {
         let mut next = from;
         while next <= to {
-            let chunk_end = to.min(next.saturating_add(CHUNK as u64 - 1));
-            let read = registry.clone();
-            let events = tokio::task::spawn_blocking(move || read.events(next, chunk_end)).await;
-            match events {
-                // Every revision has one event: a short chunk was compacted away while
-                // the stream read the log, and skipping it would be a silent gap.
-                Ok(Ok(events)) if (events.len() as u64) < chunk_end - next + 1 => {
+            let wanted = (to - next).saturating_add(1).min(CHUNK as u64);
+            match registry.events(next, wanted as usize).await {
+                // Every revision has one event: a chunk that is short or skips one
+                // was compacted while the stream read the log, and skipping it would
+                // be a silent gap.
+                Ok(events) if !contiguous(&events, next, wanted) => {
                     yield Err(Status::from(Error::Compacted {
                         requested: next,
                         oldest: registry.oldest_retained(),
                     }));
                     return;
                 }
-                Ok(Ok(events)) => {
+                Ok(events) => {
                     for event in events.into_iter().filter(|e| filter.matches(&e.name)) {
                         yield Ok(message(Kind::Event(event)));
                     }
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     yield Err(Status::from(e));
                     return;
                 }
-                Err(e) => {
-                    yield Err(Status::internal(format!("watch replay failed: {e}")));
-                    return;
-                }
             }
-            if chunk_end == u64::MAX {
+            let Some(after) = next.checked_add(wanted) else {
                 break;
-            }
-            next = chunk_end + 1;
+            };
+            next = after;
         }
     }
+}
+
+/// Whether `events` are exactly the `wanted` revisions from `from` on.
+fn contiguous(events: &[pb::Event], from: u64, wanted: u64) -> bool {
+    events.len() as u64 == wanted
+        && events
+            .iter()
+            .zip(from..)
+            .all(|(event, revision)| event.revision == revision)
 }
 
 /// Resolves once the daemon begins shutting down.
@@ -393,6 +395,22 @@ mod tests {
         assert!(!deliverable(1007, 1008));
         assert!(deliverable(1008, 1008));
         assert!(deliverable(1009, 1008));
+    }
+
+    #[test]
+    fn a_chunk_with_a_compacted_revision_is_not_contiguous() {
+        let events = |revs: &[u64]| -> Vec<pb::Event> {
+            revs.iter()
+                .map(|&revision| pb::Event {
+                    revision,
+                    ..Default::default()
+                })
+                .collect()
+        };
+        assert!(contiguous(&events(&[4, 5, 6]), 4, 3));
+        assert!(!contiguous(&events(&[4, 5]), 4, 3), "short");
+        assert!(!contiguous(&events(&[5, 6, 7]), 4, 3), "starts late");
+        assert!(!contiguous(&events(&[4, 6, 7]), 4, 3), "a hole");
     }
 
     #[test]

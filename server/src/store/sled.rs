@@ -19,7 +19,10 @@ use std::{
     ffi::OsString,
     fs::File,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use cbd_proto::v1 as pb;
@@ -28,7 +31,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Loaded, Store, StoredBreaker, WriteBatch,
+    Committed, Loaded, Store, StoreFuture, StoredBreaker, WriteBatch, check_expected,
     manifest::{self, Manifest, ManifestFile},
 };
 use crate::error::Error;
@@ -593,10 +596,34 @@ impl Store for SledStore {
         })
     }
 
-    fn commit(&self, batch: &WriteBatch) -> Result<(), Error> {
+    /// sled's work (apply, flush, fdatasyncs) blocks: it runs on a blocking thread,
+    /// and the writer awaits one commit at a time, so only one thread ever flushes.
+    fn commit(self: Arc<Self>, batch: Arc<WriteBatch>) -> StoreFuture<Committed> {
+        Box::pin(blocking(move || self.commit_blocking(&batch)))
+    }
+
+    fn events(self: Arc<Self>, from: u64, limit: usize) -> StoreFuture<Vec<pb::Event>> {
+        Box::pin(blocking(move || self.events_blocking(from, limit)))
+    }
+}
+
+/// Runs `f` on a blocking thread; a panic there is a storage error.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|join| Err(Error::Storage(format!("store task failed: {join}"))))
+}
+
+impl SledStore {
+    /// [`Store::commit`], on the calling thread.
+    pub fn commit_blocking(&self, batch: &WriteBatch) -> Result<Committed, Error> {
         let db = self.db(true)?;
         let written = self.write(&db, batch);
-        if let Err(e) = &written {
+        if let Err(e) = &written
+            && !matches!(e, Error::StoreConflict { .. })
+        {
             drop(db);
             let old = {
                 let mut slot = self.db.write();
@@ -611,12 +638,11 @@ impl Store for SledStore {
         written
     }
 
-    fn events(&self, from: u64, to: u64) -> Result<Vec<pb::Event>, Error> {
-        if from > to {
-            return Ok(Vec::new());
-        }
+    /// [`Store::events`], on the calling thread.
+    pub fn events_blocking(&self, from: u64, limit: usize) -> Result<Vec<pb::Event>, Error> {
         self.db(false)?
-            .range(event_key(from)..=event_key(to))
+            .range(event_key(from)..=event_key(u64::MAX))
+            .take(limit)
             .map(|kv| {
                 let (_, v) = kv?;
                 Ok(pb::Event::decode(v.as_ref())?)
@@ -624,7 +650,8 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn breakers(&self, prefix: &str) -> Result<Vec<(String, StoredBreaker)>, Error> {
+    /// Committed breaker records whose names start with `prefix`, in name order.
+    pub fn breakers(&self, prefix: &str) -> Result<Vec<(String, StoredBreaker)>, Error> {
         self.db(false)?
             .scan_prefix(breaker_key(prefix))
             .map(|kv| {
@@ -639,7 +666,14 @@ impl Store for SledStore {
 
 impl SledStore {
     /// One commit on `db`: the batch, sled's flush, the fdatasyncs, the manifest.
-    fn write(&self, db: &sled::Db, batch: &WriteBatch) -> Result<(), Error> {
+    fn write(&self, db: &sled::Db, batch: &WriteBatch) -> Result<Committed, Error> {
+        // Only this process writes (cbd.lock), one commit at a time: nothing moves the
+        // revision between this read and the apply below.
+        check_expected(batch, read_u64(db, META_REVISION)?.unwrap_or(0), || {
+            db.get(event_key(batch.revision))?
+                .map(|v| Ok(pb::Event::decode(v.as_ref())?))
+                .transpose()
+        })?;
         let previous_oldest = read_u64(db, META_OLDEST)?.unwrap_or(1);
         // The records' final values, as sled applies them (last write per key wins).
         let mut records: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
@@ -693,7 +727,9 @@ impl SledStore {
             .map_err(|e| io("cannot write", &self.dir.join(manifest::FILE_NAME), e))?;
         self.breakers.store(breakers, Ordering::Relaxed);
         self.digest.store(digest, Ordering::Relaxed);
-        Ok(())
+        Ok(Committed {
+            revision: batch.revision,
+        })
     }
 }
 
@@ -717,7 +753,7 @@ mod tests {
             let store = SledStore::open(dir.path()).expect("open");
             for rev in 1..=5 {
                 store
-                    .commit(&WriteBatch {
+                    .commit_blocking(&WriteBatch {
                         puts: vec![(
                             format!("b{rev}"),
                             StoredBreaker {
@@ -727,6 +763,7 @@ mod tests {
                             },
                         )],
                         events: vec![event(rev, &format!("b{rev}"))],
+                        expect_revision: rev - 1,
                         revision: rev,
                         oldest_retained: rev.saturating_sub(2).max(1),
                         ..Default::default()
@@ -734,15 +771,17 @@ mod tests {
                     .expect("commit");
             }
             store
-                .commit(&WriteBatch {
+                .commit_blocking(&WriteBatch {
                     deletes: vec!["b1".into()],
                     events: vec![event(6, "b1")],
+                    expect_revision: 5,
                     revision: 6,
                     oldest_retained: 4,
                     ..Default::default()
                 })
                 .expect("commit");
         }
+        until_released(dir.path());
         let store = SledStore::open(dir.path()).expect("reopen");
         let loaded = store.load().expect("load");
         assert_eq!(loaded.revision, 6);
@@ -750,7 +789,7 @@ mod tests {
         let names: Vec<_> = loaded.breakers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["b2", "b3", "b4", "b5"]);
         let revs: Vec<_> = store
-            .events(1, 6)
+            .events_blocking(1, 6)
             .expect("events")
             .iter()
             .map(|e| e.revision)
@@ -769,12 +808,34 @@ mod tests {
     /// Commits `a`, `b`, then in one batch replaces `a` and deletes `b` and `c` (never
     /// created): revision 3, two breakers... then one.
     fn populate(dir: &Path) {
+        drop(populated(dir));
+        until_released(dir);
+    }
+
+    /// sled's background threads let go of `db` a moment after its last handle is
+    /// dropped (later still on a loaded machine): a test that opens it again waits
+    /// for that, with a bound, instead of racing it.
+    fn until_released(dir: &Path) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while probe_sled_lock(dir).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sled never let go of {}",
+                dir.display()
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// [`populate`], returning the open store.
+    fn populated(dir: &Path) -> SledStore {
         let store = SledStore::open(dir).expect("open");
         for (rev, name) in [(1, "a"), (2, "b")] {
             store
-                .commit(&WriteBatch {
+                .commit_blocking(&WriteBatch {
                     puts: vec![(name.into(), record(rev))],
                     events: vec![event(rev, name)],
+                    expect_revision: rev - 1,
                     revision: rev,
                     oldest_retained: 1,
                     ..Default::default()
@@ -782,14 +843,58 @@ mod tests {
                 .expect("commit");
         }
         store
-            .commit(&WriteBatch {
+            .commit_blocking(&WriteBatch {
                 puts: vec![("a".into(), record(3)), ("b".into(), record(3))],
                 deletes: vec!["b".into(), "c".into()],
                 events: vec![event(3, "a")],
+                expect_revision: 2,
                 revision: 3,
                 oldest_retained: 1,
             })
             .expect("commit");
+        store
+    }
+
+    #[test]
+    fn a_commit_expecting_another_revision_is_refused_and_applies_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = populated(dir.path());
+        let stale = WriteBatch {
+            expect_revision: 2,
+            puts: vec![("x".into(), record(3))],
+            deletes: vec!["a".into()],
+            events: vec![event(3, "x")],
+            revision: 3,
+            oldest_retained: 1,
+        };
+        let refused = store.commit_blocking(&stale);
+        assert!(
+            matches!(
+                refused,
+                Err(Error::StoreConflict {
+                    expected: 2,
+                    found: 3
+                })
+            ),
+            "{refused:?}"
+        );
+        let names: Vec<_> = store.breakers("").expect("breakers");
+        let names: Vec<_> = names.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a"]);
+        let log = store.events_blocking(3, 10).expect("events");
+        assert_eq!(log, [event(3, "a")], "revision 3 kept its own event");
+        // The same batch again (a retry after a failed attempt that landed) is taken.
+        let again = WriteBatch {
+            expect_revision: 2,
+            puts: vec![("a".into(), record(3))],
+            deletes: vec!["b".into(), "c".into()],
+            events: vec![event(3, "a")],
+            revision: 3,
+            oldest_retained: 1,
+        };
+        assert_eq!(store.commit_blocking(&again).expect("retry").revision, 3);
+        let m = manifest::read(dir.path()).expect("read").expect("manifest");
+        assert_eq!((m.revision, m.breakers), (3, 1), "the manifest agrees");
     }
 
     fn raw(dir: &Path) -> sled::Db {
@@ -818,6 +923,7 @@ mod tests {
                 .expect("insert");
             db.flush().expect("flush");
         }
+        until_released(dir.path());
         let err = SledStore::open(dir.path()).unwrap_err();
         assert!(matches!(err, Error::Damaged { .. }), "{err}");
         assert!(err.to_string().contains("records differ"), "{err}");
@@ -832,6 +938,7 @@ mod tests {
             db.remove(event_key(2)).expect("remove");
             db.flush().expect("flush");
         }
+        until_released(dir.path());
         let err = SledStore::open(dir.path()).unwrap_err();
         assert!(
             err.to_string()
@@ -853,7 +960,12 @@ mod tests {
         let loaded = store.load().expect("load");
         assert_eq!(loaded.revision, 3 + UNKNOWN_REVISION_GAP);
         assert_eq!(loaded.oldest_retained, loaded.revision + 1);
-        assert!(store.events(0, u64::MAX).expect("events").is_empty());
+        assert!(
+            store
+                .events_blocking(0, usize::MAX)
+                .expect("events")
+                .is_empty()
+        );
         drop(store);
         SledStore::open(dir.path()).expect("healthy after recovery");
     }
