@@ -10,8 +10,8 @@
 //! ```
 //!
 //! or YAML, a list of the same maps (`- name: payments`). The keys are those of
-//! `cbctl put`'s flags in snake_case ([`SpecFields`]), as in the daemon's
-//! `[[template]]` tables; an unknown key is an error, never silently dropped.
+//! the spec schema's (`cbd_proto::schema`, [`SpecFields`]): `cbctl put`'s flags in
+//! snake_case, as in the daemon's `[[template]]` tables; an unknown key is an error, never silently dropped.
 
 use std::{collections::HashSet, io::Read as _, path::Path};
 
@@ -316,7 +316,10 @@ fallback = "local"
         let y = parse(YAML, Format::Yaml).expect("yaml");
         assert_eq!(t, y);
         assert_eq!(t.len(), 2);
-        assert_eq!(t[0].fields.failure_rate, Some(50));
+        assert_eq!(
+            t[0].fields.get("failure_rate"),
+            Some(cbd_proto::schema::Value::Count(50))
+        );
         assert_eq!(detect_format("-", TOML), Format::Toml);
         assert_eq!(detect_format("-", YAML), Format::Yaml);
         assert_eq!(detect_format("x.yml", ""), Format::Yaml);

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cbd_proto::{spec_fields::SpecFields, v1 as pb};
+use cbd_proto::v1 as pb;
 use futures::StreamExt as _;
 use hdrhistogram::Histogram;
 use parking_lot_free::FirstError;
@@ -445,19 +445,20 @@ async fn connect(ctx: &Ctx, k: u32) -> Result<Vec<Channel>, Error> {
 /// Puts every bench breaker (unchanged when it already has the spec) and resets
 /// those not CLOSED, so that runs start alike.
 async fn setup(ctx: &Ctx, channels: &[Channel], names: &[String], trip: bool) -> Result<(), Error> {
-    let fields = if trip {
-        SpecFields {
+    let spec = if trip {
+        pb::BreakerSpec {
             consecutive_failures: Some(5),
-            open_duration: Some(Duration::from_secs(1)),
-            ..SpecFields::default()
+            open_duration: Some(cbd_proto::convert::duration_to_proto(Duration::from_secs(
+                1,
+            ))),
+            ..pb::BreakerSpec::default()
         }
     } else {
-        SpecFields {
+        pb::BreakerSpec {
             consecutive_failures: Some(u32::MAX),
-            ..SpecFields::default()
+            ..pb::BreakerSpec::default()
         }
     };
-    let spec = fields.to_proto().map_err(Error::Other)?;
     let results = futures::stream::iter(names.iter().enumerate())
         .map(|(i, name)| {
             let mut admin = ctx.admin_on(channels[i % channels.len()].clone());

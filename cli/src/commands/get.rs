@@ -83,7 +83,7 @@ pub fn describe(b: &pb::BreakerStatus) -> String {
     let mut text = output::key_values(&rows);
     if let Some(spec) = &b.spec {
         text.push_str("\nspec:");
-        let spec_rows = output::spec_rows(spec);
+        let spec_rows = cbd_proto::spec_fields::SpecFields::from_proto(spec).rows();
         let width = spec_rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in spec_rows {
             text.push_str(&format!("\n  {k:<width$} = {v}"));
