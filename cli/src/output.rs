@@ -34,12 +34,7 @@ pub fn print_json_pretty(value: &impl Serialize) -> Result<(), Error> {
     println(&text)
 }
 
-/// A wire duration as a `std` one (negative: zero).
-pub fn std_duration(d: &prost_types::Duration) -> Duration {
-    let secs = u64::try_from(d.seconds).unwrap_or(0);
-    let nanos = u32::try_from(d.nanos).unwrap_or(0).min(999_999_999);
-    Duration::new(secs, nanos)
-}
+pub use cbd_proto::convert::std_duration;
 
 /// `"30s"`, `"1m 30s"`, `"250ms"`.
 pub fn fmt_duration(d: Duration) -> String {
@@ -58,11 +53,9 @@ pub fn fmt_pb_duration(d: &prost_types::Duration) -> String {
     fmt_duration(std_duration(d))
 }
 
-/// A wire timestamp as a `SystemTime`.
+/// A wire timestamp as a `SystemTime` (out of range: the epoch).
 pub fn system_time(t: &prost_types::Timestamp) -> SystemTime {
-    let secs = u64::try_from(t.seconds).unwrap_or(0);
-    let nanos = u32::try_from(t.nanos).unwrap_or(0).min(999_999_999);
-    UNIX_EPOCH + Duration::new(secs, nanos)
+    SystemTime::try_from(*t).unwrap_or(UNIX_EPOCH)
 }
 
 /// A wire timestamp in RFC 3339 (UTC, milliseconds).

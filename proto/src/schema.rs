@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use cbd_breaker::Fallback;
 
-use crate::v1 as pb;
+use crate::{convert::std_duration, v1 as pb};
 
 /// Reads a knob from a wire spec; `None` when unset there.
 pub type Get<T> = fn(&pb::BreakerSpec) -> Option<T>;
@@ -68,11 +68,6 @@ pub const FALLBACKS: &[(&str, Fallback, &str)] = &[
         "Run an in-process breaker with the last known spec",
     ),
 ];
-
-/// A wire duration as a `std` one (negative: zero); the daemon only sends valid ones.
-fn std_duration(d: &prost_types::Duration) -> Duration {
-    Duration::try_from(*d).unwrap_or_default()
-}
 
 fn wire_duration(d: Duration) -> prost_types::Duration {
     crate::convert::duration_to_proto(d)

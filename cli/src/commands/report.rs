@@ -5,7 +5,7 @@ use std::time::Duration;
 use cbd_proto::{convert::duration_to_proto, v1 as pb};
 use serde::Serialize;
 
-use crate::{Output, commands::acquire::from_hex, conn::Ctx, error::Error, output, parse_duration};
+use crate::{Output, conn::Ctx, error::Error, output, parse_duration};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -50,7 +50,8 @@ struct ReportJson {
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
-    let permit = from_hex(&args.permit)
+    let permit = hex::decode(args.permit.trim())
+        .ok()
         .filter(|p| !p.is_empty())
         .ok_or_else(|| {
             Error::Usage(format!(
