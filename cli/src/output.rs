@@ -22,6 +22,37 @@ pub fn println(text: &str) -> Result<(), Error> {
     }
 }
 
+/// A result a verb prints: one JSON shape and one text for people. [`Output::print`]
+/// is the one place that picks between them.
+pub trait Show {
+    /// The `-o json` form (proto field names, enum value names, `"30s"`).
+    fn json(&self) -> impl Serialize + '_;
+    /// The `-o table` form: aligned columns or `key: value` lines. An answer that
+    /// cannot be shown (the daemon left out the breaker) is an error.
+    fn table(&self) -> Result<String, Error>;
+}
+
+impl crate::Output {
+    /// Prints one result: indented JSON, or its table.
+    pub fn print(self, value: &impl Show) -> Result<(), Error> {
+        match self {
+            Self::Json => print_json_pretty(&value.json()),
+            Self::Table => println(&value.table()?),
+        }
+    }
+
+    /// Prints one item of a stream (`watch`): one line of JSON, or its table lines.
+    pub fn print_line(self, value: &impl Show) -> Result<(), Error> {
+        match self {
+            Self::Json => print_json(&value.json()),
+            Self::Table => match value.table()? {
+                text if text.is_empty() => Ok(()),
+                text => println(&text),
+            },
+        }
+    }
+}
+
 /// Prints `value` as one line of JSON.
 pub fn print_json(value: &impl Serialize) -> Result<(), Error> {
     let text = serde_json::to_string(value).map_err(|e| Error::Other(e.to_string()))?;

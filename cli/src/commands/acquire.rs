@@ -4,7 +4,12 @@
 use cbd_proto::v1 as pb;
 use serde::Serialize;
 
-use crate::{Output, commands::check_name, conn::Ctx, error::Error, output};
+use crate::{
+    commands::check_name,
+    conn::Ctx,
+    error::Error,
+    output::{self, Show},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,44 +46,53 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     if args.quiet {
         return output::println(&hex::encode(&resp.permit));
     }
-    let retry_after = resp.retry_after.as_ref().map(output::fmt_pb_duration_ms);
-    let valid_until = resp.valid_until.as_ref().map(output::fmt_timestamp);
-    match ctx.output {
-        Output::Json => output::print_json_pretty(&AcquireJson {
+    ctx.output.print(&Acquired(resp))
+}
+
+/// Acquire's answer.
+struct Acquired(pb::AcquireResponse);
+
+impl Show for Acquired {
+    fn json(&self) -> impl Serialize + '_ {
+        let resp = &self.0;
+        AcquireJson {
             allowed: resp.allowed,
             permit: hex::encode(&resp.permit),
             state: resp.state().as_str_name(),
             generation: resp.generation,
-            retry_after,
+            retry_after: resp.retry_after.as_ref().map(output::fmt_pb_duration_ms),
             revision: resp.revision,
-            valid_until,
+            valid_until: resp.valid_until.as_ref().map(output::fmt_timestamp),
             shadow_rejected: resp.shadow_rejected,
-        }),
-        Output::Table => {
-            let mut rows = vec![
-                ("allowed", resp.allowed.to_string()),
-                (
-                    "state",
-                    output::short(resp.state().as_str_name()).to_owned(),
-                ),
-                ("generation", resp.generation.to_string()),
-            ];
-            if resp.allowed {
-                rows.insert(1, ("permit", hex::encode(&resp.permit)));
-            } else {
-                rows.push((
-                    "retry after",
-                    retry_after.unwrap_or_else(|| "unknown (forced open)".into()),
-                ));
-            }
-            if let Some(v) = valid_until {
-                rows.push(("valid until", v));
-            }
-            if resp.shadow_rejected {
-                rows.push(("shadow", "would have been rejected".into()));
-            }
-            rows.push(("revision", resp.revision.to_string()));
-            output::println(&output::key_values(&rows))
         }
+    }
+
+    fn table(&self) -> Result<String, Error> {
+        let resp = &self.0;
+        let mut rows = vec![
+            ("allowed", resp.allowed.to_string()),
+            (
+                "state",
+                output::short(resp.state().as_str_name()).to_owned(),
+            ),
+            ("generation", resp.generation.to_string()),
+        ];
+        if resp.allowed {
+            rows.insert(1, ("permit", hex::encode(&resp.permit)));
+        } else {
+            let retry_after = resp.retry_after.as_ref().map(output::fmt_pb_duration_ms);
+            rows.push((
+                "retry after",
+                retry_after.unwrap_or_else(|| "unknown (forced open)".into()),
+            ));
+        }
+        if let Some(v) = resp.valid_until.as_ref().map(output::fmt_timestamp) {
+            rows.push(("valid until", v));
+        }
+        if resp.shadow_rejected {
+            rows.push(("shadow", "would have been rejected".into()));
+        }
+        rows.push(("revision", resp.revision.to_string()));
+        Ok(output::key_values(&rows))
     }
 }

@@ -21,7 +21,12 @@ use tokio::task::JoinSet;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::{Output, conn::Ctx, error::Error, output, parse_duration};
+use crate::{
+    conn::Ctx,
+    error::Error,
+    output::{self, Show},
+    parse_duration,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -333,9 +338,16 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
         latency: LatencyJson::new(sample, &bench.hist),
         baseline: baseline_json,
     };
-    match ctx.output {
-        Output::Json => output::print_json_pretty(&summary),
-        Output::Table => output::println(&summary_text(&summary)),
+    ctx.output.print(&summary)
+}
+
+impl Show for SummaryJson {
+    fn json(&self) -> impl Serialize + '_ {
+        self
+    }
+
+    fn table(&self) -> Result<String, Error> {
+        Ok(summary_text(self))
     }
 }
 

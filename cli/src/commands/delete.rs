@@ -3,7 +3,7 @@
 use cbd_proto::v1 as pb;
 use serde::Serialize;
 
-use crate::{Output, commands::check_name, conn::Ctx, error::Error, output};
+use crate::{commands::check_name, conn::Ctx, error::Error, output::Show};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,14 +25,21 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
             name: args.name.clone(),
         }))
         .await?;
-    match ctx.output {
-        Output::Json => output::print_json_pretty(&DeleteJson {
-            name: args.name,
-            revision: resp.revision,
-        }),
-        Output::Table => output::println(&format!(
+    ctx.output.print(&DeleteJson {
+        name: args.name,
+        revision: resp.revision,
+    })
+}
+
+impl Show for DeleteJson {
+    fn json(&self) -> impl Serialize + '_ {
+        self
+    }
+
+    fn table(&self) -> Result<String, Error> {
+        Ok(format!(
             "deleted {} (revision {})",
-            args.name, resp.revision
-        )),
+            self.name, self.revision
+        ))
     }
 }

@@ -5,11 +5,10 @@ use cbd_proto::v1 as pb;
 use serde::Serialize;
 
 use crate::{
-    Output,
     commands::check_name,
     conn::Ctx,
     error::Error,
-    output::{self, BreakerJson},
+    output::{self, BreakerJson, Show},
 };
 
 #[derive(Debug, clap::Args)]
@@ -49,18 +48,36 @@ pub async fn run(ctx: &Ctx, args: Args, which: pb::Override) -> Result<(), Error
     print_changed(ctx, &args.name, resp.breaker.as_ref(), resp.revision)
 }
 
-/// Prints a breaker after an operator change (override or reset), as JSON or a line.
+/// Prints a breaker after an operator change (override or reset).
 pub(crate) fn print_changed(
     ctx: &Ctx,
     name: &str,
     breaker: Option<&pb::BreakerStatus>,
     revision: u64,
 ) -> Result<(), Error> {
-    match ctx.output {
-        Output::Json => output::print_json_pretty(&ChangedJson {
-            breaker: breaker.map(BreakerJson::from),
-            revision,
-        }),
-        Output::Table => output::println(&changed_line(name, breaker, revision)),
+    ctx.output.print(&Changed {
+        name,
+        breaker,
+        revision,
+    })
+}
+
+/// A breaker after an operator change.
+struct Changed<'a> {
+    name: &'a str,
+    breaker: Option<&'a pb::BreakerStatus>,
+    revision: u64,
+}
+
+impl Show for Changed<'_> {
+    fn json(&self) -> impl Serialize + '_ {
+        ChangedJson {
+            breaker: self.breaker.map(BreakerJson::from),
+            revision: self.revision,
+        }
+    }
+
+    fn table(&self) -> Result<String, Error> {
+        Ok(changed_line(self.name, self.breaker, self.revision))
     }
 }

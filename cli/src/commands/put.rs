@@ -4,11 +4,10 @@ use cbd_proto::v1 as pb;
 use serde::Serialize;
 
 use crate::{
-    Output,
     commands::{check_name, spec_error},
     conn::Ctx,
     error::Error,
-    output::{self, BreakerJson},
+    output::{BreakerJson, Show},
     spec_args::SpecArgs,
 };
 
@@ -51,18 +50,34 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
             spec: Some(spec),
         }))
         .await?;
-    match ctx.output {
-        Output::Json => output::print_json_pretty(&PutJson {
-            breaker: resp.breaker.as_ref().map(BreakerJson::from),
-            created: resp.created,
-            unchanged: resp.unchanged,
-            revision: resp.revision,
-        }),
-        Output::Table => output::println(&format!(
+    ctx.output.print(&Put {
+        name: args.name,
+        resp,
+    })
+}
+
+/// PutBreaker's answer.
+struct Put {
+    name: String,
+    resp: pb::PutBreakerResponse,
+}
+
+impl Show for Put {
+    fn json(&self) -> impl Serialize + '_ {
+        PutJson {
+            breaker: self.resp.breaker.as_ref().map(BreakerJson::from),
+            created: self.resp.created,
+            unchanged: self.resp.unchanged,
+            revision: self.resp.revision,
+        }
+    }
+
+    fn table(&self) -> Result<String, Error> {
+        Ok(format!(
             "{} {} (revision {})",
-            verdict(resp.created, resp.unchanged),
-            args.name,
-            resp.revision
-        )),
+            verdict(self.resp.created, self.resp.unchanged),
+            self.name,
+            self.resp.revision
+        ))
     }
 }

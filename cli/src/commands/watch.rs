@@ -16,7 +16,7 @@ use crate::{
     Output,
     conn::Ctx,
     error::Error,
-    output::{self, BreakerJson, EventJson},
+    output::{self, BreakerJson, EventJson, Show},
 };
 
 #[derive(Debug, clap::Args)]
@@ -108,29 +108,13 @@ fn print(output: Output, args: &Args, event: WatchEvent) -> Result<(), Error> {
             if args.no_snapshot && !resync {
                 return Ok(());
             }
-            match output {
-                Output::Json => output::print_json(&Line::Snapshot {
-                    revision,
-                    resync,
-                    breakers: breakers.iter().map(BreakerJson::from).collect(),
-                }),
-                Output::Table => {
-                    if resync {
-                        output::println(&format!(
-                            "{revision}  resync: events were compacted away; the state now:"
-                        ))?;
-                    }
-                    for b in &breakers {
-                        output::println(&snapshot_line(revision, b))?;
-                    }
-                    Ok(())
-                }
-            }
+            output.print_line(&Item::Snapshot {
+                revision,
+                resync,
+                breakers: &breakers,
+            })
         }
-        WatchEvent::Event(e) => match output {
-            Output::Json => output::print_json(&Line::Event(Box::new(EventJson::from(&e)))),
-            Output::Table => output::println(&event_line(&e)),
-        },
+        WatchEvent::Event(e) => output.print_line(&Item::Event(&e)),
         // Outages go to stderr, so stdout stays the events only.
         WatchEvent::Interrupted { reason } => {
             eprintln!("cbctl: watch interrupted: {reason}; reconnecting");
@@ -143,15 +127,66 @@ fn print(output: Output, args: &Args, event: WatchEvent) -> Result<(), Error> {
             }
             Ok(())
         }
-        WatchEvent::Progress { revision } => {
-            if !args.progress {
-                return Ok(());
-            }
-            match output {
-                Output::Json => output::print_json(&Line::Progress { revision }),
-                Output::Table => output::println(&format!("{revision}  progress")),
-            }
+        WatchEvent::Progress { revision } if args.progress => {
+            output.print_line(&Item::Progress { revision })
         }
+        WatchEvent::Progress { .. } => Ok(()),
+    }
+}
+
+/// What stdout shows of the stream.
+enum Item<'a> {
+    Snapshot {
+        revision: u64,
+        resync: bool,
+        breakers: &'a [pb::BreakerStatus],
+    },
+    Event(&'a pb::Event),
+    Progress {
+        revision: u64,
+    },
+}
+
+impl Show for Item<'_> {
+    fn json(&self) -> impl Serialize + '_ {
+        match self {
+            Item::Snapshot {
+                revision,
+                resync,
+                breakers,
+            } => Line::Snapshot {
+                revision: *revision,
+                resync: *resync,
+                breakers: breakers.iter().map(BreakerJson::from).collect(),
+            },
+            Item::Event(e) => Line::Event(Box::new(EventJson::from(*e))),
+            Item::Progress { revision } => Line::Progress {
+                revision: *revision,
+            },
+        }
+    }
+
+    /// Snapshot: one line per breaker (none for an empty one), after a `resync`
+    /// line when events were compacted away.
+    fn table(&self) -> Result<String, Error> {
+        Ok(match self {
+            Item::Snapshot {
+                revision,
+                resync,
+                breakers,
+            } => {
+                let mut lines: Vec<String> = Vec::new();
+                if *resync {
+                    lines.push(format!(
+                        "{revision}  resync: events were compacted away; the state now:"
+                    ));
+                }
+                lines.extend(breakers.iter().map(|b| snapshot_line(*revision, b)));
+                lines.join("\n")
+            }
+            Item::Event(e) => event_line(e),
+            Item::Progress { revision } => format!("{revision}  progress"),
+        })
     }
 }
 
