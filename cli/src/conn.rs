@@ -177,7 +177,7 @@ impl Ctx {
         }
     }
 
-    /// The Admin service over `channel`.
+    /// The Admin service over `channel` (bench: its own connections, raw stubs).
     pub fn admin_on(&self, channel: Channel) -> AdminClient<Svc> {
         AdminClient::with_interceptor(channel, self.auth.interceptor())
     }
@@ -192,14 +192,37 @@ impl Ctx {
         HealthClient::with_interceptor(channel, self.auth.interceptor())
     }
 
-    /// A connected Admin client.
-    pub async fn admin(&self) -> Result<AdminClient<Svc>, Error> {
-        Ok(self.admin_on(self.channel().await?))
+    /// A `cbd-client` connected to the daemon (token and TLS included); exit 4
+    /// when it cannot be reached in time.
+    pub async fn client(&self) -> Result<cbd_client::Client, Error> {
+        // Dialled here, so that connect failures read as they always have.
+        let channel = self.channel().await?;
+        self.client_builder()
+            .build_on(channel)
+            .map_err(|e| Error::from_client(&e, &self.endpoint))
     }
 
-    /// A connected Breakers client.
-    pub async fn breakers(&self) -> Result<BreakersClient<Svc>, Error> {
-        Ok(self.breakers_on(self.channel().await?))
+    /// The `cbd-client` options of these flags: endpoint, token, TLS, timeout.
+    pub fn client_builder(&self) -> cbd_client::ClientBuilder {
+        let builder = cbd_client::Client::builder(self.endpoint.clone())
+            .token(self.auth.token())
+            .connect_timeout(self.timeout);
+        match &self.tls {
+            Some(tls) => builder.tls_config(tls.clone()),
+            None => builder,
+        }
+    }
+
+    /// Runs one `cbd-client` call with the deadline, classifying its failure.
+    pub async fn run<T>(
+        &self,
+        fut: impl Future<Output = Result<T, cbd_client::Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(Error::from_client(&e, &self.endpoint)),
+            Err(_) => Err(Error::deadline(&self.endpoint, self.timeout)),
+        }
     }
 
     /// Runs one unary call with the deadline, classifying its failure.

@@ -37,12 +37,8 @@ struct AcquireJson {
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     check_name(&args.name)?;
-    let mut client = ctx.breakers().await?;
-    let resp = ctx
-        .call(client.acquire(pb::AcquireRequest {
-            name: args.name.clone(),
-        }))
-        .await?;
+    let client = ctx.client().await?;
+    let resp = ctx.run(client.acquire_once(&args.name)).await?;
     if args.quiet {
         return output::println(&hex::encode(&resp.permit));
     }

@@ -225,17 +225,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     if entries.is_empty() {
         eprintln!("{}: no breakers to apply", args.file);
     }
-    let mut admin = ctx.admin().await?;
+    let mut admin = ctx.client().await?.admin();
     let mut results = Vec::with_capacity(entries.len());
     let mut revision = 0;
     let width = "unchanged".len();
     for entry in entries {
         let result = if args.dry_run {
-            let current = ctx
-                .call(admin.get_breaker(pb::GetBreakerRequest {
-                    name: entry.name.clone(),
-                }))
-                .await;
+            let current = ctx.run(admin.get(&entry.name)).await;
             match current {
                 Err(Error::NotFound(_)) => "created",
                 Err(e) => return Err(e),
@@ -254,12 +250,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
                 }
             }
         } else {
-            let resp = ctx
-                .call(admin.put_breaker(pb::PutBreakerRequest {
-                    name: entry.name.clone(),
-                    spec: Some(entry.spec),
-                }))
-                .await?;
+            let resp = ctx.run(admin.put(&entry.name, entry.spec)).await?;
             revision = revision.max(resp.revision);
             verdict(resp.created, resp.unchanged)
         };

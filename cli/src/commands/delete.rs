@@ -1,6 +1,5 @@
 //! `cbctl delete NAME`.
 
-use cbd_proto::v1 as pb;
 use serde::Serialize;
 
 use crate::{commands::check_name, conn::Ctx, error::Error, output::Show};
@@ -19,12 +18,8 @@ struct DeleteJson {
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     check_name(&args.name)?;
-    let mut admin = ctx.admin().await?;
-    let resp = ctx
-        .call(admin.delete_breaker(pb::DeleteBreakerRequest {
-            name: args.name.clone(),
-        }))
-        .await?;
+    let mut admin = ctx.client().await?.admin();
+    let resp = ctx.run(admin.delete(&args.name)).await?;
     ctx.output.print(&DeleteJson {
         name: args.name,
         revision: resp.revision,

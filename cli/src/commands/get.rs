@@ -44,10 +44,8 @@ impl Show for Got {
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     check_name(&args.name)?;
-    let mut admin = ctx.admin().await?;
-    let resp = ctx
-        .call(admin.get_breaker(pb::GetBreakerRequest { name: args.name }))
-        .await?;
+    let mut admin = ctx.client().await?.admin();
+    let resp = ctx.run(admin.get(&args.name)).await?;
     ctx.output.print(&Got(resp))
 }
 

@@ -74,17 +74,13 @@ impl Show for Listed {
 
 /// Every breaker under `prefix`, in name order, and the revision of the last page.
 pub async fn fetch_all(ctx: &Ctx, prefix: &str) -> Result<(Vec<pb::BreakerStatus>, u64), Error> {
-    let mut admin = ctx.admin().await?;
+    let mut admin = ctx.client().await?.admin();
     let mut breakers = Vec::new();
     let mut page_token = String::new();
     let mut revision = 0;
     loop {
         let page = ctx
-            .call(admin.list_breakers(pb::ListBreakersRequest {
-                prefix: prefix.to_owned(),
-                page_size: PAGE_SIZE,
-                page_token: std::mem::take(&mut page_token),
-            }))
+            .run(admin.list_page(prefix, PAGE_SIZE, std::mem::take(&mut page_token)))
             .await?;
         breakers.extend(page.breakers);
         revision = revision.max(page.revision);

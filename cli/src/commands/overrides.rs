@@ -38,13 +38,8 @@ pub(crate) fn changed_line(name: &str, b: Option<&pb::BreakerStatus>, revision: 
 
 pub async fn run(ctx: &Ctx, args: Args, which: pb::Override) -> Result<(), Error> {
     check_name(&args.name)?;
-    let mut admin = ctx.admin().await?;
-    let resp = ctx
-        .call(admin.set_override(pb::SetOverrideRequest {
-            name: args.name.clone(),
-            r#override: which as i32,
-        }))
-        .await?;
+    let mut admin = ctx.client().await?.admin();
+    let resp = ctx.run(admin.set_override(&args.name, which)).await?;
     print_changed(ctx, &args.name, resp.breaker.as_ref(), resp.revision)
 }
 

@@ -43,13 +43,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     let spec = args.spec.0.to_proto().map_err(Error::Usage)?;
     // Validate here too, so a bad combination is named before anything is sent.
     cbd_proto::convert::spec_from_proto(&spec).map_err(|e| Error::Usage(spec_error(&e)))?;
-    let mut admin = ctx.admin().await?;
-    let resp = ctx
-        .call(admin.put_breaker(pb::PutBreakerRequest {
-            name: args.name.clone(),
-            spec: Some(spec),
-        }))
-        .await?;
+    let mut admin = ctx.client().await?.admin();
+    let resp = ctx.run(admin.put(&args.name, spec)).await?;
     ctx.output.print(&Put {
         name: args.name,
         resp,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cbd_proto::{convert::duration_to_proto, v1 as pb};
+use cbd_proto::v1 as pb;
 use serde::Serialize;
 
 use crate::{
@@ -64,13 +64,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
                 args.permit
             ))
         })?;
-    let mut client = ctx.breakers().await?;
+    let client = ctx.client().await?;
     let resp = ctx
-        .call(client.report(pb::ReportRequest {
-            permit,
-            outcome: args.outcome.to_proto() as i32,
-            duration: args.duration.map(duration_to_proto),
-        }))
+        .run(client.report_once(permit, args.outcome.to_proto(), args.duration))
         .await?;
     ctx.output.print(&Reported(resp))
 }

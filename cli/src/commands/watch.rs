@@ -63,13 +63,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     // A daemon that is not there at all is exit 4 now; once the watch runs, it
     // rides out restarts by itself.
     drop(ctx.channel().await?);
-    let mut builder = cbd_client::Client::builder(ctx.endpoint.clone())
-        .token(ctx.auth.token())
-        .connect_timeout(ctx.timeout);
-    if let Some(tls) = &ctx.tls {
-        builder = builder.tls_config(tls.clone());
-    }
-    let client = builder.build().map_err(|e| Error::Usage(e.to_string()))?;
+    let client = ctx
+        .client_builder()
+        .build()
+        .map_err(|e| Error::from_client(&e, &ctx.endpoint))?;
     let filter = WatchFilter {
         prefix: args.prefix.clone().unwrap_or_default(),
         names: args.names.clone(),
@@ -84,18 +81,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
         match item {
             Ok(event) => print(ctx.output, &args, event)?,
             // Only errors that retrying cannot fix end the stream.
-            Err(e) => return Err(client_error(&e, &ctx.endpoint)),
+            Err(e) => return Err(Error::from_client(&e, &ctx.endpoint)),
         }
     }
     Ok(())
-}
-
-/// A `cbd-client` error in this crate's terms (and so its exit code).
-fn client_error(e: &cbd_client::Error, endpoint: &str) -> Error {
-    match e.status() {
-        Some(status) => Error::from_status(status, endpoint),
-        None => Error::Other(e.to_string()),
-    }
 }
 
 fn print(output: Output, args: &Args, event: WatchEvent) -> Result<(), Error> {
