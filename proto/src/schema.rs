@@ -8,7 +8,7 @@
 //! error. Adding a knob touches the state machine's `Spec`, the proto (and
 //! `convert.rs`, which maps one to the other) and one entry here.
 
-use std::time::Duration;
+use std::{fmt, ops::RangeInclusive, str::FromStr, time::Duration};
 
 use cbd_breaker::Fallback;
 
@@ -93,80 +93,104 @@ fn time_window_mut(p: &mut pb::BreakerSpec) -> &mut pb::TimeWindow {
     }
 }
 
+/// The accessors of a knob that is an optional field of `BreakerSpec` itself.
+macro_rules! field {
+    (Count $f:ident) => {
+        Kind::Count(|p| p.$f, |p, v| p.$f = Some(v))
+    };
+    (Percent $f:ident) => {
+        Kind::Percent(|p| p.$f, |p, v| p.$f = Some(v))
+    };
+    (Duration $f:ident) => {
+        Kind::Duration(
+            |p| p.$f.as_ref().map(std_duration),
+            |p, v| p.$f = Some(wire_duration(v)),
+        )
+    };
+}
+
+/// A knob whose key, machine field and proto field are all `key`, off by default.
+const fn entry(key: &'static str, kind: Kind, help: &'static str, example: &'static str) -> Knob {
+    Knob {
+        key,
+        field: key,
+        proto: key,
+        kind,
+        help,
+        default: None,
+        example,
+        requires: None,
+        conflicts: None,
+    }
+}
+
+impl Knob {
+    /// With the machine field and proto path it has when they are not the key.
+    const fn names(mut self, field: &'static str, proto: &'static str) -> Self {
+        self.field = field;
+        self.proto = proto;
+        self
+    }
+
+    /// With the value in force when it is not given.
+    const fn default(mut self, text: &'static str) -> Self {
+        self.default = Some(text);
+        self
+    }
+
+    /// Given only with `other`.
+    const fn requires(mut self, other: &'static str) -> Self {
+        self.requires = Some(other);
+        self
+    }
+
+    /// Never given with `other`.
+    const fn conflicts(mut self, other: &'static str) -> Self {
+        self.conflicts = Some(other);
+        self
+    }
+}
+
 /// Every knob, in the order help, tables and JSON list them.
 pub const KNOBS: &[Knob] = &[
-    Knob {
-        key: "consecutive_failures",
-        field: "consecutive_failures",
-        proto: "consecutive_failures",
-        kind: Kind::Count(
-            |p| p.consecutive_failures,
-            |p, v| p.consecutive_failures = Some(v),
-        ),
-        help: "Trip after N failures in a row",
-        default: Some("5 when no other trip condition is set"),
-        example: "4",
-        requires: None,
-        conflicts: None,
-    },
-    Knob {
-        key: "failure_rate",
-        field: "failure_rate_percent",
-        proto: "failure_rate_percent",
-        kind: Kind::Percent(
-            |p| p.failure_rate_percent,
-            |p, v| p.failure_rate_percent = Some(v),
-        ),
-        help: "Trip when failures reach PCT percent (1-100) of the window",
-        default: None,
-        example: "50",
-        requires: None,
-        conflicts: None,
-    },
-    Knob {
-        key: "slow_call_rate",
-        field: "slow_call_rate_percent",
-        proto: "slow_call_rate_percent",
-        kind: Kind::Percent(
-            |p| p.slow_call_rate_percent,
-            |p, v| p.slow_call_rate_percent = Some(v),
-        ),
-        help: "Trip when slow successes reach PCT percent (1-100) of the window",
-        default: None,
-        example: "40",
-        requires: Some("slow_call_duration"),
-        conflicts: None,
-    },
-    Knob {
-        key: "slow_call_duration",
-        field: "slow_call_duration",
-        proto: "slow_call_duration",
-        kind: Kind::Duration(
-            |p| p.slow_call_duration.as_ref().map(std_duration),
-            |p, v| p.slow_call_duration = Some(wire_duration(v)),
-        ),
-        help: "A success slower than this is a slow call (at most 1h)",
-        default: None,
-        example: "2s",
-        requires: None,
-        conflicts: None,
-    },
-    Knob {
-        key: "minimum_calls",
-        field: "minimum_calls",
-        proto: "minimum_calls",
-        kind: Kind::Count(|p| p.minimum_calls, |p, v| p.minimum_calls = Some(v)),
-        help: "Outcomes needed in the window before the rates count",
-        default: Some("10"),
-        example: "5",
-        requires: None,
-        conflicts: None,
-    },
-    Knob {
-        key: "window_calls",
-        field: "window.calls",
-        proto: "count_window.calls",
-        kind: Kind::Count(
+    entry(
+        "consecutive_failures",
+        field!(Count consecutive_failures),
+        "Trip after N failures in a row",
+        "4",
+    )
+    .default("5 when no other trip condition is set"),
+    entry(
+        "failure_rate",
+        field!(Percent failure_rate_percent),
+        "Trip when failures reach PCT percent (1-100) of the window",
+        "50",
+    )
+    .names("failure_rate_percent", "failure_rate_percent"),
+    entry(
+        "slow_call_rate",
+        field!(Percent slow_call_rate_percent),
+        "Trip when slow successes reach PCT percent (1-100) of the window",
+        "40",
+    )
+    .names("slow_call_rate_percent", "slow_call_rate_percent")
+    .requires("slow_call_duration"),
+    entry(
+        "slow_call_duration",
+        field!(Duration slow_call_duration),
+        "A success slower than this is a slow call (at most 1h)",
+        "2s",
+    ),
+    entry(
+        "minimum_calls",
+        field!(Count minimum_calls),
+        "Outcomes needed in the window before the rates count",
+        "5",
+    )
+    .default("10"),
+    entry(
+        "window_calls",
+        Kind::Count(
             |p| match &p.window {
                 Some(pb::breaker_spec::Window::CountWindow(c)) => Some(c.calls),
                 _ => None,
@@ -177,135 +201,81 @@ pub const KNOBS: &[Knob] = &[
                 }));
             },
         ),
-        help: "Count window: the last N outcomes",
-        default: Some("100"),
-        example: "20",
-        requires: None,
-        conflicts: Some("window_duration"),
-    },
-    Knob {
-        key: "window_duration",
-        field: "window.duration",
-        proto: "time_window.duration",
-        kind: Kind::Duration(
+        "Count window: the last N outcomes",
+        "20",
+    )
+    .names("window.calls", "count_window.calls")
+    .default("100")
+    .conflicts("window_duration"),
+    entry(
+        "window_duration",
+        Kind::Duration(
             |p| time_window(p)?.duration.as_ref().map(std_duration),
             |p, v| time_window_mut(p).duration = Some(wire_duration(v)),
         ),
-        help: "Time window: the outcomes of the last DUR (at most 24h)",
-        default: None,
-        example: "1m",
-        requires: None,
-        conflicts: None,
-    },
-    Knob {
-        key: "window_buckets",
-        field: "window.buckets",
-        proto: "time_window.buckets",
-        kind: Kind::Count(
+        "Time window: the outcomes of the last DUR (at most 24h)",
+        "1m",
+    )
+    .names("window.duration", "time_window.duration"),
+    entry(
+        "window_buckets",
+        Kind::Count(
             |p| time_window(p).map(|t| t.buckets),
             |p, v| time_window_mut(p).buckets = v,
         ),
-        help: "Buckets of the time window",
-        default: Some("10"),
-        example: "6",
-        requires: Some("window_duration"),
-        conflicts: None,
-    },
-    Knob {
-        key: "open_duration",
-        field: "open_duration",
-        proto: "open_duration",
-        kind: Kind::Duration(
-            |p| p.open_duration.as_ref().map(std_duration),
-            |p, v| p.open_duration = Some(wire_duration(v)),
-        ),
-        help: "How long the breaker stays open after it trips (at most 24h)",
-        default: Some("30s"),
-        example: "45s",
-        requires: None,
-        conflicts: None,
-    },
-    Knob {
-        key: "max_open_duration",
-        field: "max_open_duration",
-        proto: "max_open_duration",
-        kind: Kind::Duration(
-            |p| p.max_open_duration.as_ref().map(std_duration),
-            |p, v| p.max_open_duration = Some(wire_duration(v)),
-        ),
-        help: "Exponential backoff of the open duration on repeated trips, up to this",
-        default: None,
-        example: "5m",
-        requires: None,
-        conflicts: None,
-    },
-    Knob {
-        key: "half_open_permits",
-        field: "half_open_permits",
-        proto: "half_open_permits",
-        kind: Kind::Count(
-            |p| p.half_open_permits,
-            |p, v| p.half_open_permits = Some(v),
-        ),
-        help: "Half-open probes in flight at once",
-        default: Some("1"),
-        example: "3",
-        requires: None,
-        conflicts: None,
-    },
-    Knob {
-        key: "success_threshold",
-        field: "success_threshold",
-        proto: "success_threshold",
-        kind: Kind::Count(
-            |p| p.success_threshold,
-            |p, v| p.success_threshold = Some(v),
-        ),
-        help: "Probe successes that close the breaker (at most half_open_permits)",
-        default: Some("1"),
-        example: "2",
-        requires: None,
-        conflicts: None,
-    },
-    Knob {
-        key: "permit_ttl",
-        field: "permit_ttl",
-        proto: "permit_ttl",
-        kind: Kind::Duration(
-            |p| p.permit_ttl.as_ref().map(std_duration),
-            |p, v| p.permit_ttl = Some(wire_duration(v)),
-        ),
-        help: "An unreported half-open probe counts as a failure after this",
-        default: Some("10s"),
-        example: "15s",
-        requires: None,
-        conflicts: None,
-    },
-    Knob {
-        key: "fallback",
-        field: "fallback",
-        proto: "fallback",
-        kind: Kind::Fallback,
-        help: "What clients do when the daemon is unreachable",
-        default: Some("open"),
-        example: "local",
-        requires: None,
-        conflicts: None,
-    },
-    Knob {
-        key: "cache_ttl",
-        field: "cache_ttl",
-        proto: "cache_ttl",
-        kind: Kind::Duration(
-            |p| p.cache_ttl.as_ref().map(std_duration),
-            |p, v| p.cache_ttl = Some(wire_duration(v)),
-        ),
-        help: "Clients may reuse a CLOSED answer for this long without asking (at most 60s)",
-        default: None,
-        example: "100ms",
-        requires: None,
-        conflicts: None,
-    },
+        "Buckets of the time window",
+        "6",
+    )
+    .names("window.buckets", "time_window.buckets")
+    .default("10")
+    .requires("window_duration"),
+    entry(
+        "open_duration",
+        field!(Duration open_duration),
+        "How long the breaker stays open after it trips (at most 24h)",
+        "45s",
+    )
+    .default("30s"),
+    entry(
+        "max_open_duration",
+        field!(Duration max_open_duration),
+        "Exponential backoff of the open duration on repeated trips, up to this",
+        "5m",
+    ),
+    entry(
+        "half_open_permits",
+        field!(Count half_open_permits),
+        "Half-open probes in flight at once",
+        "3",
+    )
+    .default("1"),
+    entry(
+        "success_threshold",
+        field!(Count success_threshold),
+        "Probe successes that close the breaker (at most half_open_permits)",
+        "2",
+    )
+    .default("1"),
+    entry(
+        "permit_ttl",
+        field!(Duration permit_ttl),
+        "An unreported half-open probe counts as a failure after this",
+        "15s",
+    )
+    .default("10s"),
+    entry(
+        "fallback",
+        Kind::Fallback,
+        "What clients do when the daemon is unreachable",
+        "local",
+    )
+    .default("open"),
+    entry(
+        "cache_ttl",
+        field!(Duration cache_ttl),
+        "Clients may reuse a CLOSED answer for this long without asking (at most 60s)",
+        "100ms",
+    ),
 ];
 
 /// Every key, in schema order (for "expected one of" errors).
@@ -375,6 +345,23 @@ pub fn spec_error(e: &cbd_breaker::Error) -> String {
     }
 }
 
+/// A percentage as written on a command line, `50` or `50%`, within `range`.
+pub fn parse_percent<T>(text: &str, range: RangeInclusive<T>) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + fmt::Display,
+{
+    let (lo, hi) = (range.start(), range.end());
+    let n: T = text
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{text:?} is not a percentage ({lo}-{hi})"))?;
+    if !range.contains(&n) {
+        return Err(format!("{n} is not in {lo}..={hi}"));
+    }
+    Ok(n)
+}
+
 /// The name of a fallback policy (`"open"`).
 pub fn fallback_name(f: Fallback) -> &'static str {
     FALLBACKS
@@ -423,17 +410,7 @@ impl Knob {
                 .parse()
                 .map(Value::Count)
                 .map_err(|_| format!("{text:?} is not a whole number")),
-            Kind::Percent(..) => {
-                let n: u32 = text
-                    .trim()
-                    .trim_end_matches('%')
-                    .parse()
-                    .map_err(|_| format!("{text:?} is not a percentage (1-100)"))?;
-                if !(1..=100).contains(&n) {
-                    return Err(format!("{n} is not in 1..=100"));
-                }
-                Ok(Value::Count(n))
-            }
+            Kind::Percent(..) => parse_percent(text, 1..=100).map(Value::Count),
             Kind::Duration(..) => humantime::parse_duration(text)
                 .map(Value::Duration)
                 .map_err(|e| format!("{e} (examples: 500ms, 30s, 2m)")),

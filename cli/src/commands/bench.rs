@@ -82,16 +82,9 @@ pub enum Mode {
     Override,
 }
 
+/// `--failure-rate`: a percentage, 0 to 100, fractions allowed.
 fn parse_rate(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|_| format!("{s:?} is not a percentage"))?;
-    if !(0.0..=100.0).contains(&v) {
-        return Err(format!("{v} is not in 0..=100"));
-    }
-    Ok(v)
+    cbd_proto::schema::parse_percent(s, 0.0..=100.0)
 }
 
 /// The first error of a phase, kept to explain a run with nothing but errors.
