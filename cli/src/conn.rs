@@ -2,11 +2,11 @@
 
 use std::{future::Future, time::Duration};
 
+use cbd_client::TokenInterceptor;
 use cbd_proto::v1::{admin_client::AdminClient, breakers_client::BreakersClient};
 use tonic::{
-    Request, Status,
-    metadata::AsciiMetadataValue,
-    service::{Interceptor, interceptor::InterceptedService},
+    Status,
+    service::interceptor::InterceptedService,
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 use tonic_health::pb::health_client::HealthClient;
@@ -19,46 +19,36 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7411";
 /// The port an endpoint without one gets (`cbd --listen`'s default port).
 pub const DEFAULT_PORT: u16 = 7411;
 
-/// A channel with the bearer token attached to every request.
-pub type Svc = InterceptedService<Channel, Auth>;
+/// A channel with the bearer token attached to every request (cbd-client's
+/// interceptor: one implementation for the library and cbctl).
+pub type Svc = InterceptedService<Channel, TokenInterceptor>;
 
-/// Adds `authorization: Bearer <token>` when a token is set. Never prints the token.
+/// The bearer token of `--token`: printable ASCII without spaces; empty means none.
 #[derive(Clone, Default)]
 pub struct Auth {
     token: Option<String>,
-    header: Option<AsciiMetadataValue>,
+    interceptor: TokenInterceptor,
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
-            .field("token", &self.header.as_ref().map(|_| "<redacted>"))
-            .finish()
+            .field("interceptor", &self.interceptor)
+            .finish_non_exhaustive()
     }
 }
 
 impl Auth {
-    /// The interceptor for `token` (none: sends nothing).
+    /// The token of `--token` (none or empty: sends nothing).
     pub fn new(token: Option<&str>) -> Result<Self, Error> {
-        let header = match token {
-            None => None,
-            Some("") => None,
-            Some(t) => {
-                if !t.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err(Error::Usage(
-                        "--token: must be printable ASCII without spaces".into(),
-                    ));
-                }
-                let mut v: AsciiMetadataValue = format!("Bearer {t}").parse().map_err(|_| {
-                    Error::Usage("--token: must be printable ASCII without spaces".into())
-                })?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-        };
+        let bad = || Error::Usage("--token: must be printable ASCII without spaces".into());
+        let token = token.filter(|t| !t.is_empty());
+        if token.is_some_and(|t| !t.bytes().all(|b| b.is_ascii_graphic())) {
+            return Err(bad());
+        }
         Ok(Self {
-            token: header.as_ref().and(token.map(str::to_owned)),
-            header,
+            interceptor: TokenInterceptor::new(token).map_err(|_| bad())?,
+            token: token.map(str::to_owned),
         })
     }
 
@@ -66,14 +56,10 @@ impl Auth {
     pub fn token(&self) -> Option<String> {
         self.token.clone()
     }
-}
 
-impl Interceptor for Auth {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(h) = &self.header {
-            req.metadata_mut().insert("authorization", h.clone());
-        }
-        Ok(req)
+    /// The interceptor that sends it.
+    pub fn interceptor(&self) -> TokenInterceptor {
+        self.interceptor.clone()
     }
 }
 
@@ -191,29 +177,52 @@ impl Ctx {
         }
     }
 
-    /// The Admin service over `channel`.
+    /// The Admin service over `channel` (bench: its own connections, raw stubs).
     pub fn admin_on(&self, channel: Channel) -> AdminClient<Svc> {
-        AdminClient::with_interceptor(channel, self.auth.clone())
+        AdminClient::with_interceptor(channel, self.auth.interceptor())
     }
 
     /// The Breakers service over `channel`.
     pub fn breakers_on(&self, channel: Channel) -> BreakersClient<Svc> {
-        BreakersClient::with_interceptor(channel, self.auth.clone())
+        BreakersClient::with_interceptor(channel, self.auth.interceptor())
     }
 
     /// The health service over `channel`.
     pub fn health_on(&self, channel: Channel) -> HealthClient<Svc> {
-        HealthClient::with_interceptor(channel, self.auth.clone())
+        HealthClient::with_interceptor(channel, self.auth.interceptor())
     }
 
-    /// A connected Admin client.
-    pub async fn admin(&self) -> Result<AdminClient<Svc>, Error> {
-        Ok(self.admin_on(self.channel().await?))
+    /// A `cbd-client` connected to the daemon (token and TLS included); exit 4
+    /// when it cannot be reached in time.
+    pub async fn client(&self) -> Result<cbd_client::Client, Error> {
+        // Dialled here, so that connect failures read as they always have.
+        let channel = self.channel().await?;
+        self.client_builder()
+            .build_on(channel)
+            .map_err(|e| Error::from_client(&e, &self.endpoint))
     }
 
-    /// A connected Breakers client.
-    pub async fn breakers(&self) -> Result<BreakersClient<Svc>, Error> {
-        Ok(self.breakers_on(self.channel().await?))
+    /// The `cbd-client` options of these flags: endpoint, token, TLS, timeout.
+    pub fn client_builder(&self) -> cbd_client::ClientBuilder {
+        let builder = cbd_client::Client::builder(self.endpoint.clone())
+            .token(self.auth.token())
+            .connect_timeout(self.timeout);
+        match &self.tls {
+            Some(tls) => builder.tls_config(tls.clone()),
+            None => builder,
+        }
+    }
+
+    /// Runs one `cbd-client` call with the deadline, classifying its failure.
+    pub async fn run<T>(
+        &self,
+        fut: impl Future<Output = Result<T, cbd_client::Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(Error::from_client(&e, &self.endpoint)),
+            Err(_) => Err(Error::deadline(&self.endpoint, self.timeout)),
+        }
     }
 
     /// Runs one unary call with the deadline, classifying its failure.

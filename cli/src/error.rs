@@ -128,6 +128,16 @@ impl Error {
         }
     }
 
+    /// A `cbd-client` failure talking to `endpoint`: RPC failures by their status,
+    /// a bad endpoint, token or TLS setting as usage.
+    pub fn from_client(e: &cbd_client::Error, endpoint: &str) -> Self {
+        match (e.status(), e) {
+            (Some(status), _) => Self::from_status(status, endpoint),
+            (None, cbd_client::Error::Config(reason)) => Self::Usage(reason.clone()),
+            (None, other) => Self::Other(other.to_string()),
+        }
+    }
+
     /// A transport failure (connecting) to `endpoint`.
     pub fn from_transport(err: &tonic::transport::Error, endpoint: &str) -> Self {
         Self::Unavailable {

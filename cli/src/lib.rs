@@ -11,6 +11,7 @@ pub mod commands;
 pub mod conn;
 pub mod error;
 pub mod output;
+pub mod spec_args;
 
 use commands::{
     acquire, apply, bench, completion, delete, get, health, list, overrides, put, report, reset,

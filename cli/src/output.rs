@@ -6,7 +6,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use cbd_proto::v1 as pb;
+use cbd_proto::{spec_fields::SpecJson, v1 as pb};
 use serde::Serialize;
 
 use crate::error::Error;
@@ -22,6 +22,37 @@ pub fn println(text: &str) -> Result<(), Error> {
     }
 }
 
+/// A result a verb prints: one JSON shape and one text for people. [`Output::print`]
+/// is the one place that picks between them.
+pub trait Show {
+    /// The `-o json` form (proto field names, enum value names, `"30s"`).
+    fn json(&self) -> impl Serialize + '_;
+    /// The `-o table` form: aligned columns or `key: value` lines. An answer that
+    /// cannot be shown (the daemon left out the breaker) is an error.
+    fn table(&self) -> Result<String, Error>;
+}
+
+impl crate::Output {
+    /// Prints one result: indented JSON, or its table.
+    pub fn print(self, value: &impl Show) -> Result<(), Error> {
+        match self {
+            Self::Json => print_json_pretty(&value.json()),
+            Self::Table => println(&value.table()?),
+        }
+    }
+
+    /// Prints one item of a stream (`watch`): one line of JSON, or its table lines.
+    pub fn print_line(self, value: &impl Show) -> Result<(), Error> {
+        match self {
+            Self::Json => print_json(&value.json()),
+            Self::Table => match value.table()? {
+                text if text.is_empty() => Ok(()),
+                text => println(&text),
+            },
+        }
+    }
+}
+
 /// Prints `value` as one line of JSON.
 pub fn print_json(value: &impl Serialize) -> Result<(), Error> {
     let text = serde_json::to_string(value).map_err(|e| Error::Other(e.to_string()))?;
@@ -34,12 +65,7 @@ pub fn print_json_pretty(value: &impl Serialize) -> Result<(), Error> {
     println(&text)
 }
 
-/// A wire duration as a `std` one (negative: zero).
-pub fn std_duration(d: &prost_types::Duration) -> Duration {
-    let secs = u64::try_from(d.seconds).unwrap_or(0);
-    let nanos = u32::try_from(d.nanos).unwrap_or(0).min(999_999_999);
-    Duration::new(secs, nanos)
-}
+pub use cbd_proto::convert::std_duration;
 
 /// `"30s"`, `"1m 30s"`, `"250ms"`.
 pub fn fmt_duration(d: Duration) -> String {
@@ -58,11 +84,9 @@ pub fn fmt_pb_duration(d: &prost_types::Duration) -> String {
     fmt_duration(std_duration(d))
 }
 
-/// A wire timestamp as a `SystemTime`.
+/// A wire timestamp as a `SystemTime` (out of range: the epoch).
 pub fn system_time(t: &prost_types::Timestamp) -> SystemTime {
-    let secs = u64::try_from(t.seconds).unwrap_or(0);
-    let nanos = u32::try_from(t.nanos).unwrap_or(0).min(999_999_999);
-    UNIX_EPOCH + Duration::new(secs, nanos)
+    SystemTime::try_from(*t).unwrap_or(UNIX_EPOCH)
 }
 
 /// A wire timestamp in RFC 3339 (UTC, milliseconds).
@@ -155,89 +179,6 @@ pub fn key_values(rows: &[(&str, String)]) -> String {
         .join("\n")
 }
 
-/// A count window in JSON.
-#[derive(Debug, Serialize)]
-pub struct CountWindowJson {
-    /// Outcomes in the window.
-    pub calls: u32,
-}
-
-/// A time window in JSON.
-#[derive(Debug, Serialize)]
-pub struct TimeWindowJson {
-    /// Length of the window (`"1m"`).
-    pub duration: Option<String>,
-    /// Buckets.
-    pub buckets: u32,
-}
-
-/// `BreakerSpec` in JSON: proto field names; unset fields are left out.
-#[derive(Debug, Serialize)]
-pub struct SpecJson {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub consecutive_failures: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure_rate_percent: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slow_call_rate_percent: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slow_call_duration: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub minimum_calls: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub count_window: Option<CountWindowJson>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub time_window: Option<TimeWindowJson>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub open_duration: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_open_duration: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub half_open_permits: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub success_threshold: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub permit_ttl: Option<String>,
-    pub fallback: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache_ttl: Option<String>,
-}
-
-impl From<&pb::BreakerSpec> for SpecJson {
-    fn from(s: &pb::BreakerSpec) -> Self {
-        let d = |d: &Option<prost_types::Duration>| d.as_ref().map(fmt_pb_duration);
-        let (count_window, time_window) = match &s.window {
-            None => (None, None),
-            Some(pb::breaker_spec::Window::CountWindow(c)) => {
-                (Some(CountWindowJson { calls: c.calls }), None)
-            }
-            Some(pb::breaker_spec::Window::TimeWindow(t)) => (
-                None,
-                Some(TimeWindowJson {
-                    duration: d(&t.duration),
-                    buckets: t.buckets,
-                }),
-            ),
-        };
-        Self {
-            consecutive_failures: s.consecutive_failures,
-            failure_rate_percent: s.failure_rate_percent,
-            slow_call_rate_percent: s.slow_call_rate_percent,
-            slow_call_duration: d(&s.slow_call_duration),
-            minimum_calls: s.minimum_calls,
-            count_window,
-            time_window,
-            open_duration: d(&s.open_duration),
-            max_open_duration: d(&s.max_open_duration),
-            half_open_permits: s.half_open_permits,
-            success_threshold: s.success_threshold,
-            permit_ttl: d(&s.permit_ttl),
-            fallback: s.fallback().as_str_name(),
-            cache_ttl: d(&s.cache_ttl),
-        }
-    }
-}
-
 /// `BreakerStatus` in JSON.
 #[derive(Debug, Serialize)]
 pub struct BreakerJson {
@@ -313,65 +254,6 @@ impl From<&pb::Event> for EventJson {
             spec: e.spec.as_ref().map(SpecJson::from),
         }
     }
-}
-
-/// The spec as the flat keys of `put` and apply files (`failure_rate = 50`), in
-/// TOML value syntax, for `get`'s table.
-pub fn spec_rows(s: &pb::BreakerSpec) -> Vec<(&'static str, String)> {
-    let mut rows = Vec::new();
-    let dur = |d: &prost_types::Duration| format!("{:?}", fmt_pb_duration(d));
-    let mut num = |k: &'static str, v: Option<u32>| {
-        if let Some(v) = v {
-            rows.push((k, v.to_string()));
-        }
-    };
-    num("consecutive_failures", s.consecutive_failures);
-    num("failure_rate", s.failure_rate_percent);
-    num("slow_call_rate", s.slow_call_rate_percent);
-    if let Some(d) = &s.slow_call_duration {
-        rows.push(("slow_call_duration", dur(d)));
-    }
-    if let Some(m) = s.minimum_calls {
-        rows.push(("minimum_calls", m.to_string()));
-    }
-    match &s.window {
-        Some(pb::breaker_spec::Window::CountWindow(c)) => {
-            rows.push(("window_calls", c.calls.to_string()));
-        }
-        Some(pb::breaker_spec::Window::TimeWindow(t)) => {
-            if let Some(d) = &t.duration {
-                rows.push(("window_duration", dur(d)));
-            }
-            rows.push(("window_buckets", t.buckets.to_string()));
-        }
-        None => {}
-    }
-    let mut opt_dur = |k: &'static str, d: &Option<prost_types::Duration>| {
-        if let Some(d) = d {
-            rows.push((k, dur(d)));
-        }
-    };
-    opt_dur("open_duration", &s.open_duration);
-    opt_dur("max_open_duration", &s.max_open_duration);
-    if let Some(n) = s.half_open_permits {
-        rows.push(("half_open_permits", n.to_string()));
-    }
-    if let Some(n) = s.success_threshold {
-        rows.push(("success_threshold", n.to_string()));
-    }
-    if let Some(d) = &s.permit_ttl {
-        rows.push(("permit_ttl", dur(d)));
-    }
-    let fallback = match s.fallback() {
-        pb::Fallback::Unspecified | pb::Fallback::FailOpen => "open",
-        pb::Fallback::FailClosed => "closed",
-        pb::Fallback::Local => "local",
-    };
-    rows.push(("fallback", format!("{fallback:?}")));
-    if let Some(d) = &s.cache_ttl {
-        rows.push(("cache_ttl", dur(d)));
-    }
-    rows
 }
 
 #[cfg(test)]

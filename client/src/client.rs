@@ -400,6 +400,15 @@ impl ClientBuilder {
         self.finish(uri, channel)
     }
 
+    /// The client on a channel the caller dialled itself (its own timeouts, its own
+    /// error messages, as `cbctl` does); the endpoint, connect timeout and TLS
+    /// options are then the channel's, only the endpoint's text is kept for
+    /// [`Client::endpoint`]. Fails only on a bad token.
+    pub fn build_on(self, channel: Channel) -> Result<Client, Error> {
+        let uri = self.endpoint.clone();
+        self.finish(uri, channel)
+    }
+
     /// The client, connected: fails with [`Error::Unavailable`] when the daemon
     /// cannot be reached within the connect timeout. The channel re-dials whenever
     /// the connection is lost later.

@@ -43,15 +43,17 @@
 //! ```
 //!
 //! Errors are typed by gRPC status code ([`Error`]), never by message text.
-//! Spec management (put, list, overrides) goes through the raw
-//! [`Client::admin_client`]; the generated messages are in [`pb`].
+//! Spec management (get, list, put, delete, overrides, reset) goes through
+//! [`Client::admin`] ([`Admin`]); the generated messages are in [`pb`].
 
+mod admin;
 mod breaker;
 mod client;
 mod error;
 mod layer;
 mod watch;
 
+pub use admin::Admin;
 pub use breaker::{Breaker, Permit, Reported, default_outcome};
 pub use client::{
     AuthChannel, Client, ClientBuilder, DEFAULT_ACQUIRE_DEADLINE, DEFAULT_CONNECT_TIMEOUT,

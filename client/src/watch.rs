@@ -2,12 +2,10 @@
 //! resuming from the revision after the last one it delivered.
 
 use std::{
-    collections::hash_map::RandomState,
     fmt,
-    hash::BuildHasher,
     pin::Pin,
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use cbd_proto::{
@@ -27,8 +25,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// `d` scaled by a random factor in [0.8, 1.2), so that the watchers of a restarted
 /// daemon do not all come back at the same instant.
 fn jitter(d: Duration) -> Duration {
-    let random = RandomState::new().hash_one(Instant::now());
-    d.mul_f64(0.8 + 0.4 * (random % 1024) as f64 / 1024.0)
+    d.mul_f64(0.8 + 0.4 * fastrand::f64())
 }
 
 /// Which breakers a watch follows: names starting with `prefix`, or exactly `names`

@@ -36,31 +36,33 @@ pub fn duration_from_proto(
             d.seconds
         )));
     }
-    Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+    // In range and normalized, so prost-types' conversion cannot fail.
+    Duration::try_from(*d).map_err(|e| invalid(&e.to_string()))
 }
 
-/// A `std` duration on the wire (saturating at `i64::MAX` seconds).
+/// A `std` duration on the wire (saturating at the largest wire duration).
 pub fn duration_to_proto(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+    prost_types::Duration::try_from(d).unwrap_or(prost_types::Duration {
+        seconds: i64::MAX,
         nanos: d.subsec_nanos() as i32,
-    }
+    })
+}
+
+/// A wire duration for display: negative ones as zero (the daemon sends none).
+pub fn std_duration(d: &prost_types::Duration) -> Duration {
+    Duration::try_from(*d).unwrap_or_default()
 }
 
 /// A state-machine time on the wire.
 pub fn timestamp_to_proto(t: Timestamp) -> prost_types::Timestamp {
-    let nanos = t.unix_nanos();
-    prost_types::Timestamp {
-        seconds: (nanos / 1_000_000_000) as i64,
-        nanos: (nanos % 1_000_000_000) as i32,
-    }
+    t.to_system_time().into()
 }
 
 /// A wire time as a state-machine time; times before the epoch become the epoch.
 pub fn timestamp_from_proto(t: &prost_types::Timestamp) -> Timestamp {
-    let secs = u64::try_from(t.seconds).unwrap_or(0);
-    let nanos = u64::try_from(t.nanos).unwrap_or(0);
-    Timestamp::from_unix_nanos(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+    std::time::SystemTime::try_from(*t).map_or(Timestamp::from_unix_nanos(0), |st| {
+        Timestamp::from_system_time(st)
+    })
 }
 
 fn opt_duration(

@@ -36,6 +36,7 @@ pub use pb::google::rpc;
 
 pub mod codec;
 pub mod convert;
+pub mod schema;
 pub mod spec_fields;
 
 /// The encoded `FileDescriptorSet` of `proto/cbd/v1` and its imports, for reflection.

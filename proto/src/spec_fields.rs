@@ -1,5 +1,6 @@
-//! The flat, human-written form of a spec: the keys of `cbctl put`'s flags in
-//! snake_case, as used by `cbctl apply` files and the daemon's `[[template]]` tables.
+//! The human-written form of a spec: the knobs of [`crate::schema`] a person gave,
+//! as `cbctl put`'s flags, apply files and the daemon's `[[template]]` tables write
+//! them.
 //!
 //! ```toml
 //! consecutive_failures = 4
@@ -7,200 +8,234 @@
 //! open_duration = "30s"
 //! ```
 
-use std::time::Duration;
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{
+    Deserialize, Deserializer, Serialize, Serializer,
+    de::{self, MapAccess, Visitor},
+    ser::SerializeMap as _,
+};
 
-use crate::{convert::duration_to_proto, v1 as pb};
+pub use crate::schema::{KNOBS, Knob, Value, key_of, spec_error};
+use crate::{
+    schema::{FALLBACKS, JsonScalar, KEYS, Kind, fallback_name, fallback_named, knob},
+    v1 as pb,
+};
 
-/// The key a person writes (a `cbctl put` flag in snake_case, an apply-file or
-/// `[[template]]` key) for a field of the state machine's spec, as its errors name it
-/// (`failure_rate_percent` is written `failure_rate`).
-pub fn key_of(field: &str) -> &str {
-    match field {
-        "failure_rate_percent" => "failure_rate",
-        "slow_call_rate_percent" => "slow_call_rate",
-        "window.calls" => "window_calls",
-        "window.duration" => "window_duration",
-        "window.buckets" => "window_buckets",
-        other => other,
-    }
-}
-
-/// A spec error in the words of the keys (`failure_rate: ...`).
-pub fn spec_error(e: &cbd_breaker::Error) -> String {
-    match e {
-        cbd_breaker::Error::InvalidSpec { field, reason } => {
-            format!("{}: {reason}", key_of(field))
-        }
-        other => other.to_string(),
-    }
-}
-
-/// Every spec key; unset keys take the spec's defaults.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Some knobs and their values; the others take the spec's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SpecFields {
-    /// Trip after this many failures in a row.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consecutive_failures: Option<u32>,
-    /// Trip at this failure percentage (1-100) over the window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_rate: Option<u32>,
-    /// Trip at this slow-call percentage (1-100) over the window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slow_call_rate: Option<u32>,
-    /// A success slower than this is a slow call ("2s", "500ms").
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub slow_call_duration: Option<Duration>,
-    /// Outcomes needed in the window before rates count.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub minimum_calls: Option<u32>,
-    /// Count-based window: the last N outcomes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window_calls: Option<u32>,
-    /// Time-based window: the last D.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub window_duration: Option<Duration>,
-    /// Buckets of a time-based window (default 10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window_buckets: Option<u32>,
-    /// How long the breaker stays open.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub open_duration: Option<Duration>,
-    /// Cap of the exponential backoff of the open duration.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub max_open_duration: Option<Duration>,
-    /// Half-open probes in flight at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub half_open_permits: Option<u32>,
-    /// Probe successes that close the breaker.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub success_threshold: Option<u32>,
-    /// An unreported probe counts as a failure after this.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub permit_ttl: Option<Duration>,
-    /// When the daemon is unreachable: "open", "closed" or "local".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback: Option<FallbackName>,
-    /// Cacheable CLOSED answers for this long.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub cache_ttl: Option<Duration>,
+    /// By the index of the knob in [`KNOBS`].
+    values: [Option<Value>; KNOBS.len()],
 }
 
-/// The fallback policy as people write it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FallbackName {
-    /// Allow calls.
-    Open,
-    /// Reject calls.
-    Closed,
-    /// Run a local breaker.
-    Local,
+fn index_of(key: &str) -> Result<usize, String> {
+    KNOBS
+        .iter()
+        .position(|k| k.key == key)
+        .ok_or_else(|| format!("unknown key `{key}`"))
 }
 
 impl SpecFields {
-    /// The wire spec; a window given both ways is an error naming both keys.
+    /// The value given for `key`; `None` when not given (or no such key).
+    pub fn get(&self, key: &str) -> Option<Value> {
+        index_of(key).ok().and_then(|i| self.values[i])
+    }
+
+    /// Gives `key` the `value`; an unknown key or a value of the wrong type is an
+    /// error naming the key.
+    pub fn set(&mut self, key: &str, value: Value) -> Result<(), String> {
+        let i = index_of(key)?;
+        if !KNOBS[i].accepts(&value) {
+            return Err(format!("{key}: {value:?} is of the wrong type"));
+        }
+        self.values[i] = Some(value);
+        Ok(())
+    }
+
+    /// [`SpecFields::set`], builder style.
+    pub fn with(mut self, key: &str, value: Value) -> Result<Self, String> {
+        self.set(key, value)?;
+        Ok(self)
+    }
+
+    /// The knobs given, in schema order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static Knob, Value)> + '_ {
+        KNOBS
+            .iter()
+            .zip(&self.values)
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+    }
+
+    /// The wire spec. A knob given with one it conflicts with, or without one it
+    /// requires, is an error naming both keys.
     pub fn to_proto(&self) -> Result<pb::BreakerSpec, String> {
-        let window = match (self.window_calls, self.window_duration) {
-            (Some(_), Some(_)) => {
-                return Err("window_calls and window_duration are exclusive: pick one".into());
+        for (k, _) in self.iter() {
+            if let Some(other) = k.conflicts.filter(|o| self.get(o).is_some()) {
+                return Err(format!("{} and {other} are exclusive: pick one", k.key));
             }
-            (Some(calls), None) => Some(pb::breaker_spec::Window::CountWindow(pb::CountWindow {
-                calls,
-            })),
-            (None, Some(d)) => Some(pb::breaker_spec::Window::TimeWindow(pb::TimeWindow {
-                duration: Some(duration_to_proto(d)),
-                buckets: self.window_buckets.unwrap_or(0),
-            })),
-            (None, None) if self.window_buckets.is_some() => {
-                return Err("window_buckets needs window_duration".into());
+            if let Some(other) = k.requires.filter(|o| self.get(o).is_none()) {
+                return Err(format!("{} needs {other}", k.key));
             }
-            (None, None) => None,
-        };
-        Ok(pb::BreakerSpec {
-            consecutive_failures: self.consecutive_failures,
-            failure_rate_percent: self.failure_rate,
-            slow_call_rate_percent: self.slow_call_rate,
-            slow_call_duration: self.slow_call_duration.map(duration_to_proto),
-            minimum_calls: self.minimum_calls,
-            window,
-            open_duration: self.open_duration.map(duration_to_proto),
-            max_open_duration: self.max_open_duration.map(duration_to_proto),
-            half_open_permits: self.half_open_permits,
-            success_threshold: self.success_threshold,
-            permit_ttl: self.permit_ttl.map(duration_to_proto),
-            fallback: match self.fallback {
-                None => pb::Fallback::Unspecified,
-                Some(FallbackName::Open) => pb::Fallback::FailOpen,
-                Some(FallbackName::Closed) => pb::Fallback::FailClosed,
-                Some(FallbackName::Local) => pb::Fallback::Local,
-            } as i32,
-            cache_ttl: self.cache_ttl.map(duration_to_proto),
-        })
+        }
+        let mut spec = pb::BreakerSpec::default();
+        for (k, v) in self.iter() {
+            k.set(&mut spec, v)?;
+        }
+        Ok(spec)
+    }
+
+    /// Every knob set in a wire spec (the fallback always: unset is fail open).
+    pub fn from_proto(p: &pb::BreakerSpec) -> Self {
+        Self {
+            values: std::array::from_fn(|i| KNOBS[i].get(p)),
+        }
+    }
+
+    /// `(key, value)` in TOML value syntax (`("failure_rate", "50")`,
+    /// `("open_duration", "\"30s\"")`): `cbctl get`'s spec lines, valid apply-file
+    /// lines.
+    pub fn rows(&self) -> Vec<(&'static str, String)> {
+        self.iter().map(|(k, v)| (k.key, v.to_toml())).collect()
+    }
+
+    /// The spec as `-o json` shows it: the proto's field names and nesting
+    /// (`"count_window": {"calls": 20}`), durations as `"30s"`, enum value names.
+    pub fn json(&self) -> SpecJson {
+        let mut fields: Vec<(&'static str, JsonField)> = Vec::new();
+        for (k, v) in self.iter() {
+            let value = v.to_json();
+            match k.proto.split_once('.') {
+                None => fields.push((k.proto, JsonField::Scalar(value))),
+                Some((outer, inner)) => match fields.last_mut() {
+                    Some((name, JsonField::Nested(nested))) if *name == outer => {
+                        nested.push((inner, value));
+                    }
+                    _ => fields.push((outer, JsonField::Nested(vec![(inner, value)]))),
+                },
+            }
+        }
+        SpecJson(fields)
+    }
+}
+
+/// A spec in `-o json` output; see [`SpecFields::json`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecJson(Vec<(&'static str, JsonField)>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum JsonField {
+    Scalar(JsonScalar),
+    Nested(Vec<(&'static str, JsonScalar)>),
+}
+
+impl From<&pb::BreakerSpec> for SpecJson {
+    fn from(p: &pb::BreakerSpec) -> Self {
+        SpecFields::from_proto(p).json()
+    }
+}
+
+impl Serialize for SpecJson {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Nested<'a>(&'a [(&'static str, JsonScalar)]);
+        impl Serialize for Nested<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(self.0.len()))?;
+                for (k, v) in self.0 {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+        }
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            match v {
+                JsonField::Scalar(v) => map.serialize_entry(k, v)?,
+                JsonField::Nested(n) => map.serialize_entry(k, &Nested(n))?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// The keys and their values as written in files: numbers, duration strings
+/// (`"30s"`), fallback names (`"local"`).
+impl Serialize for SpecFields {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.iter() {
+            match v {
+                Value::Count(n) => map.serialize_entry(k.key, &n)?,
+                Value::Duration(d) => {
+                    map.serialize_entry(k.key, &humantime::format_duration(d).to_string())?;
+                }
+                Value::Fallback(f) => map.serialize_entry(k.key, fallback_name(f))?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// A map of keys; an unknown key, a key given twice or a value of the wrong type is
+/// an error naming the key.
+impl<'de> Deserialize<'de> for SpecFields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // As a struct, so that `#[serde(flatten)]` into a table with other keys (a
+        // `[[template]]`'s `prefix`) hands over only the spec keys.
+        d.deserialize_struct("SpecFields", &KEYS, FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = SpecFields;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map of spec keys")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SpecFields, A::Error> {
+        let mut fields = SpecFields::default();
+        while let Some(key) = map.next_key::<String>()? {
+            let Some(k) = knob(&key) else {
+                return Err(de::Error::unknown_field(&key, &KEYS));
+            };
+            if fields.get(k.key).is_some() {
+                return Err(de::Error::duplicate_field(k.key));
+            }
+            let named = |e: A::Error| de::Error::custom(format!("{}: {e}", k.key));
+            let value = match k.kind {
+                Kind::Count(..) | Kind::Percent(..) => {
+                    Value::Count(map.next_value::<u32>().map_err(named)?)
+                }
+                Kind::Duration(..) => {
+                    let text = map.next_value::<String>().map_err(named)?;
+                    k.parse(&text)
+                        .map_err(|e| de::Error::custom(format!("{}: {e}", k.key)))?
+                }
+                Kind::Fallback => {
+                    let text = map.next_value::<String>().map_err(named)?;
+                    let names: Vec<&'static str> = FALLBACKS.iter().map(|(n, _, _)| *n).collect();
+                    let f = fallback_named(&text).ok_or_else(|| {
+                        de::Error::custom(format!(
+                            "{}: unknown variant `{text}`, expected one of {}",
+                            k.key,
+                            names
+                                .iter()
+                                .map(|n| format!("`{n}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    })?;
+                    Value::Fallback(f)
+                }
+            };
+            fields.set(k.key, value).map_err(de::Error::custom)?;
+        }
+        Ok(fields)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_the_documented_keys() {
-        let fields: SpecFields = toml::from_str(
-            r#"
-            consecutive_failures = 4
-            failure_rate = 50
-            open_duration = "30s"
-            window_duration = "1m"
-            fallback = "local"
-            "#,
-        )
-        .expect("valid toml");
-        let spec = fields.to_proto().expect("valid");
-        assert_eq!(spec.consecutive_failures, Some(4));
-        assert_eq!(spec.failure_rate_percent, Some(50));
-        assert_eq!(spec.open_duration.map(|d| d.seconds), Some(30));
-        assert_eq!(spec.fallback(), pb::Fallback::Local);
-        assert!(matches!(
-            spec.window,
-            Some(pb::breaker_spec::Window::TimeWindow(_))
-        ));
-    }
-
-    #[test]
-    fn unknown_keys_and_double_windows_are_errors() {
-        assert!(toml::from_str::<SpecFields>("failure_rat = 5").is_err());
-        let both = SpecFields {
-            window_calls: Some(10),
-            window_duration: Some(Duration::from_secs(1)),
-            ..Default::default()
-        };
-        assert!(both.to_proto().unwrap_err().contains("window_calls"));
-    }
-}
+mod tests;

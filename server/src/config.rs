@@ -589,5 +589,12 @@ mod tests {
             "{err}"
         );
         assert!(!err.to_string().contains("failure_rate_percent"), "{err}");
+        // A misspelt template key is named, never dropped.
+        std::fs::write(&path, "[[template]]\nprefix = \"a/\"\nfailure_rat = 5\n").expect("write");
+        let err = Config::from_file(&path).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `failure_rat`"),
+            "{err}"
+        );
     }
 }

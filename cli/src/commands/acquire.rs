@@ -4,7 +4,12 @@
 use cbd_proto::v1 as pb;
 use serde::Serialize;
 
-use crate::{Output, commands::check_name, conn::Ctx, error::Error, output};
+use crate::{
+    commands::check_name,
+    conn::Ctx,
+    error::Error,
+    output::{self, Show},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -30,92 +35,60 @@ struct AcquireJson {
     shadow_rejected: bool,
 }
 
-/// Permits as lowercase hex: opaque bytes, safe to paste into a shell.
-pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
-}
-
-/// The inverse of [`to_hex`].
-pub fn from_hex(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     check_name(&args.name)?;
-    let mut client = ctx.breakers().await?;
-    let resp = ctx
-        .call(client.acquire(pb::AcquireRequest {
-            name: args.name.clone(),
-        }))
-        .await?;
+    let client = ctx.client().await?;
+    let resp = ctx.run(client.acquire_once(&args.name)).await?;
     if args.quiet {
-        return output::println(&to_hex(&resp.permit));
+        return output::println(&hex::encode(&resp.permit));
     }
-    let retry_after = resp.retry_after.as_ref().map(output::fmt_pb_duration_ms);
-    let valid_until = resp.valid_until.as_ref().map(output::fmt_timestamp);
-    match ctx.output {
-        Output::Json => output::print_json_pretty(&AcquireJson {
-            allowed: resp.allowed,
-            permit: to_hex(&resp.permit),
-            state: resp.state().as_str_name(),
-            generation: resp.generation,
-            retry_after,
-            revision: resp.revision,
-            valid_until,
-            shadow_rejected: resp.shadow_rejected,
-        }),
-        Output::Table => {
-            let mut rows = vec![
-                ("allowed", resp.allowed.to_string()),
-                (
-                    "state",
-                    output::short(resp.state().as_str_name()).to_owned(),
-                ),
-                ("generation", resp.generation.to_string()),
-            ];
-            if resp.allowed {
-                rows.insert(1, ("permit", to_hex(&resp.permit)));
-            } else {
-                rows.push((
-                    "retry after",
-                    retry_after.unwrap_or_else(|| "unknown (forced open)".into()),
-                ));
-            }
-            if let Some(v) = valid_until {
-                rows.push(("valid until", v));
-            }
-            if resp.shadow_rejected {
-                rows.push(("shadow", "would have been rejected".into()));
-            }
-            rows.push(("revision", resp.revision.to_string()));
-            output::println(&output::key_values(&rows))
-        }
-    }
+    ctx.output.print(&Acquired(resp))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Acquire's answer.
+struct Acquired(pb::AcquireResponse);
 
-    #[test]
-    fn hex_round_trips() {
-        let bytes = [0u8, 1, 0xab, 0xff, 0x10];
-        assert_eq!(to_hex(&bytes), "0001abff10");
-        assert_eq!(from_hex("0001ABff10").as_deref(), Some(&bytes[..]));
-        assert_eq!(from_hex("abc"), None);
-        assert_eq!(from_hex("zz"), None);
+impl Show for Acquired {
+    fn json(&self) -> impl Serialize + '_ {
+        let resp = &self.0;
+        AcquireJson {
+            allowed: resp.allowed,
+            permit: hex::encode(&resp.permit),
+            state: resp.state().as_str_name(),
+            generation: resp.generation,
+            retry_after: resp.retry_after.as_ref().map(output::fmt_pb_duration_ms),
+            revision: resp.revision,
+            valid_until: resp.valid_until.as_ref().map(output::fmt_timestamp),
+            shadow_rejected: resp.shadow_rejected,
+        }
+    }
+
+    fn table(&self) -> Result<String, Error> {
+        let resp = &self.0;
+        let mut rows = vec![
+            ("allowed", resp.allowed.to_string()),
+            (
+                "state",
+                output::short(resp.state().as_str_name()).to_owned(),
+            ),
+            ("generation", resp.generation.to_string()),
+        ];
+        if resp.allowed {
+            rows.insert(1, ("permit", hex::encode(&resp.permit)));
+        } else {
+            let retry_after = resp.retry_after.as_ref().map(output::fmt_pb_duration_ms);
+            rows.push((
+                "retry after",
+                retry_after.unwrap_or_else(|| "unknown (forced open)".into()),
+            ));
+        }
+        if let Some(v) = resp.valid_until.as_ref().map(output::fmt_timestamp) {
+            rows.push(("valid until", v));
+        }
+        if resp.shadow_rejected {
+            rows.push(("shadow", "would have been rejected".into()));
+        }
+        rows.push(("revision", resp.revision.to_string()));
+        Ok(output::key_values(&rows))
     }
 }

@@ -10,8 +10,8 @@
 //! ```
 //!
 //! or YAML, a list of the same maps (`- name: payments`). The keys are those of
-//! `cbctl put`'s flags in snake_case ([`SpecFields`]), as in the daemon's
-//! `[[template]]` tables; an unknown key is an error, never silently dropped.
+//! the spec schema's (`cbd_proto::schema`, [`SpecFields`]): `cbctl put`'s flags in
+//! snake_case, as in the daemon's `[[template]]` tables; an unknown key is an error, never silently dropped.
 
 use std::{collections::HashSet, io::Read as _, path::Path};
 
@@ -225,17 +225,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     if entries.is_empty() {
         eprintln!("{}: no breakers to apply", args.file);
     }
-    let mut admin = ctx.admin().await?;
+    let mut admin = ctx.client().await?.admin();
     let mut results = Vec::with_capacity(entries.len());
     let mut revision = 0;
     let width = "unchanged".len();
     for entry in entries {
         let result = if args.dry_run {
-            let current = ctx
-                .call(admin.get_breaker(pb::GetBreakerRequest {
-                    name: entry.name.clone(),
-                }))
-                .await;
+            let current = ctx.run(admin.get(&entry.name)).await;
             match current {
                 Err(Error::NotFound(_)) => "created",
                 Err(e) => return Err(e),
@@ -254,12 +250,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
                 }
             }
         } else {
-            let resp = ctx
-                .call(admin.put_breaker(pb::PutBreakerRequest {
-                    name: entry.name.clone(),
-                    spec: Some(entry.spec),
-                }))
-                .await?;
+            let resp = ctx.run(admin.put(&entry.name, entry.spec)).await?;
             revision = revision.max(resp.revision);
             verdict(resp.created, resp.unchanged)
         };
@@ -316,7 +307,10 @@ fallback = "local"
         let y = parse(YAML, Format::Yaml).expect("yaml");
         assert_eq!(t, y);
         assert_eq!(t.len(), 2);
-        assert_eq!(t[0].fields.failure_rate, Some(50));
+        assert_eq!(
+            t[0].fields.get("failure_rate"),
+            Some(cbd_proto::schema::Value::Count(50))
+        );
         assert_eq!(detect_format("-", TOML), Format::Toml);
         assert_eq!(detect_format("-", YAML), Format::Yaml);
         assert_eq!(detect_format("x.yml", ""), Format::Yaml);

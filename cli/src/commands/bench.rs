@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cbd_proto::{spec_fields::SpecFields, v1 as pb};
+use cbd_proto::v1 as pb;
 use futures::StreamExt as _;
 use hdrhistogram::Histogram;
 use parking_lot_free::FirstError;
@@ -21,7 +21,12 @@ use tokio::task::JoinSet;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::{Output, conn::Ctx, error::Error, output, parse_duration};
+use crate::{
+    conn::Ctx,
+    error::Error,
+    output::{self, Show},
+    parse_duration,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -77,16 +82,9 @@ pub enum Mode {
     Override,
 }
 
+/// `--failure-rate`: a percentage, 0 to 100, fractions allowed.
 fn parse_rate(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|_| format!("{s:?} is not a percentage"))?;
-    if !(0.0..=100.0).contains(&v) {
-        return Err(format!("{v} is not in 0..=100"));
-    }
-    Ok(v)
+    cbd_proto::schema::parse_percent(s, 0.0..=100.0)
 }
 
 /// The first error of a phase, kept to explain a run with nothing but errors.
@@ -333,9 +331,16 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
         latency: LatencyJson::new(sample, &bench.hist),
         baseline: baseline_json,
     };
-    match ctx.output {
-        Output::Json => output::print_json_pretty(&summary),
-        Output::Table => output::println(&summary_text(&summary)),
+    ctx.output.print(&summary)
+}
+
+impl Show for SummaryJson {
+    fn json(&self) -> impl Serialize + '_ {
+        self
+    }
+
+    fn table(&self) -> Result<String, Error> {
+        Ok(summary_text(self))
     }
 }
 
@@ -445,19 +450,20 @@ async fn connect(ctx: &Ctx, k: u32) -> Result<Vec<Channel>, Error> {
 /// Puts every bench breaker (unchanged when it already has the spec) and resets
 /// those not CLOSED, so that runs start alike.
 async fn setup(ctx: &Ctx, channels: &[Channel], names: &[String], trip: bool) -> Result<(), Error> {
-    let fields = if trip {
-        SpecFields {
+    let spec = if trip {
+        pb::BreakerSpec {
             consecutive_failures: Some(5),
-            open_duration: Some(Duration::from_secs(1)),
-            ..SpecFields::default()
+            open_duration: Some(cbd_proto::convert::duration_to_proto(Duration::from_secs(
+                1,
+            ))),
+            ..pb::BreakerSpec::default()
         }
     } else {
-        SpecFields {
+        pb::BreakerSpec {
             consecutive_failures: Some(u32::MAX),
-            ..SpecFields::default()
+            ..pb::BreakerSpec::default()
         }
     };
-    let spec = fields.to_proto().map_err(Error::Other)?;
     let results = futures::stream::iter(names.iter().enumerate())
         .map(|(i, name)| {
             let mut admin = ctx.admin_on(channels[i % channels.len()].clone());

@@ -1,9 +1,8 @@
 //! `cbctl delete NAME`.
 
-use cbd_proto::v1 as pb;
 use serde::Serialize;
 
-use crate::{Output, commands::check_name, conn::Ctx, error::Error, output};
+use crate::{commands::check_name, conn::Ctx, error::Error, output::Show};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,20 +18,23 @@ struct DeleteJson {
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     check_name(&args.name)?;
-    let mut admin = ctx.admin().await?;
-    let resp = ctx
-        .call(admin.delete_breaker(pb::DeleteBreakerRequest {
-            name: args.name.clone(),
-        }))
-        .await?;
-    match ctx.output {
-        Output::Json => output::print_json_pretty(&DeleteJson {
-            name: args.name,
-            revision: resp.revision,
-        }),
-        Output::Table => output::println(&format!(
+    let mut admin = ctx.client().await?.admin();
+    let resp = ctx.run(admin.delete(&args.name)).await?;
+    ctx.output.print(&DeleteJson {
+        name: args.name,
+        revision: resp.revision,
+    })
+}
+
+impl Show for DeleteJson {
+    fn json(&self) -> impl Serialize + '_ {
+        self
+    }
+
+    fn table(&self) -> Result<String, Error> {
+        Ok(format!(
             "deleted {} (revision {})",
-            args.name, resp.revision
-        )),
+            self.name, self.revision
+        ))
     }
 }

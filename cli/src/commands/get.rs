@@ -4,11 +4,10 @@ use cbd_proto::v1 as pb;
 use serde::Serialize;
 
 use crate::{
-    Output,
     commands::check_name,
     conn::Ctx,
     error::Error,
-    output::{self, BreakerJson},
+    output::{self, BreakerJson, Show},
 };
 
 #[derive(Debug, clap::Args)]
@@ -23,22 +22,31 @@ struct GetJson {
     revision: u64,
 }
 
+/// GetBreaker's answer.
+struct Got(pb::GetBreakerResponse);
+
+impl Show for Got {
+    fn json(&self) -> impl Serialize + '_ {
+        GetJson {
+            breaker: self.0.breaker.as_ref().map(BreakerJson::from),
+            revision: self.0.revision,
+        }
+    }
+
+    fn table(&self) -> Result<String, Error> {
+        self.0
+            .breaker
+            .as_ref()
+            .map(describe)
+            .ok_or_else(|| Error::Other("the daemon answered without a breaker".into()))
+    }
+}
+
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     check_name(&args.name)?;
-    let mut admin = ctx.admin().await?;
-    let resp = ctx
-        .call(admin.get_breaker(pb::GetBreakerRequest { name: args.name }))
-        .await?;
-    match ctx.output {
-        Output::Json => output::print_json_pretty(&GetJson {
-            breaker: resp.breaker.as_ref().map(BreakerJson::from),
-            revision: resp.revision,
-        }),
-        Output::Table => match &resp.breaker {
-            Some(b) => output::println(&describe(b)),
-            None => Err(Error::Other("the daemon answered without a breaker".into())),
-        },
-    }
+    let mut admin = ctx.client().await?.admin();
+    let resp = ctx.run(admin.get(&args.name)).await?;
+    ctx.output.print(&Got(resp))
 }
 
 /// A breaker for people: its status, then its spec as the keys of `put` / apply files.
@@ -83,7 +91,7 @@ pub fn describe(b: &pb::BreakerStatus) -> String {
     let mut text = output::key_values(&rows);
     if let Some(spec) = &b.spec {
         text.push_str("\nspec:");
-        let spec_rows = output::spec_rows(spec);
+        let spec_rows = cbd_proto::spec_fields::SpecFields::from_proto(spec).rows();
         let width = spec_rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in spec_rows {
             text.push_str(&format!("\n  {k:<width$} = {v}"));

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-use crate::{Output, conn::Ctx, error::Error, output};
+use crate::{conn::Ctx, error::Error, output::Show};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,6 +26,16 @@ struct HealthJson {
     status: &'static str,
 }
 
+impl Show for HealthJson {
+    fn json(&self) -> impl Serialize + '_ {
+        self
+    }
+
+    fn table(&self) -> Result<String, Error> {
+        Ok(format!("{}: {}", self.endpoint, self.status))
+    }
+}
+
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     let mut client = ctx.health_on(ctx.channel().await?);
     let resp = ctx
@@ -43,13 +53,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
         })?;
     let status = ServingStatus::try_from(resp.status).unwrap_or(ServingStatus::Unknown);
     let name = status.as_str_name();
-    match ctx.output {
-        Output::Json => output::print_json_pretty(&HealthJson {
-            endpoint: ctx.endpoint.clone(),
-            status: name,
-        })?,
-        Output::Table => output::println(&format!("{}: {name}", ctx.endpoint))?,
-    }
+    ctx.output.print(&HealthJson {
+        endpoint: ctx.endpoint.clone(),
+        status: name,
+    })?;
     if status == ServingStatus::Serving {
         Ok(())
     } else {

@@ -4,10 +4,9 @@ use cbd_proto::v1 as pb;
 use serde::Serialize;
 
 use crate::{
-    Output,
     conn::Ctx,
     error::Error,
-    output::{self, BreakerJson},
+    output::{self, BreakerJson, Show},
 };
 
 /// Breakers per ListBreakers call (the daemon's maximum).
@@ -27,53 +26,61 @@ struct ListJson {
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     let (breakers, revision) = fetch_all(ctx, args.prefix.as_deref().unwrap_or("")).await?;
-    match ctx.output {
-        Output::Json => output::print_json_pretty(&ListJson {
-            breakers: breakers.iter().map(BreakerJson::from).collect(),
-            revision,
-        }),
-        Output::Table => {
-            let rows: Vec<Vec<String>> = breakers
-                .iter()
-                .map(|b| {
-                    vec![
-                        b.name.clone(),
-                        output::short(b.state().as_str_name()).to_owned(),
-                        output::override_cell(b.r#override()),
-                        b.generation.to_string(),
-                        format!("{}/{}", b.window_failures, b.window_calls),
-                        output::retry_after_cell(b),
-                    ]
-                })
-                .collect();
-            output::println(&output::table(
-                &[
-                    "NAME",
-                    "STATE",
-                    "OVERRIDE",
-                    "GEN",
-                    "FAILURES/CALLS",
-                    "RETRY-AFTER",
-                ],
-                &rows,
-            ))
+    ctx.output.print(&Listed { breakers, revision })
+}
+
+/// Every page of ListBreakers, joined.
+struct Listed {
+    breakers: Vec<pb::BreakerStatus>,
+    revision: u64,
+}
+
+impl Show for Listed {
+    fn json(&self) -> impl Serialize + '_ {
+        ListJson {
+            breakers: self.breakers.iter().map(BreakerJson::from).collect(),
+            revision: self.revision,
         }
+    }
+
+    fn table(&self) -> Result<String, Error> {
+        let rows: Vec<Vec<String>> = self
+            .breakers
+            .iter()
+            .map(|b| {
+                vec![
+                    b.name.clone(),
+                    output::short(b.state().as_str_name()).to_owned(),
+                    output::override_cell(b.r#override()),
+                    b.generation.to_string(),
+                    format!("{}/{}", b.window_failures, b.window_calls),
+                    output::retry_after_cell(b),
+                ]
+            })
+            .collect();
+        Ok(output::table(
+            &[
+                "NAME",
+                "STATE",
+                "OVERRIDE",
+                "GEN",
+                "FAILURES/CALLS",
+                "RETRY-AFTER",
+            ],
+            &rows,
+        ))
     }
 }
 
 /// Every breaker under `prefix`, in name order, and the revision of the last page.
 pub async fn fetch_all(ctx: &Ctx, prefix: &str) -> Result<(Vec<pb::BreakerStatus>, u64), Error> {
-    let mut admin = ctx.admin().await?;
+    let mut admin = ctx.client().await?.admin();
     let mut breakers = Vec::new();
     let mut page_token = String::new();
     let mut revision = 0;
     loop {
         let page = ctx
-            .call(admin.list_breakers(pb::ListBreakersRequest {
-                prefix: prefix.to_owned(),
-                page_size: PAGE_SIZE,
-                page_token: std::mem::take(&mut page_token),
-            }))
+            .run(admin.list_page(prefix, PAGE_SIZE, std::mem::take(&mut page_token)))
             .await?;
         breakers.extend(page.breakers);
         revision = revision.max(page.revision);

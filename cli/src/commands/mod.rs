@@ -25,4 +25,4 @@ pub fn check_name(name: &str) -> Result<(), Error> {
 
 /// A spec error in the words of `put`'s flags and apply files (`failure_rate`, not
 /// `failure_rate_percent`).
-pub use cbd_proto::spec_fields::spec_error;
+pub use cbd_proto::schema::spec_error;

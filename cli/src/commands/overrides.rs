@@ -5,11 +5,10 @@ use cbd_proto::v1 as pb;
 use serde::Serialize;
 
 use crate::{
-    Output,
     commands::check_name,
     conn::Ctx,
     error::Error,
-    output::{self, BreakerJson},
+    output::{self, BreakerJson, Show},
 };
 
 #[derive(Debug, clap::Args)]
@@ -39,28 +38,41 @@ pub(crate) fn changed_line(name: &str, b: Option<&pb::BreakerStatus>, revision: 
 
 pub async fn run(ctx: &Ctx, args: Args, which: pb::Override) -> Result<(), Error> {
     check_name(&args.name)?;
-    let mut admin = ctx.admin().await?;
-    let resp = ctx
-        .call(admin.set_override(pb::SetOverrideRequest {
-            name: args.name.clone(),
-            r#override: which as i32,
-        }))
-        .await?;
+    let mut admin = ctx.client().await?.admin();
+    let resp = ctx.run(admin.set_override(&args.name, which)).await?;
     print_changed(ctx, &args.name, resp.breaker.as_ref(), resp.revision)
 }
 
-/// Prints a breaker after an operator change (override or reset), as JSON or a line.
+/// Prints a breaker after an operator change (override or reset).
 pub(crate) fn print_changed(
     ctx: &Ctx,
     name: &str,
     breaker: Option<&pb::BreakerStatus>,
     revision: u64,
 ) -> Result<(), Error> {
-    match ctx.output {
-        Output::Json => output::print_json_pretty(&ChangedJson {
-            breaker: breaker.map(BreakerJson::from),
-            revision,
-        }),
-        Output::Table => output::println(&changed_line(name, breaker, revision)),
+    ctx.output.print(&Changed {
+        name,
+        breaker,
+        revision,
+    })
+}
+
+/// A breaker after an operator change.
+struct Changed<'a> {
+    name: &'a str,
+    breaker: Option<&'a pb::BreakerStatus>,
+    revision: u64,
+}
+
+impl Show for Changed<'_> {
+    fn json(&self) -> impl Serialize + '_ {
+        ChangedJson {
+            breaker: self.breaker.map(BreakerJson::from),
+            revision: self.revision,
+        }
+    }
+
+    fn table(&self) -> Result<String, Error> {
+        Ok(changed_line(self.name, self.breaker, self.revision))
     }
 }

@@ -2,10 +2,15 @@
 
 use std::time::Duration;
 
-use cbd_proto::{convert::duration_to_proto, v1 as pb};
+use cbd_proto::v1 as pb;
 use serde::Serialize;
 
-use crate::{Output, commands::acquire::from_hex, conn::Ctx, error::Error, output, parse_duration};
+use crate::{
+    conn::Ctx,
+    error::Error,
+    output::{self, Show},
+    parse_duration,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -50,7 +55,8 @@ struct ReportJson {
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
-    let permit = from_hex(&args.permit)
+    let permit = hex::decode(args.permit.trim())
+        .ok()
         .filter(|p| !p.is_empty())
         .ok_or_else(|| {
             Error::Usage(format!(
@@ -58,37 +64,42 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
                 args.permit
             ))
         })?;
-    let mut client = ctx.breakers().await?;
+    let client = ctx.client().await?;
     let resp = ctx
-        .call(client.report(pb::ReportRequest {
-            permit,
-            outcome: args.outcome.to_proto() as i32,
-            duration: args.duration.map(duration_to_proto),
-        }))
+        .run(client.report_once(permit, args.outcome.to_proto(), args.duration))
         .await?;
-    match ctx.output {
-        Output::Json => output::print_json_pretty(&ReportJson {
-            state: resp.state().as_str_name(),
-            stale: resp.stale,
-            revision: resp.revision,
-            generation: resp.generation,
-        }),
-        Output::Table => {
-            let mut rows = vec![
-                (
-                    "state",
-                    output::short(resp.state().as_str_name()).to_owned(),
-                ),
-                ("generation", resp.generation.to_string()),
-            ];
-            if resp.stale {
-                rows.push((
-                    "stale",
-                    "true (the permit is from an older generation: nothing changed)".into(),
-                ));
-            }
-            rows.push(("revision", resp.revision.to_string()));
-            output::println(&output::key_values(&rows))
+    ctx.output.print(&Reported(resp))
+}
+
+/// Report's answer.
+struct Reported(pb::ReportResponse);
+
+impl Show for Reported {
+    fn json(&self) -> impl Serialize + '_ {
+        ReportJson {
+            state: self.0.state().as_str_name(),
+            stale: self.0.stale,
+            revision: self.0.revision,
+            generation: self.0.generation,
         }
+    }
+
+    fn table(&self) -> Result<String, Error> {
+        let resp = &self.0;
+        let mut rows = vec![
+            (
+                "state",
+                output::short(resp.state().as_str_name()).to_owned(),
+            ),
+            ("generation", resp.generation.to_string()),
+        ];
+        if resp.stale {
+            rows.push((
+                "stale",
+                "true (the permit is from an older generation: nothing changed)".into(),
+            ));
+        }
+        rows.push(("revision", resp.revision.to_string()));
+        Ok(output::key_values(&rows))
     }
 }

@@ -1,7 +1,5 @@
 //! `cbctl reset NAME`: back to CLOSED with an empty window and no backoff.
 
-use cbd_proto::v1 as pb;
-
 use crate::{
     commands::{check_name, overrides::print_changed},
     conn::Ctx,
@@ -16,11 +14,7 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     check_name(&args.name)?;
-    let mut admin = ctx.admin().await?;
-    let resp = ctx
-        .call(admin.reset_breaker(pb::ResetBreakerRequest {
-            name: args.name.clone(),
-        }))
-        .await?;
+    let mut admin = ctx.client().await?.admin();
+    let resp = ctx.run(admin.reset(&args.name)).await?;
     print_changed(ctx, &args.name, resp.breaker.as_ref(), resp.revision)
 }

@@ -16,7 +16,7 @@ use crate::{
     Output,
     conn::Ctx,
     error::Error,
-    output::{self, BreakerJson, EventJson},
+    output::{self, BreakerJson, EventJson, Show},
 };
 
 #[derive(Debug, clap::Args)]
@@ -63,13 +63,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     // A daemon that is not there at all is exit 4 now; once the watch runs, it
     // rides out restarts by itself.
     drop(ctx.channel().await?);
-    let mut builder = cbd_client::Client::builder(ctx.endpoint.clone())
-        .token(ctx.auth.token())
-        .connect_timeout(ctx.timeout);
-    if let Some(tls) = &ctx.tls {
-        builder = builder.tls_config(tls.clone());
-    }
-    let client = builder.build().map_err(|e| Error::Usage(e.to_string()))?;
+    let client = ctx
+        .client_builder()
+        .build()
+        .map_err(|e| Error::from_client(&e, &ctx.endpoint))?;
     let filter = WatchFilter {
         prefix: args.prefix.clone().unwrap_or_default(),
         names: args.names.clone(),
@@ -84,18 +81,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
         match item {
             Ok(event) => print(ctx.output, &args, event)?,
             // Only errors that retrying cannot fix end the stream.
-            Err(e) => return Err(client_error(&e, &ctx.endpoint)),
+            Err(e) => return Err(Error::from_client(&e, &ctx.endpoint)),
         }
     }
     Ok(())
-}
-
-/// A `cbd-client` error in this crate's terms (and so its exit code).
-fn client_error(e: &cbd_client::Error, endpoint: &str) -> Error {
-    match e.status() {
-        Some(status) => Error::from_status(status, endpoint),
-        None => Error::Other(e.to_string()),
-    }
 }
 
 fn print(output: Output, args: &Args, event: WatchEvent) -> Result<(), Error> {
@@ -108,29 +97,13 @@ fn print(output: Output, args: &Args, event: WatchEvent) -> Result<(), Error> {
             if args.no_snapshot && !resync {
                 return Ok(());
             }
-            match output {
-                Output::Json => output::print_json(&Line::Snapshot {
-                    revision,
-                    resync,
-                    breakers: breakers.iter().map(BreakerJson::from).collect(),
-                }),
-                Output::Table => {
-                    if resync {
-                        output::println(&format!(
-                            "{revision}  resync: events were compacted away; the state now:"
-                        ))?;
-                    }
-                    for b in &breakers {
-                        output::println(&snapshot_line(revision, b))?;
-                    }
-                    Ok(())
-                }
-            }
+            output.print_line(&Item::Snapshot {
+                revision,
+                resync,
+                breakers: &breakers,
+            })
         }
-        WatchEvent::Event(e) => match output {
-            Output::Json => output::print_json(&Line::Event(Box::new(EventJson::from(&e)))),
-            Output::Table => output::println(&event_line(&e)),
-        },
+        WatchEvent::Event(e) => output.print_line(&Item::Event(&e)),
         // Outages go to stderr, so stdout stays the events only.
         WatchEvent::Interrupted { reason } => {
             eprintln!("cbctl: watch interrupted: {reason}; reconnecting");
@@ -143,15 +116,66 @@ fn print(output: Output, args: &Args, event: WatchEvent) -> Result<(), Error> {
             }
             Ok(())
         }
-        WatchEvent::Progress { revision } => {
-            if !args.progress {
-                return Ok(());
-            }
-            match output {
-                Output::Json => output::print_json(&Line::Progress { revision }),
-                Output::Table => output::println(&format!("{revision}  progress")),
-            }
+        WatchEvent::Progress { revision } if args.progress => {
+            output.print_line(&Item::Progress { revision })
         }
+        WatchEvent::Progress { .. } => Ok(()),
+    }
+}
+
+/// What stdout shows of the stream.
+enum Item<'a> {
+    Snapshot {
+        revision: u64,
+        resync: bool,
+        breakers: &'a [pb::BreakerStatus],
+    },
+    Event(&'a pb::Event),
+    Progress {
+        revision: u64,
+    },
+}
+
+impl Show for Item<'_> {
+    fn json(&self) -> impl Serialize + '_ {
+        match self {
+            Item::Snapshot {
+                revision,
+                resync,
+                breakers,
+            } => Line::Snapshot {
+                revision: *revision,
+                resync: *resync,
+                breakers: breakers.iter().map(BreakerJson::from).collect(),
+            },
+            Item::Event(e) => Line::Event(Box::new(EventJson::from(*e))),
+            Item::Progress { revision } => Line::Progress {
+                revision: *revision,
+            },
+        }
+    }
+
+    /// Snapshot: one line per breaker (none for an empty one), after a `resync`
+    /// line when events were compacted away.
+    fn table(&self) -> Result<String, Error> {
+        Ok(match self {
+            Item::Snapshot {
+                revision,
+                resync,
+                breakers,
+            } => {
+                let mut lines: Vec<String> = Vec::new();
+                if *resync {
+                    lines.push(format!(
+                        "{revision}  resync: events were compacted away; the state now:"
+                    ));
+                }
+                lines.extend(breakers.iter().map(|b| snapshot_line(*revision, b)));
+                lines.join("\n")
+            }
+            Item::Event(e) => event_line(e),
+            Item::Progress { revision } => format!("{revision}  progress"),
+        })
     }
 }
 

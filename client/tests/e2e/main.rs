@@ -3,6 +3,7 @@
 //!
 //! One test binary, so the workspace links it once.
 
+mod admin;
 mod calls;
 mod fallback;
 mod layer;

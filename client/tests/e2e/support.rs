@@ -47,25 +47,16 @@ pub fn spec(failures: u32, open_ms: u64) -> pb::BreakerSpec {
 
 /// Puts `name` with `spec` through the client's admin API.
 pub async fn put(client: &Client, name: &str, spec: pb::BreakerSpec) -> pb::PutBreakerResponse {
-    client
-        .admin_client()
-        .put_breaker(pb::PutBreakerRequest {
-            name: name.into(),
-            spec: Some(spec),
-        })
-        .await
-        .expect("put")
-        .into_inner()
+    client.admin().put(name, spec).await.expect("put")
 }
 
 /// The breaker's status through the client's admin API.
 pub async fn status(client: &Client, name: &str) -> pb::BreakerStatus {
     client
-        .admin_client()
-        .get_breaker(pb::GetBreakerRequest { name: name.into() })
+        .admin()
+        .get(name)
         .await
         .expect("get")
-        .into_inner()
         .breaker
         .expect("breaker")
 }
