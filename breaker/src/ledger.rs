@@ -37,10 +37,12 @@ pub(crate) struct Ledger {
 }
 
 impl Ledger {
+    #[inline]
     fn more_len(&self) -> usize {
         self.more.as_ref().map_or(0, |m| m.len())
     }
 
+    #[inline]
     fn is_empty(&self) -> bool {
         self.first == 0 && self.more_len() == 0
     }
@@ -51,6 +53,7 @@ impl Ledger {
         self.base += WORD_BITS;
     }
 
+    #[inline]
     fn word_mut(&mut self, index: usize) -> Option<&mut u64> {
         match index {
             0 => Some(&mut self.first),
@@ -59,6 +62,7 @@ impl Ledger {
     }
 
     /// Records `serial` as outstanding. Serials must be issued in increasing order.
+    #[inline]
     pub fn issue(&mut self, serial: u64) {
         if self.is_empty() {
             self.base = serial - serial % WORD_BITS;
@@ -81,6 +85,7 @@ impl Ledger {
 
     /// Marks `serial` reported; `false` if it was not outstanding (reported already,
     /// pushed out, or never issued in this generation).
+    #[inline]
     pub fn take(&mut self, serial: u64) -> bool {
         let Some(offset) = serial.checked_sub(self.base) else {
             return false;

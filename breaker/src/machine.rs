@@ -24,31 +24,63 @@ use crate::{
 ///
 /// `acquire` and `report` do not allocate once the permit ledger has grown to the
 /// breaker's working size (a few words for calls that get reported).
+#[repr(C)] // the field order is the cache-line layout (docs/DESIGN.md §3.6)
 pub struct Breaker {
-    spec: Spec,
-    /// `spec.effective_consecutive_failures()`, cached for the hot path.
-    consecutive_threshold: Option<u32>,
-    /// `spec.slow_call_threshold()`, cached for the hot path.
-    slow_threshold: Option<Duration>,
-
+    // What every acquire + report pair reads or writes, first and together.
     state: State,
     override_: Option<Override>,
+    consecutive_failures: u32,
     generation: u64,
+    /// The serial of the next permit, plain or probe; never reused by this machine.
+    next_serial: u64,
+    /// Plain permits of this generation not yet reported.
+    ledger: Ledger,
+    /// What the pair needs of the spec, copied out of it.
+    limits: Limits,
+    window: Window,
     /// `Some` iff OPEN and not forced.
     open_until: Option<Timestamp>,
+    /// The rest, touched by transitions, probes and reads only.
+    cold: Box<Cold>,
+}
+
+/// The spec's fields that every pair reads, cached next to the counters so that the
+/// spec itself stays out of the hot cache lines.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    /// `spec.effective_consecutive_failures()`.
+    consecutive_threshold: Option<u32>,
+    minimum_calls: u32,
+    failure_rate_percent: Option<u32>,
+    slow_call_rate_percent: Option<u32>,
+    /// `spec.slow_call_threshold()`.
+    slow_threshold: Option<Duration>,
+    cache_ttl: Option<Duration>,
+}
+
+impl Limits {
+    fn of(spec: &Spec) -> Self {
+        Self {
+            consecutive_threshold: spec.effective_consecutive_failures(),
+            minimum_calls: spec.minimum_calls,
+            failure_rate_percent: spec.failure_rate_percent,
+            slow_call_rate_percent: spec.slow_call_rate_percent,
+            slow_threshold: spec.slow_call_threshold(),
+            cache_ttl: spec.cache_ttl,
+        }
+    }
+}
+
+/// The part of a breaker that acquire and report touch only on a transition or in
+/// HALF_OPEN.
+struct Cold {
+    spec: Spec,
     /// How long the current open period was set to last (for `OpenElapsed`).
     open_for: Duration,
     backoff_level: u32,
-
-    consecutive_failures: u32,
-    window: Window,
+    half_open_successes: u32,
     /// Half-open probes in flight; capacity `half_open_permits`, reserved up front.
     probes: Vec<Probe>,
-    /// Plain permits of this generation not yet reported.
-    ledger: Ledger,
-    /// The serial of the next permit, plain or probe; never reused by this machine.
-    next_serial: u64,
-    half_open_successes: u32,
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -70,21 +102,22 @@ impl Breaker {
     /// but its out-of-range sizes are clamped.
     pub fn new(spec: Spec) -> Self {
         Self {
-            consecutive_threshold: spec.effective_consecutive_failures(),
-            slow_threshold: spec.slow_call_threshold(),
             state: State::Closed,
             override_: None,
-            generation: 1,
-            open_until: None,
-            open_for: spec.open_duration,
-            backoff_level: 0,
             consecutive_failures: 0,
-            window: Window::new(spec.window),
-            probes: Vec::with_capacity(probe_slots(&spec)),
-            ledger: Ledger::default(),
+            generation: 1,
             next_serial: 1,
-            half_open_successes: 0,
-            spec,
+            ledger: Ledger::default(),
+            limits: Limits::of(&spec),
+            window: Window::new(spec.window),
+            open_until: None,
+            cold: Box::new(Cold {
+                open_for: spec.open_duration,
+                backoff_level: 0,
+                half_open_successes: 0,
+                probes: Vec::with_capacity(probe_slots(&spec)),
+                spec,
+            }),
         }
     }
 
@@ -97,7 +130,7 @@ impl Breaker {
         let mut b = Self::new(spec);
         b.generation = persisted.generation;
         b.override_ = persisted.override_;
-        b.backoff_level = persisted.backoff_level;
+        b.cold.backoff_level = persisted.backoff_level;
         b.state = match persisted.override_ {
             Some(Override::ForcedOpen) => State::Open,
             Some(Override::ForcedClosed | Override::Disabled) => State::Closed,
@@ -105,32 +138,35 @@ impl Breaker {
         };
         if b.state == State::Open && b.override_.is_none_or(|o| o == Override::Shadow) {
             b.open_until = Some(persisted.open_until.unwrap_or_default());
-            b.open_for = b.spec.open_duration_at(b.backoff_level);
+            b.cold.open_for = b.cold.spec.open_duration_at(b.cold.backoff_level);
         }
         b
     }
 
     /// The breaker's spec.
     pub fn spec(&self) -> &Spec {
-        &self.spec
+        &self.cold.spec
     }
 
     /// Replaces the spec, keeping state, generation, override, deadlines and counters.
     /// The window is rebuilt (empty) only if `spec.window` changed.
     pub fn set_spec(&mut self, spec: Spec) {
-        if spec.window != self.spec.window {
+        if spec.window != self.cold.spec.window {
             self.window = Window::new(spec.window);
         }
         // Reserved now so that admitting a probe never allocates.
-        self.probes
-            .reserve_exact(probe_slots(&spec).saturating_sub(self.probes.len()));
-        self.consecutive_threshold = spec.effective_consecutive_failures();
-        self.slow_threshold = spec.slow_call_threshold();
-        self.spec = spec;
+        self.cold
+            .probes
+            .reserve_exact(probe_slots(&spec).saturating_sub(self.cold.probes.len()));
+        self.limits = Limits::of(&spec);
+        self.cold.spec = spec;
     }
 
     /// Asks whether a call may proceed now. Runs due timers first (a lazy
     /// OPEN → HALF_OPEN or probe expiry), so the answer never lags the clock.
+    // Inline here and in its hot helpers: otherwise answers go through memory, and
+    // re-reading them stalls store forwarding (docs/DESIGN.md §3.6).
+    #[inline]
     pub fn acquire(&mut self, now: Timestamp) -> Acquired {
         let transition = self.run_timers(now);
         let mut answer = Acquired {
@@ -164,7 +200,8 @@ impl Breaker {
                     answer.allowed = true;
                     answer.permit = Some(permit);
                     if self.state == State::Closed {
-                        answer.valid_until = self.spec.cache_ttl.map(|ttl| now.saturating_add(ttl));
+                        answer.valid_until =
+                            self.limits.cache_ttl.map(|ttl| now.saturating_add(ttl));
                     }
                 }
                 Admission::Rejected { retry_after } => answer.retry_after = retry_after,
@@ -182,6 +219,7 @@ impl Breaker {
     /// changes. A plain permit is also stale once [`MAX_PERMIT_SPAN`](crate::MAX_PERMIT_SPAN)
     /// newer permits of this breaker were issued. A permit from a newer generation is
     /// an error.
+    #[inline]
     pub fn report(
         &mut self,
         permit: PermitToken,
@@ -247,7 +285,7 @@ impl Breaker {
         match self.state {
             State::Closed => None,
             State::Open => self.open_until,
-            State::HalfOpen => self.probes.iter().map(|p| p.expires_at).min(),
+            State::HalfOpen => self.cold.probes.iter().map(|p| p.expires_at).min(),
         }
     }
 
@@ -272,7 +310,7 @@ impl Breaker {
             override_: self.override_,
             generation: self.generation,
             open_until: self.open_until,
-            backoff_level: self.backoff_level,
+            backoff_level: self.cold.backoff_level,
         }
     }
 
@@ -285,17 +323,18 @@ impl Breaker {
             override_: self.override_,
             generation: self.generation,
             open_until: self.open_until,
-            backoff_level: self.backoff_level,
+            backoff_level: self.cold.backoff_level,
             consecutive_failures: self.consecutive_failures,
             window_calls: sat(counts.calls),
             window_failures: sat(counts.failures),
             window_slow_calls: sat(counts.slow),
-            probes_in_flight: sat(self.probes.len() as u64),
-            half_open_successes: self.half_open_successes,
+            probes_in_flight: sat(self.cold.probes.len() as u64),
+            half_open_successes: self.cold.half_open_successes,
         }
     }
 
     /// The next serial, as a permit of this generation.
+    #[inline]
     fn permit(&mut self, probe: bool) -> PermitToken {
         let serial = self.next_serial;
         self.next_serial += 1;
@@ -307,12 +346,14 @@ impl Breaker {
     }
 
     /// A plain permit, recorded as outstanding.
+    #[inline]
     fn plain_permit(&mut self) -> PermitToken {
         let permit = self.permit(false);
         self.ledger.issue(permit.serial);
         permit
     }
 
+    #[inline]
     fn timers_frozen(&self) -> bool {
         matches!(
             self.override_,
@@ -322,6 +363,7 @@ impl Breaker {
 
     /// The enforcing machine's decision. Timers have run, so OPEN means `now` is
     /// before `open_until`, and no probe in flight has expired.
+    #[inline(always)]
     fn admit(&mut self, now: Timestamp) -> Admission {
         match self.state {
             State::Closed => Admission::Allowed(self.plain_permit()),
@@ -329,16 +371,16 @@ impl Breaker {
                 retry_after: self.open_until.map(|u| u.saturating_duration_since(now)),
             },
             State::HalfOpen => {
-                if self.probes.len() >= self.spec.half_open_permits as usize {
-                    let earliest = self.probes.iter().map(|p| p.expires_at).min();
+                if self.cold.probes.len() >= self.cold.spec.half_open_permits as usize {
+                    let earliest = self.cold.probes.iter().map(|p| p.expires_at).min();
                     return Admission::Rejected {
                         retry_after: earliest.map(|e| e.saturating_duration_since(now)),
                     };
                 }
                 let permit = self.permit(true);
-                self.probes.push(Probe {
+                self.cold.probes.push(Probe {
                     serial: permit.serial,
-                    expires_at: now.saturating_add(self.spec.permit_ttl),
+                    expires_at: now.saturating_add(self.cold.spec.permit_ttl),
                 });
                 Admission::Allowed(permit)
             }
@@ -346,6 +388,7 @@ impl Breaker {
     }
 
     /// A current-generation report to the running machine (no override, or shadow).
+    #[inline(always)]
     fn machine_report(
         &mut self,
         permit: PermitToken,
@@ -361,10 +404,15 @@ impl Breaker {
                 (false, reason.map(|r| self.trip(r, now)))
             }
             (State::HalfOpen, true) => {
-                let Some(i) = self.probes.iter().position(|p| p.serial == permit.serial) else {
+                let Some(i) = self
+                    .cold
+                    .probes
+                    .iter()
+                    .position(|p| p.serial == permit.serial)
+                else {
                     return (true, None); // already reported, or never handed out
                 };
-                self.probes.swap_remove(i);
+                self.cold.probes.swap_remove(i);
                 (false, self.probe_outcome(outcome, duration, now))
             }
             // Shadow hands plain permits to the calls it would have rejected; they
@@ -376,6 +424,7 @@ impl Breaker {
     }
 
     /// Counts a CLOSED outcome; returns whether it was counted (IGNORED is not).
+    #[inline(always)]
     fn count(&mut self, outcome: Outcome, duration: Option<Duration>, now: Timestamp) -> bool {
         match outcome {
             Outcome::Ignored => return false,
@@ -392,13 +441,15 @@ impl Breaker {
         true
     }
 
+    #[inline]
     fn is_slow(&self, duration: Option<Duration>) -> bool {
-        matches!((self.slow_threshold, duration), (Some(t), Some(d)) if d > t)
+        matches!((self.limits.slow_threshold, duration), (Some(t), Some(d)) if d > t)
     }
 
     /// The first trip condition that holds, if any.
+    #[inline]
     fn trip_reason(&self) -> Option<Reason> {
-        if let Some(n) = self.consecutive_threshold
+        if let Some(n) = self.limits.consecutive_threshold
             && self.consecutive_failures >= n
         {
             return Some(Reason::ConsecutiveFailures {
@@ -406,7 +457,7 @@ impl Breaker {
             });
         }
         let c = self.window.counts();
-        if c.calls == 0 || c.calls < u64::from(self.spec.minimum_calls) {
+        if c.calls == 0 || c.calls < u64::from(self.limits.minimum_calls) {
             return None;
         }
         let calls = u32::try_from(c.calls).unwrap_or(u32::MAX);
@@ -414,7 +465,7 @@ impl Breaker {
         // the rounding of an integer division.
         let reached = |count: u64, threshold: u32| count * 100 >= u64::from(threshold) * c.calls;
         let rounded = |count: u64| ((count * 100 + c.calls / 2) / c.calls) as u32;
-        if let Some(t) = self.spec.failure_rate_percent
+        if let Some(t) = self.limits.failure_rate_percent
             && reached(c.failures, t)
         {
             return Some(Reason::FailureRate {
@@ -423,7 +474,7 @@ impl Breaker {
                 calls,
             });
         }
-        if let Some(t) = self.spec.slow_call_rate_percent
+        if let Some(t) = self.limits.slow_call_rate_percent
             && reached(c.slow, t)
         {
             return Some(Reason::SlowCallRate {
@@ -446,16 +497,16 @@ impl Breaker {
             Outcome::Ignored => None,
             Outcome::Failure => Some(self.reopen(Reason::ProbeFailed, now)),
             Outcome::Success if self.is_slow(duration) => {
-                let threshold = self.slow_threshold.unwrap_or_default();
+                let threshold = self.limits.slow_threshold.unwrap_or_default();
                 Some(self.reopen(Reason::ProbeSlow { threshold }, now))
             }
             Outcome::Success => {
-                self.half_open_successes += 1;
-                if self.half_open_successes < self.spec.success_threshold {
+                self.cold.half_open_successes += 1;
+                if self.cold.half_open_successes < self.cold.spec.success_threshold {
                     return None;
                 }
-                let count = self.half_open_successes;
-                self.backoff_level = 0;
+                let count = self.cold.half_open_successes;
+                self.cold.backoff_level = 0;
                 Some(self.switch(
                     State::Closed,
                     self.override_,
@@ -466,16 +517,23 @@ impl Breaker {
         }
     }
 
+    #[inline]
     fn run_timers(&mut self, now: Timestamp) -> Option<Transition> {
-        if self.timers_frozen() {
+        // The common case, checked inline: no timer runs while CLOSED.
+        if self.state == State::Closed || self.timers_frozen() {
             return None;
         }
+        self.run_open_timers(now)
+    }
+
+    /// [`run_timers`](Self::run_timers) while OPEN or HALF_OPEN.
+    fn run_open_timers(&mut self, now: Timestamp) -> Option<Transition> {
         match self.state {
             State::Closed => None,
             State::Open => {
                 let due = self.open_until.is_some_and(|until| now >= until);
-                let open_for = self.open_for;
                 due.then(|| {
+                    let open_for = self.cold.open_for;
                     self.switch(
                         State::HalfOpen,
                         self.override_,
@@ -485,7 +543,7 @@ impl Breaker {
                 })
             }
             State::HalfOpen => {
-                let expired = self.probes.iter().any(|p| p.expires_at <= now);
+                let expired = self.cold.probes.iter().any(|p| p.expires_at <= now);
                 expired.then(|| self.reopen(Reason::ProbeExpired, now))
             }
         }
@@ -493,22 +551,22 @@ impl Breaker {
 
     /// HALF_OPEN → OPEN, one backoff level up.
     fn reopen(&mut self, reason: Reason, now: Timestamp) -> Transition {
-        self.backoff_level = self.backoff_level.saturating_add(1);
+        self.cold.backoff_level = self.cold.backoff_level.saturating_add(1);
         self.trip(reason, now)
     }
 
     /// → OPEN for the open duration of the current backoff level.
     fn trip(&mut self, reason: Reason, now: Timestamp) -> Transition {
-        let open_for = self.spec.open_duration_at(self.backoff_level);
+        let open_for = self.cold.spec.open_duration_at(self.cold.backoff_level);
         let t = self.switch(State::Open, self.override_, reason, now);
-        self.open_for = open_for;
+        self.cold.open_for = open_for;
         self.open_until = Some(now.saturating_add(open_for));
         t
     }
 
     /// Operator changes: a fresh start under override `o`.
     fn start_over(&mut self, o: Option<Override>, reason: Reason, now: Timestamp) -> Transition {
-        self.backoff_level = 0;
+        self.cold.backoff_level = 0;
         let state = if o == Some(Override::ForcedOpen) {
             State::Open
         } else {
@@ -532,9 +590,9 @@ impl Breaker {
         self.open_until = None;
         self.consecutive_failures = 0;
         self.window.clear();
-        self.probes.clear();
+        self.cold.probes.clear();
         self.ledger.clear();
-        self.half_open_successes = 0;
+        self.cold.half_open_successes = 0;
         // Saturating: 2^64 changes will not happen; a restored record might be corrupt.
         self.generation = self.generation.saturating_add(1);
         Transition {
@@ -558,9 +616,31 @@ impl fmt::Debug for Breaker {
     // The window's ring can be large; show its totals instead.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Breaker")
-            .field("spec", &self.spec)
+            .field("spec", &self.cold.spec)
             .field("status", &self.status())
-            .field("probes", &self.probes)
+            .field("probes", &self.cold.probes)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::{offset_of, size_of};
+
+    use super::*;
+
+    /// The layout budget of docs/DESIGN.md §3.6: a breaker was 344 bytes with the
+    /// spec inline; what a CLOSED pair touches is the first 176 bytes (the key of
+    /// a map entry comes before it).
+    #[test]
+    fn breaker_layout_stays_in_budget() {
+        assert!(
+            size_of::<Breaker>() <= 208,
+            "{} bytes",
+            size_of::<Breaker>()
+        );
+        let hot_end = offset_of!(Breaker, window) + size_of::<Window>();
+        assert!(hot_end <= 176, "hot fields end at byte {hot_end}");
+        assert_eq!(offset_of!(Breaker, open_until), hot_end);
     }
 }
