@@ -12,7 +12,7 @@ use crate::{
     auth::Auth,
     config::Config,
     error::Error,
-    guard::{GuardConfig, GuardLayer},
+    guard::GuardConfig,
     idle::{IdleTimeout, Timeouts},
     metrics::Metrics,
     permit::{PermitKey, Permits},
@@ -151,10 +151,11 @@ pub async fn run(
             .tls_config(tls.timeout(config.handshake_timeout))
             .map_err(|e| Error::invalid("--tls-cert/--tls-key", e.to_string()))?;
     }
-    let guard = GuardLayer::new(GuardConfig {
+    let guard = crate::guard::layer(GuardConfig {
         auth,
         max_requests: config.max_concurrent_requests,
         timeout: config.request_timeout,
+        max_message_size: config.max_message_size,
         metrics,
     });
     let timeouts = Timeouts {
