@@ -149,7 +149,8 @@ async fn no_token_is_unauthenticated_and_the_wrong_role_permission_denied() {
 
 #[tokio::test]
 async fn past_the_request_limit_is_resource_exhausted_but_health_is_unguarded() {
-    // No slot at all: every guarded request is refused, deterministically.
+    // No slot at all, so every guarded request is refused without racing a held one.
+    // (`validate` refuses 0 from a user; the guard's unit test holds the only slot.)
     let config = Config {
         max_concurrent_requests: 0,
         ..Config::default()
@@ -180,12 +181,13 @@ async fn past_the_request_limit_is_resource_exhausted_but_health_is_unguarded() 
 #[tokio::test]
 async fn an_oversize_message_is_resource_exhausted_naming_the_flag() {
     let config = Config {
-        max_message_size: 64,
+        max_message_size: 1024,
         ..Config::default()
     };
+    config.validate().expect("a valid config");
     let daemon = serve(config, false).await;
     let too_large = AdminClient::new(daemon.channel.clone())
-        .put_breaker(put(&"a".repeat(200)))
+        .put_breaker(put(&"a".repeat(2000)))
         .await
         .expect_err("too large");
     assert_eq!(too_large.code(), Code::ResourceExhausted, "{too_large:?}");
