@@ -2,11 +2,10 @@
 
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::Request;
 use tonic::body::Body;
-use tower::Service;
 
-use super::{Around, BoxFuture, reject, rpc_path};
+use super::{Answer, Around, Next, reject, rpc_path};
 use crate::{auth::Auth, methods};
 
 /// Answers UNAUTHENTICATED or PERMISSION_DENIED before calling through; `None`
@@ -15,16 +14,7 @@ use crate::{auth::Auth, methods};
 pub struct Authenticate(pub Option<Arc<Auth>>);
 
 impl Around for Authenticate {
-    fn around<S>(
-        &self,
-        request: Request<Body>,
-        mut next: S,
-    ) -> BoxFuture<Result<Response<Body>, S::Error>>
-    where
-        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-    {
+    fn around<S: Next>(&self, request: Request<Body>, mut next: S) -> Answer<S::Error> {
         let rpc = rpc_path(&request);
         if let Some(auth) = self.0.as_ref().filter(|_| methods::is_guarded(rpc)) {
             let header = request

@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::Request;
 use tokio::sync::Semaphore;
 use tonic::body::Body;
-use tower::Service;
 
-use super::{Around, BoxFuture, reject, rpc_path};
+use super::{Answer, Around, Next, reject, rpc_path};
 use crate::{error::Error, methods};
 
 /// The request slots.
@@ -35,16 +34,7 @@ impl RequestLimit {
 }
 
 impl Around for RequestLimit {
-    fn around<S>(
-        &self,
-        request: Request<Body>,
-        mut next: S,
-    ) -> BoxFuture<Result<Response<Body>, S::Error>>
-    where
-        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-    {
+    fn around<S: Next>(&self, request: Request<Body>, mut next: S) -> Answer<S::Error> {
         if !methods::is_guarded(rpc_path(&request)) {
             return Box::pin(next.call(request));
         }

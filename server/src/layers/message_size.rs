@@ -14,12 +14,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use http_body::{Frame, SizeHint};
 use tonic::{Status, body::Body};
-use tower::Service;
 
-use super::{Around, BoxFuture, rpc_path};
+use super::{Answer, Around, Next, rpc_path};
 use crate::{error::Error, methods};
 
 /// The largest request message, in bytes.
@@ -27,16 +26,7 @@ use crate::{error::Error, methods};
 pub struct MessageSize(pub usize);
 
 impl Around for MessageSize {
-    fn around<S>(
-        &self,
-        request: Request<Body>,
-        mut next: S,
-    ) -> BoxFuture<Result<Response<Body>, S::Error>>
-    where
-        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-    {
+    fn around<S: Next>(&self, request: Request<Body>, mut next: S) -> Answer<S::Error> {
         if !methods::is_guarded(rpc_path(&request)) {
             return Box::pin(next.call(request));
         }

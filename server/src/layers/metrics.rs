@@ -3,11 +3,10 @@
 
 use std::time::Instant;
 
-use http::{Request, Response};
+use http::Request;
 use tonic::{Code, body::Body};
-use tower::Service;
 
-use super::{Around, BoxFuture, response_code, rpc_path};
+use super::{Answer, Around, Next, response_code, rpc_path};
 use crate::{methods, metrics::Metrics};
 
 /// Records each answer's duration in `.0`.
@@ -20,16 +19,7 @@ pub fn method_label(rpc: &str) -> &'static str {
 }
 
 impl Around for RecordRpcs {
-    fn around<S>(
-        &self,
-        request: Request<Body>,
-        mut next: S,
-    ) -> BoxFuture<Result<Response<Body>, S::Error>>
-    where
-        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-    {
+    fn around<S: Next>(&self, request: Request<Body>, mut next: S) -> Answer<S::Error> {
         let started = Instant::now();
         let method = method_label(rpc_path(&request));
         let metrics = self.0.clone();

@@ -40,18 +40,32 @@ pub fn response_code(response: &Response<Body>) -> tonic::Code {
     Status::from_header_map(response.headers()).map_or(tonic::Code::Ok, |s| s.code())
 }
 
+/// What an [`Around`] answers with.
+pub type Answer<E> = BoxFuture<Result<Response<Body>, E>>;
+
+/// The next service, as every layer sees it.
+pub trait Next:
+    Service<Request<Body>, Response = Response<Body>, Future: Send + 'static, Error: Send + 'static>
+    + Send
+    + 'static
+{
+}
+
+impl<S> Next for S where
+    S: Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Future: Send + 'static,
+            Error: Send + 'static,
+        > + Send
+        + 'static
+{
+}
+
 /// One concern around the next service.
 pub trait Around: Clone + Send + Sync + 'static {
     /// Answers `request`, calling `next` (ready to be called) or not.
-    fn around<S>(
-        &self,
-        request: Request<Body>,
-        next: S,
-    ) -> BoxFuture<Result<Response<Body>, S::Error>>
-    where
-        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static;
+    fn around<S: Next>(&self, request: Request<Body>, next: S) -> Answer<S::Error>;
 }
 
 /// The layer of an [`Around`].
@@ -76,13 +90,7 @@ pub struct AroundService<S, A> {
     around: A,
 }
 
-impl<S, A> Service<Request<Body>> for AroundService<S, A>
-where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    A: Around,
-{
+impl<S: Next + Clone, A: Around> Service<Request<Body>> for AroundService<S, A> {
     type Response = Response<Body>;
     type Error = S::Error;
     type Future = BoxFuture<Result<Response<Body>, S::Error>>;

@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Request;
 use tonic::body::Body;
-use tower::Service;
 
-use super::{Around, BoxFuture, reject, rpc_path};
+use super::{Answer, Around, Next, reject, rpc_path};
 use crate::{error::Error, methods};
 
 /// Answers DEADLINE_EXCEEDED naming the flag once a unary call runs past `.0`.
@@ -15,16 +14,7 @@ use crate::{error::Error, methods};
 pub struct RequestTimeout(pub Duration);
 
 impl Around for RequestTimeout {
-    fn around<S>(
-        &self,
-        request: Request<Body>,
-        mut next: S,
-    ) -> BoxFuture<Result<Response<Body>, S::Error>>
-    where
-        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-    {
+    fn around<S: Next>(&self, request: Request<Body>, mut next: S) -> Answer<S::Error> {
         let rpc = rpc_path(&request);
         if !methods::is_guarded(rpc) || methods::is_streaming(rpc) {
             return Box::pin(next.call(request));
