@@ -6,8 +6,9 @@
 //! and compared with every digest in constant time. Tokens are never logged, and
 //! errors about the file name the table, never its contents.
 //!
-//! `client` may call `cbd.v1.Breakers/*` and `cbd.v1.Admin/GetBreaker` and
-//! `ListBreakers`; `admin` may call everything. Health and reflection need no token.
+//! `client` may call what [`crate::methods`] declares for it (the Breakers service,
+//! Admin GetBreaker and ListBreakers); `admin` may call everything. Health and
+//! reflection need no token.
 
 use std::{
     path::{Path, PathBuf},
@@ -42,14 +43,7 @@ impl Role {
 
     /// Whether this role may call `rpc` (`package.Service/Method`).
     pub fn may_call(self, rpc: &str) -> bool {
-        match self {
-            Self::Admin => true,
-            Self::Client => {
-                rpc.starts_with("cbd.v1.Breakers/")
-                    || rpc == "cbd.v1.Admin/GetBreaker"
-                    || rpc == "cbd.v1.Admin/ListBreakers"
-            }
-        }
+        self == Self::Admin || crate::methods::required_role(rpc) == Self::Client
     }
 }
 

@@ -597,4 +597,107 @@ mod tests {
             "{err}"
         );
     }
+
+    /// One non-default value per setting: the key in the file (TOML) and the flag's
+    /// text. Every flag must have one (checked below, from clap's own list).
+    const SAMPLES: &[(&str, &str, &str)] = &[
+        ("listen", "\"127.0.0.2:7\"", "127.0.0.2:7"),
+        ("data_dir", "\"/sample/data\"", "/sample/data"),
+        ("addr_file", "\"/sample/addr\"", "/sample/addr"),
+        ("log_format", "\"json\"", "json"),
+        ("log_level", "\"debug\"", "debug"),
+        ("max_breakers", "7", "7"),
+        ("max_message_size", "2048", "2048"),
+        ("watch_retention", "9", "9"),
+        ("max_watchers", "3", "3"),
+        ("allow_unauthenticated", "true", ""),
+        ("auth_file", "\"/sample/tokens\"", "/sample/tokens"),
+        ("tls_cert", "\"/sample/cert\"", "/sample/cert"),
+        ("tls_key", "\"/sample/key\"", "/sample/key"),
+        ("tls_client_ca", "\"/sample/ca\"", "/sample/ca"),
+        ("max_concurrent_streams", "5", "5"),
+        ("max_concurrent_requests", "5", "5"),
+        ("request_timeout", "\"7s\"", "7s"),
+        ("handshake_timeout", "\"7s\"", "7s"),
+        ("idle_timeout", "\"1h\"", "1h"),
+        ("http2_keepalive_interval", "\"31s\"", "31s"),
+        ("http2_keepalive_timeout", "\"21s\"", "21s"),
+        ("metrics_listen", "\"127.0.0.1:9\"", "127.0.0.1:9"),
+        ("metrics_max_breakers", "5", "5"),
+    ];
+
+    /// Flags that are not in the file on purpose: the file itself, and recovery,
+    /// which must be asked for at each start.
+    const NOT_IN_THE_FILE: &[&str] = &["config", "force_recover"];
+
+    #[test]
+    fn every_flag_is_settable_from_the_file_and_the_environment_alike() {
+        use clap::CommandFactory;
+        let dir = tempfile::tempdir().expect("tempdir");
+        // TLS keys and certs come in pairs; the base gives both so each sample validates.
+        let base = "tls_cert = \"/base/cert\"\ntls_key = \"/base/key\"\n";
+        let base_file = dir.path().join("base.toml");
+        std::fs::write(&base_file, base).expect("write");
+        let base_file = base_file.to_str().expect("utf-8").to_owned();
+        let from = |extra: &[&str]| {
+            let mut list = vec!["--config", base_file.as_str()];
+            list.extend_from_slice(extra);
+            Config::from_args(&args(&list)).expect("valid").to_toml()
+        };
+        let unchanged = from(&[]);
+        let command = Args::command();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            // Actions, not settings.
+            if matches!(id, "help" | "version" | "print_config") {
+                continue;
+            }
+            let long = arg.get_long().expect("every setting has a long flag");
+            assert_eq!(long.replace('-', "_"), id, "flag --{long}");
+            let env = format!("CBD_{}", id.to_uppercase());
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(env.as_str()),
+                "--{long} has its CBD_* variable"
+            );
+            if NOT_IN_THE_FILE.contains(&id) {
+                continue;
+            }
+            let (_, toml_value, flag_value) = SAMPLES
+                .iter()
+                .find(|(key, _, _)| *key == id)
+                .unwrap_or_else(|| panic!("--{long} has no sample: add it to SAMPLES"));
+            let file = dir.path().join(format!("{id}.toml"));
+            let others: String = base
+                .lines()
+                .filter(|line| !line.starts_with(&format!("{id} ")))
+                .map(|line| format!("{line}\n"))
+                .collect();
+            std::fs::write(&file, format!("{others}{id} = {toml_value}\n")).expect("write");
+            let from_file = Config::from_args(&args(&["--config", file.to_str().expect("utf-8")]))
+                .unwrap_or_else(|e| panic!("{id} in the file: {e}"))
+                .to_toml();
+            let flag = format!("--{long}");
+            let from_flag = if flag_value.is_empty() {
+                from(&[flag.as_str()])
+            } else {
+                from(&[flag.as_str(), flag_value])
+            };
+            assert_ne!(
+                from_flag, unchanged,
+                "--{long} is ignored: missing from the overlay?"
+            );
+            assert_eq!(
+                from_flag, from_file,
+                "--{long} and `{id}` in the file differ"
+            );
+        }
+        // And no sample is stale.
+        for (key, _, _) in SAMPLES {
+            assert!(
+                command.get_arguments().any(|a| a.get_id().as_str() == *key),
+                "{key} is not a flag"
+            );
+        }
+    }
 }

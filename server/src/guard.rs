@@ -1,26 +1,30 @@
-//! The one tower layer in front of every gRPC service: authentication and roles,
-//! the overall request limit, the request timeout, the message-size status, and the
-//! RPC duration metric.
+//! The guard in front of every gRPC service (docs/DESIGN.md §7): the one-concern
+//! layers of [`crate::layers`] stacked in their order, outermost first: the RPC
+//! duration metric, authentication and roles, the overall request limit, the
+//! request timeout, and the message-size limit.
 //!
 //! Only `cbd.*` paths are guarded; `grpc.health.v1` and reflection need no token and
 //! are never limited, so probes and tooling keep working. For streaming RPCs (Watch,
-//! Session) the limit and the timeout cover only opening the stream, i.e. until the
-//! handler returns it: an open stream holds no request slot and has no deadline
-//! (watch streams have their own cap, `--max-watchers`).
+//! Session) the limit covers only opening the stream, i.e. until the handler returns
+//! it: an open stream holds no request slot and has no deadline (watch streams have
+//! their own cap, `--max-watchers`). Which paths stream, and which role each needs,
+//! is the method table of [`crate::methods`].
 
-use std::{
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::{Duration, Instant},
+use std::{sync::Arc, time::Duration};
+
+use tower::{
+    ServiceBuilder,
+    layer::util::{Identity, Stack},
 };
 
-use http::{Request, Response};
-use tokio::sync::Semaphore;
-use tonic::{Code, Status, body::Body};
-use tower::{Layer, Service};
-
-use crate::{auth::Auth, error::Error, metrics::Metrics};
+use crate::{
+    auth::Auth,
+    layers::{
+        AroundLayer, auth::Authenticate, limit::RequestLimit, message_size::MessageSize,
+        metrics::RecordRpcs, timeout::RequestTimeout,
+    },
+    metrics::Metrics,
+};
 
 /// Settings of the guard.
 #[derive(Debug)]
@@ -31,261 +35,65 @@ pub struct GuardConfig {
     pub max_requests: usize,
     /// `--request-timeout`.
     pub timeout: Duration,
+    /// `--max-message-size`, in bytes.
+    pub max_message_size: usize,
     /// Where RPC durations go.
     pub metrics: Metrics,
 }
 
-/// The layer; see the module docs.
-#[derive(Clone, Debug)]
-pub struct GuardLayer {
-    shared: Arc<Shared>,
+/// The stacked layers; see the module docs.
+pub type GuardLayer = ServiceBuilder<
+    Stack<
+        AroundLayer<MessageSize>,
+        Stack<
+            AroundLayer<RequestTimeout>,
+            Stack<
+                AroundLayer<RequestLimit>,
+                Stack<AroundLayer<Authenticate>, Stack<AroundLayer<RecordRpcs>, Identity>>,
+            >,
+        >,
+    >,
+>;
+
+/// The guard with `config`.
+pub fn layer(config: GuardConfig) -> GuardLayer {
+    let limit = RequestLimit::new(config.max_requests);
+    stack(config, limit)
 }
 
-#[derive(Debug)]
-struct Shared {
-    config: GuardConfig,
-    requests: Arc<Semaphore>,
-}
-
-impl GuardLayer {
-    /// A layer with `config`.
-    pub fn new(config: GuardConfig) -> Self {
-        let requests = Arc::new(Semaphore::new(config.max_requests));
-        Self {
-            shared: Arc::new(Shared { config, requests }),
-        }
-    }
-}
-
-impl<S> Layer<S> for GuardLayer {
-    type Service = Guard<S>;
-
-    fn layer(&self, inner: S) -> Guard<S> {
-        Guard {
-            inner,
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-/// The service the layer wraps around the router.
-#[derive(Clone, Debug)]
-pub struct Guard<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// The methods we know, for bounded metric labels.
-const METHODS: &[&str] = &[
-    "cbd.v1.Breakers/Acquire",
-    "cbd.v1.Breakers/Report",
-    "cbd.v1.Breakers/AcquireBatch",
-    "cbd.v1.Breakers/ReportBatch",
-    "cbd.v1.Breakers/Watch",
-    "cbd.v1.Breakers/Session",
-    "cbd.v1.Admin/PutBreaker",
-    "cbd.v1.Admin/GetBreaker",
-    "cbd.v1.Admin/ListBreakers",
-    "cbd.v1.Admin/DeleteBreaker",
-    "cbd.v1.Admin/SetOverride",
-    "cbd.v1.Admin/ResetBreaker",
-    "grpc.health.v1.Health/Check",
-    "grpc.health.v1.Health/Watch",
-];
-
-/// Streaming RPCs: no timeout, and the request slot only while opening.
-fn is_stream(rpc: &str) -> bool {
-    matches!(rpc, "cbd.v1.Breakers/Watch" | "cbd.v1.Breakers/Session")
-}
-
-fn method_label(rpc: &str) -> &'static str {
-    METHODS
-        .iter()
-        .find(|m| **m == rpc)
-        .copied()
-        .unwrap_or("other")
-}
-
-/// `OK`, `NOT_FOUND`, ...: the canonical names, for metric labels.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-fn reject(e: Error) -> Response<Body> {
-    Status::from(e).into_http()
-}
-
-/// tonic answers a message above `max_decoding_message_size` with OUT_OF_RANGE
-/// "decoded message length too large"; we answer RESOURCE_EXHAUSTED naming the flag.
-/// `None` for any other status. Unary calls get this from the guard; a stream's
-/// handler (Session) applies it to the errors of its inbound stream.
-pub fn message_too_large(status: &Status) -> Option<Error> {
-    if status.code() != Code::OutOfRange
-        || !status
-            .message()
-            .contains("decoded message length too large")
-    {
-        return None;
-    }
-    let reason = status
-        .message()
-        .trim_start_matches("Error, ")
-        .replace(
-            "decoded message length too large: found",
-            "request message of",
-        )
-        .replace(", the limit is:", " is above the limit of");
-    Some(Error::MessageTooLarge { reason })
-}
-
-fn rewrite_message_too_large(response: &mut Response<Body>) {
-    let Some(too_large) =
-        Status::from_header_map(response.headers()).and_then(|s| message_too_large(&s))
-    else {
-        return;
-    };
-    let headers = response.headers_mut();
-    headers.remove("grpc-status");
-    headers.remove("grpc-message");
-    headers.remove("grpc-status-details-bin");
-    let _ = Status::from(too_large).add_header(headers);
-}
-
-impl<S, B> Service<Request<B>> for Guard<S>
-where
-    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        // The clone is not ready; the one that was polled ready serves this call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let shared = self.shared.clone();
-        Box::pin(async move {
-            let started = Instant::now();
-            let path = request.uri().path().trim_start_matches('/');
-            let method = method_label(path);
-            // Known methods (every real call) need no allocation.
-            let rpc: std::borrow::Cow<'static, str> = if method == "other" {
-                path.to_owned().into()
-            } else {
-                method.into()
-            };
-            let mut response = if rpc.starts_with("cbd.") {
-                shared.guarded(&mut inner, request, &rpc).await?
-            } else {
-                inner.call(request).await?
-            };
-            rewrite_message_too_large(&mut response);
-            let code = Status::from_header_map(response.headers()).map_or(Code::Ok, |s| s.code());
-            shared
-                .config
-                .metrics
-                .rpc(method, code_name(code), started.elapsed());
-            Ok(response)
-        })
-    }
-}
-
-impl Shared {
-    async fn guarded<S, B>(
-        &self,
-        inner: &mut S,
-        request: Request<B>,
-        rpc: &str,
-    ) -> Result<Response<Body>, S::Error>
-    where
-        S: Service<Request<B>, Response = Response<Body>>,
-    {
-        if let Some(auth) = &self.config.auth {
-            let header = request
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .map(|v| v.as_bytes());
-            if let Err(e) = auth.check(header, rpc) {
-                return Ok(reject(e));
-            }
-        }
-        let Ok(_slot) = self.requests.clone().try_acquire_owned() else {
-            return Ok(reject(Error::LimitReached {
-                limit: "--max-concurrent-requests",
-                max: self.config.max_requests as u64,
-            }));
-        };
-        if is_stream(rpc) {
-            return inner.call(request).await;
-        }
-        match tokio::time::timeout(self.config.timeout, inner.call(request)).await {
-            Ok(answered) => answered,
-            Err(_) => Ok(reject(Error::RequestTimeout {
-                after: self.config.timeout,
-            })),
-        }
-    }
+/// The stack, with the request slots passed in (tests watch them).
+fn stack(config: GuardConfig, limit: RequestLimit) -> GuardLayer {
+    ServiceBuilder::new()
+        .layer(AroundLayer(RecordRpcs(config.metrics)))
+        .layer(AroundLayer(Authenticate(config.auth)))
+        .layer(AroundLayer(limit))
+        .layer(AroundLayer(RequestTimeout(config.timeout)))
+        .layer(AroundLayer(MessageSize(config.max_message_size)))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::{
+        sync::atomic::{AtomicUsize, Ordering},
+        task::{Context, Poll},
+        time::Instant,
+    };
 
-    #[test]
-    fn message_too_large_becomes_resource_exhausted_naming_the_flag() {
-        let mut response: Response<Body> = Status::out_of_range(
-            "Error, decoded message length too large: found 102405 bytes, the limit is: 65536 bytes",
-        )
-        .into_http();
-        rewrite_message_too_large(&mut response);
-        let status = Status::from_header_map(response.headers()).expect("status");
-        assert_eq!(status.code(), Code::ResourceExhausted);
-        assert_eq!(
-            status.message(),
-            "--max-message-size reached: request message of 102405 bytes is above the limit of 65536 bytes"
-        );
-        // Other OUT_OF_RANGE answers (a compacted watch) are left alone.
-        let mut response: Response<Body> = Status::out_of_range("compacted").into_http();
-        rewrite_message_too_large(&mut response);
-        let status = Status::from_header_map(response.headers()).expect("status");
-        assert_eq!(status.code(), Code::OutOfRange);
-    }
+    use http::{Request, Response};
+    use tonic::{Code, Status, body::Body};
+    use tower::Service;
+
+    use super::*;
+    use crate::layers::{BoxFuture, response_code};
 
     /// A router stand-in that answers OK after `delay`, counting calls.
     #[derive(Clone)]
     struct Slow {
         delay: Duration,
-        calls: Arc<std::sync::atomic::AtomicUsize>,
+        calls: Arc<AtomicUsize>,
     }
 
-    impl Service<Request<()>> for Slow {
+    impl Service<Request<Body>> for Slow {
         type Response = Response<Body>;
         type Error = std::convert::Infallible;
         type Future = BoxFuture<Result<Response<Body>, Self::Error>>;
@@ -294,8 +102,8 @@ mod tests {
             Poll::Ready(Ok(()))
         }
 
-        fn call(&mut self, _: Request<()>) -> Self::Future {
-            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        fn call(&mut self, _: Request<Body>) -> Self::Future {
+            self.calls.fetch_add(1, Ordering::SeqCst);
             let delay = self.delay;
             Box::pin(async move {
                 tokio::time::sleep(delay).await;
@@ -304,30 +112,39 @@ mod tests {
         }
     }
 
-    fn guard(delay: Duration, max_requests: usize, timeout: Duration) -> Guard<Slow> {
-        GuardLayer::new(GuardConfig {
-            auth: None,
-            max_requests,
-            timeout,
-            metrics: Metrics::new(10),
-        })
-        .layer(Slow {
+    type Guarded = <GuardLayer as tower::Layer<Slow>>::Service;
+
+    fn guard(delay: Duration, limit: &RequestLimit, timeout: Duration) -> (Guarded, Slow) {
+        let slow = Slow {
             delay,
             calls: Arc::default(),
-        })
+        };
+        let config = GuardConfig {
+            auth: None,
+            // Unused: the slots are `limit`.
+            max_requests: 0,
+            timeout,
+            max_message_size: 1024,
+            metrics: Metrics::new(10),
+        };
+        (stack(config, limit.clone()).service(slow.clone()), slow)
     }
 
-    fn request(path: &str) -> Request<()> {
-        Request::builder().uri(path).body(()).expect("request")
+    fn request(path: &str) -> Request<Body> {
+        Request::builder()
+            .uri(path)
+            .body(Body::empty())
+            .expect("request")
     }
 
-    fn code(response: &Response<Body>) -> Code {
-        Status::from_header_map(response.headers()).map_or(Code::Ok, |s| s.code())
-    }
-
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn unary_requests_time_out_but_streams_do_not() {
-        let mut g = guard(Duration::from_millis(200), 10, Duration::from_millis(20));
+        let limit = RequestLimit::new(10);
+        let (mut g, _) = guard(
+            Duration::from_millis(200),
+            &limit,
+            Duration::from_millis(20),
+        );
         let r = g
             .call(request("/cbd.v1.Admin/PutBreaker"))
             .await
@@ -339,24 +156,25 @@ mod tests {
             .call(request("/cbd.v1.Breakers/Watch"))
             .await
             .expect("infallible");
-        assert_eq!(code(&r), Code::Ok);
+        assert_eq!(response_code(&r), Code::Ok);
         // Health is never limited.
         let r = g
             .call(request("/grpc.health.v1.Health/Check"))
             .await
             .expect("infallible");
-        assert_eq!(code(&r), Code::Ok);
+        assert_eq!(response_code(&r), Code::Ok);
     }
 
     #[tokio::test]
     async fn past_the_request_limit_answers_at_once_without_calling_through() {
-        let mut g = guard(Duration::from_millis(300), 1, Duration::from_secs(5));
+        let limit = RequestLimit::new(1);
+        let (mut g, slow) = guard(Duration::from_millis(300), &limit, Duration::from_secs(5));
         let mut first = g.clone();
         let held =
             tokio::spawn(async move { first.call(request("/cbd.v1.Admin/PutBreaker")).await });
         // Wait until the first call holds the only slot.
-        while g.shared.requests.available_permits() > 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        while limit.available() > 0 {
+            tokio::task::yield_now().await;
         }
         let started = Instant::now();
         let r = g
@@ -367,9 +185,9 @@ mod tests {
         let status = Status::from_header_map(r.headers()).expect("status");
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert!(status.message().contains("--max-concurrent-requests"));
-        assert_eq!(g.inner.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(slow.calls.load(Ordering::SeqCst), 1);
         assert_eq!(
-            code(&held.await.expect("join").expect("infallible")),
+            response_code(&held.await.expect("join").expect("infallible")),
             Code::Ok
         );
         // The slot is back.
@@ -377,16 +195,6 @@ mod tests {
             .call(request("/cbd.v1.Breakers/Acquire"))
             .await
             .expect("infallible");
-        assert_eq!(code(&r), Code::Ok);
-    }
-
-    #[test]
-    fn method_labels_are_bounded() {
-        assert_eq!(
-            method_label("cbd.v1.Admin/PutBreaker"),
-            "cbd.v1.Admin/PutBreaker"
-        );
-        assert_eq!(method_label("cbd.v1.Admin/Whatever"), "other");
-        assert!(is_stream("cbd.v1.Breakers/Watch"));
+        assert_eq!(response_code(&r), Code::Ok);
     }
 }

@@ -10,6 +10,8 @@ pub mod config;
 pub mod error;
 pub mod guard;
 pub mod idle;
+pub mod layers;
+pub mod methods;
 pub mod metrics;
 pub mod permit;
 pub mod registry;

@@ -5,8 +5,15 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use cbd_proto::v1::{admin_server::AdminServer, breakers_server::BreakersServer};
 use tokio::{net::TcpListener, sync::watch};
-use tonic::transport::{Server, server::TcpIncoming};
-use tonic_health::ServingStatus;
+use tonic::transport::{
+    Server, ServerTlsConfig,
+    server::{Router, TcpIncoming},
+};
+use tonic_health::{
+    ServingStatus,
+    pb::health_server::{Health, HealthServer},
+};
+use tower::layer::util::{Identity, Stack};
 
 use crate::{
     auth::Auth,
@@ -69,31 +76,8 @@ pub async fn run(
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, true).await;
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(cbd_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Storage(format!("reflection: {e}")))?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(cbd_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| Error::Storage(format!("reflection: {e}")))?;
-
     let (stopping_tx, stopping) = watch::channel(false);
     let watcher = Watcher::new(registry.clone(), config.max_watchers, stopping.clone());
-    let max = config.max_message_size;
-    let breakers = BreakersServer::new(BreakersService::new(
-        registry.clone(),
-        watcher.clone(),
-        permits,
-    ))
-    .max_decoding_message_size(max)
-    .max_encoding_message_size(max.max(4 * 1024 * 1024));
-    let admin = AdminServer::new(AdminService::new(registry.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max.max(4 * 1024 * 1024));
-
     // Health follows the store (NOT_SERVING while a commit is being retried) until
     // shutdown. Shutdown: NOT_SERVING first, then end watch streams, then stop
     // accepting and let in-flight RPCs finish. One task does both, so a recovering
@@ -142,32 +126,23 @@ pub async fn run(
         .await?;
     }
 
-    let mut builder = Server::builder()
-        .max_concurrent_streams(Some(config.max_concurrent_streams))
-        .http2_keepalive_interval(Some(config.http2_keepalive_interval))
-        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout));
-    if let Some(tls) = tls {
-        builder = builder
-            .tls_config(tls.timeout(config.handshake_timeout))
-            .map_err(|e| Error::invalid("--tls-cert/--tls-key", e.to_string()))?;
-    }
-    let guard = GuardLayer::new(GuardConfig {
-        auth,
-        max_requests: config.max_concurrent_requests,
-        timeout: config.request_timeout,
-        metrics,
-    });
+    let router = router(
+        &config,
+        Services {
+            registry: registry.clone(),
+            watcher,
+            permits,
+            auth,
+            metrics,
+            health: health_service,
+        },
+        tls,
+    )?;
     let timeouts = Timeouts {
         handshake: config.handshake_timeout,
         idle: config.idle_timeout,
     };
-    let server = builder
-        .layer(guard)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(breakers)
-        .add_service(admin)
+    let server = router
         // Nagle off: otherwise two overlapping RPCs on one connection can wait ~40 ms
         // for a delayed ACK, longer than a client's Acquire deadline. Silent
         // connections are closed (crate::idle).
@@ -205,6 +180,78 @@ pub async fn run(
     }
     tracing::info!(revision = registry.revision(), "cbd stopped");
     Ok(())
+}
+
+/// What the gRPC router serves.
+#[allow(missing_debug_implementations)] // HealthServer is not Debug.
+pub struct Services<H> {
+    /// The breakers.
+    pub registry: Registry,
+    /// Watch streams, capped by `--max-watchers`.
+    pub watcher: Watcher,
+    /// This boot's permit key.
+    pub permits: Arc<Permits>,
+    /// Tokens, when `--auth-file` is set.
+    pub auth: Option<Arc<Auth>>,
+    /// Where RPC durations go.
+    pub metrics: Metrics,
+    /// The health service (its reporter stays with the caller).
+    pub health: HealthServer<H>,
+}
+
+/// The gRPC router the daemon serves: connection settings, TLS, the guard, health,
+/// reflection and both cbd services. Tests serve the same router in memory.
+pub fn router<H: Health>(
+    config: &Config,
+    services: Services<H>,
+    tls: Option<ServerTlsConfig>,
+) -> Result<Router<Stack<GuardLayer, Identity>>, Error> {
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cbd_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Storage(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cbd_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| Error::Storage(format!("reflection: {e}")))?;
+
+    let max = config.max_message_size;
+    let breakers = BreakersServer::new(BreakersService::new(
+        services.registry.clone(),
+        services.watcher,
+        services.permits,
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max.max(4 * 1024 * 1024));
+    let admin = AdminServer::new(AdminService::new(services.registry))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max.max(4 * 1024 * 1024));
+
+    let mut builder = Server::builder()
+        .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .http2_keepalive_interval(Some(config.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout));
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls.timeout(config.handshake_timeout))
+            .map_err(|e| Error::invalid("--tls-cert/--tls-key", e.to_string()))?;
+    }
+    let guard = crate::guard::layer(GuardConfig {
+        auth: services.auth,
+        max_requests: config.max_concurrent_requests,
+        timeout: config.request_timeout,
+        max_message_size: max,
+        metrics: services.metrics,
+    });
+    Ok(builder
+        .layer(guard)
+        .add_service(services.health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(breakers)
+        .add_service(admin))
 }
 
 /// Sets the overall status and that of each service.

@@ -45,6 +45,8 @@ const WATCH_POLL: Duration = Duration::from_millis(1);
 const WATCH_MESSAGES: usize = 8;
 /// A case that takes longer has hung (e.g. a background task died).
 const CASE_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--max-message-size` of the Session cases, in bytes.
+const SESSION_MAX_MESSAGE: usize = 64 * 1024;
 /// Names the generator favours, so that many requests reach existing breakers.
 const NAMES: &[&str] = &["a", "b", "svc/c", "svc/d", "t/1", "t/2"];
 
@@ -855,7 +857,11 @@ impl Harness {
         frames: Vec<u8>,
         expected_ids: Option<Vec<u64>>,
     ) -> Result<(), TestCaseError> {
-        let body = http_body_util::Full::new(Bytes::from(frames));
+        // Behind the daemon's message-size layer, as every Session is.
+        let body = cbd::layers::message_size::limit_body(
+            tonic::body::Body::new(http_body_util::Full::new(Bytes::from(frames))),
+            SESSION_MAX_MESSAGE,
+        );
         let inbound: Streaming<pb::SessionRequest> = Streaming::new_request(
             // The daemon's own decoder, as the generated server uses it.
             tonic::codec::Codec::decoder(&mut cbd_proto::codec::StrictCodec::<
@@ -864,7 +870,7 @@ impl Harness {
             >::default()),
             body,
             None,
-            Some(64 * 1024),
+            Some(SESSION_MAX_MESSAGE),
         );
         let opened = self.breakers.session(Request::new(inbound)).await;
         let Ok(stream) = opened else {

@@ -157,8 +157,8 @@ impl Breakers for BreakersService {
                     }
                     SessionStep::Received(Ok(None)) => reading = false,
                     SessionStep::Received(Err(status)) => {
-                        yield Err(crate::guard::message_too_large(&status)
-                            .map_or(status, Status::from));
+                        // An oversize item is already RESOURCE_EXHAUSTED (crate::layers::message_size).
+                        yield Err(status);
                         return;
                     }
                     SessionStep::Answered(answer) => yield Ok(answer),
