@@ -18,6 +18,15 @@ pub enum Error {
         /// What is wrong, for a person.
         reason: String,
     },
+    /// An [`Aggregate`](crate::Aggregate) no sequence of outcomes can have; `field`
+    /// names the count at fault.
+    #[error("invalid outcomes: {field}: {reason}")]
+    InvalidAggregate {
+        /// The aggregate field at fault, as the proto spells it.
+        field: &'static str,
+        /// What is wrong, for a person.
+        reason: String,
+    },
     /// A report carries a permit the breaker cannot have issued yet: its generation is
     /// ahead of the breaker's (a forged permit, or state lost behind the client's back).
     #[error("permit generation {permit} is newer than the breaker's generation {current}")]

@@ -21,6 +21,7 @@
 //! assert_eq!(b.acquire(now).retry_after, Some(Duration::from_secs(30)));
 //! ```
 
+mod aggregate;
 mod answer;
 mod error;
 mod ledger;
@@ -32,10 +33,11 @@ mod state;
 mod time;
 mod window;
 
+pub use aggregate::Aggregate;
 pub use answer::{Acquired, PermitToken, Persisted, Reported, Status, Transition};
 pub use error::Error;
 pub use ledger::MAX_SPAN as MAX_PERMIT_SPAN;
-pub use machine::Breaker;
+pub use machine::{Breaker, Lease};
 pub use name::{MAX_NAME_LEN, validate_name};
 pub use reason::Reason;
 pub use spec::{

@@ -3,6 +3,10 @@
 use std::fmt;
 use std::time::Duration;
 
+mod leased;
+
+pub use leased::Lease;
+
 use crate::ledger::Ledger;
 use crate::spec::MAX_HALF_OPEN_PERMITS;
 use crate::window::Window;

@@ -68,6 +68,40 @@ impl Window {
         }
     }
 
+    /// Adds a sequence of counted outcomes at `now`: `successes` fast successes, then
+    /// `slow` slow successes, then `failures` failures (docs/DESIGN.md §10). A count
+    /// window keeps the last N of that sequence; O(min(total, N)).
+    pub fn record_many(&mut self, now: Timestamp, successes: u64, slow: u64, failures: u64) {
+        match self {
+            Self::Count(w) => {
+                let keep = w.ring.len() as u64;
+                let failures_kept = failures.min(keep);
+                let slow_kept = slow.min(keep - failures_kept);
+                let successes_kept = successes.min(keep - failures_kept - slow_kept);
+                for (n, failure, is_slow) in [
+                    (successes_kept, false, false),
+                    (slow_kept, false, true),
+                    (failures_kept, true, false),
+                ] {
+                    for _ in 0..n {
+                        w.record(failure, is_slow);
+                    }
+                }
+            }
+            Self::Time(w) => {
+                w.advance(now);
+                let many = Counts {
+                    calls: successes + slow + failures,
+                    failures,
+                    slow,
+                };
+                let n = w.buckets.len() as u64;
+                w.buckets[(w.head % n) as usize].add(many);
+                w.counts.add(many);
+            }
+        }
+    }
+
     /// Drops what has fallen out of a time window by `now`.
     pub fn advance(&mut self, now: Timestamp) {
         if let Self::Time(w) = self {
@@ -210,6 +244,38 @@ mod tests {
             calls,
             failures,
             slow,
+        }
+    }
+
+    #[test]
+    fn record_many_is_recording_each_in_order() {
+        let specs = [
+            WindowSpec::Count { calls: 4 },
+            WindowSpec::Time {
+                duration: Duration::from_secs(1),
+                buckets: 2,
+            },
+        ];
+        for spec in specs {
+            for (ok, slow, failed) in [(0, 0, 0), (1, 2, 3), (5, 0, 1), (0, 7, 0), (2, 1, 9)] {
+                let (mut one, mut many) = (Window::new(spec), Window::new(spec));
+                one.record(at_ms(0), true, false);
+                many.record(at_ms(0), true, false);
+                for (n, failure, is_slow) in [
+                    (ok, false, false),
+                    (slow, false, true),
+                    (failed, true, false),
+                ] {
+                    for _ in 0..n {
+                        one.record(at_ms(10), failure, is_slow);
+                    }
+                }
+                many.record_many(at_ms(10), ok, slow, failed);
+                assert_eq!(one.counts(), many.counts(), "{spec:?} {ok} {slow} {failed}");
+                one.record(at_ms(20), false, false);
+                many.record(at_ms(20), false, false);
+                assert_eq!(one.counts(), many.counts(), "and after: {spec:?}");
+            }
         }
     }
 

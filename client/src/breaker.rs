@@ -13,7 +13,10 @@ use cbd_proto::{convert, v1 as pb};
 use parking_lot::Mutex;
 use tonic::Code;
 
-use crate::{CallError, Client, Error, Rejected};
+use crate::{
+    CallError, Client, Error, Rejected,
+    lease::{LeaseSlot, Ticket, nanos_since},
+};
 
 /// After a failed spec fetch (or an unknown breaker), how soon a daemon answer may
 /// trigger another one.
@@ -24,6 +27,7 @@ pub(crate) struct Shared {
     name: String,
     spec: Mutex<SpecCache>,
     local: Mutex<Local>,
+    lease: LeaseSlot,
 }
 
 #[derive(Default)]
@@ -50,7 +54,16 @@ impl Shared {
             name,
             spec: Mutex::new(SpecCache::default()),
             local: Mutex::new(Local::default()),
+            lease: LeaseSlot::default(),
         }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn lease(&self) -> &LeaseSlot {
+        &self.lease
     }
 }
 
@@ -222,6 +235,13 @@ impl Breaker {
     /// # }
     /// ```
     pub async fn acquire(&self) -> Result<Permit, Error> {
+        if let Some(ticket) = self.leased() {
+            return Ok(Permit::new(
+                self.clone(),
+                Kind::Leased { ticket },
+                Some(State::Closed),
+            ));
+        }
         let deadline = self.client.inner.acquire_deadline;
         let mut rpc = self.client.breakers_client();
         let mut request = tonic::Request::new(pb::AcquireRequest {
@@ -242,6 +262,15 @@ impl Breaker {
         };
         self.daemon_answered();
         self.spec_fetch_if_due();
+        self.client
+            .inner
+            .stats
+            .rpc_decisions
+            .fetch_add(1, Ordering::Relaxed);
+        if answer.valid_until.is_some() {
+            // CLOSED, and the spec sets cache_ttl: the next calls can be leased.
+            self.client.want_lease(&self.shared);
+        }
         let state = convert::state_from_proto(answer.state()).unwrap_or(State::Closed);
         if answer.allowed {
             return Ok(Permit::new(
@@ -262,6 +291,13 @@ impl Breaker {
             retry_after,
             fallback: None,
         }))
+    }
+
+    /// A decision under a valid lease, if this breaker holds one.
+    #[inline]
+    fn leased(&self) -> Option<Ticket> {
+        let now = nanos_since(self.client.inner.base, Instant::now());
+        self.shared.lease.check(now)
     }
 
     /// The daemon could not answer: the fallback policy decides.
@@ -386,6 +422,16 @@ impl Breaker {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        if let Some(ticket) = self.leased() {
+            // The leased path: no permit, no RPC; the outcome is counted in place.
+            let started = ticket.times_calls().then(Instant::now);
+            let result = f().await;
+            let outcome = classify(&result);
+            self.shared
+                .lease
+                .record(ticket, outcome, started.map(|at| at.elapsed()));
+            return result.map_err(CallError::Inner);
+        }
         let permit = self.acquire().await.map_err(CallError::from_acquire)?;
         let started = Instant::now();
         let result = f().await;
@@ -411,6 +457,8 @@ enum Kind {
     Daemon { permit: Vec<u8> },
     /// The local fallback breaker of epoch `epoch`.
     Local { token: PermitToken, epoch: u64 },
+    /// A decision under a lease: counted in the lease's outcomes.
+    Leased { ticket: Ticket },
     /// A fail-open decision: reports nowhere.
     Unguarded,
     /// Already reported.
@@ -454,6 +502,8 @@ pub enum Reported {
         /// The local breaker was replaced since, or the permit was stale there.
         stale: bool,
     },
+    /// A leased call: counted in the lease's outcomes, sent with the next flush.
+    Leased,
     /// A fail-open permit: there is nothing to report to.
     Nowhere,
 }
@@ -462,6 +512,7 @@ impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Daemon { .. } => "daemon",
+            Kind::Leased { .. } => "leased",
             Kind::Local { .. } => "local",
             Kind::Unguarded => "fail-open",
             Kind::Done => "reported",
@@ -494,7 +545,7 @@ impl Permit {
     /// policy did (`FailOpen` or `Local`).
     pub fn fallback(&self) -> Option<Fallback> {
         match self.kind {
-            Kind::Daemon { .. } | Kind::Done => None,
+            Kind::Daemon { .. } | Kind::Leased { .. } | Kind::Done => None,
             Kind::Local { .. } => Some(Fallback::Local),
             Kind::Unguarded => Some(Fallback::FailOpen),
         }
@@ -532,6 +583,12 @@ impl Drop for Permit {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.kind, Kind::Done) {
             Kind::Done | Kind::Unguarded => {}
+            Kind::Leased { ticket } => {
+                self.breaker
+                    .shared
+                    .lease
+                    .record(ticket, Outcome::Ignored, None);
+            }
             kind @ Kind::Local { .. } => {
                 report_local(&self.breaker, kind_token(&kind), Outcome::Ignored, None);
             }
@@ -568,6 +625,10 @@ async fn report(
 ) -> Result<Reported, Error> {
     match kind {
         Kind::Done | Kind::Unguarded => Ok(Reported::Nowhere),
+        Kind::Leased { ticket } => {
+            breaker.shared.lease.record(ticket, outcome, duration);
+            Ok(Reported::Leased)
+        }
         kind @ Kind::Local { .. } => {
             Ok(report_local(breaker, kind_token(&kind), outcome, duration))
         }

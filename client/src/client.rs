@@ -37,6 +37,8 @@ pub const DEFAULT_REPORT_DEADLINE: Duration = Duration::from_millis(250);
 pub const DEFAULT_SPEC_REFRESH: Duration = Duration::from_secs(30);
 /// Default of [`ClientBuilder::watch_progress_interval`].
 pub const DEFAULT_WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// Default of [`ClientBuilder::lease_flush_interval`].
+pub const DEFAULT_LEASE_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// HTTP/2 keep-alive: a connection whose pings go unanswered this long is dropped
 /// (and re-dialled), so a watch on a dead network does not hang for ever.
@@ -113,6 +115,43 @@ pub(crate) struct Inner {
     pub(crate) watch_progress_interval: Duration,
     pub(crate) fallback_decisions: AtomicU64,
     breakers: Mutex<HashMap<String, Arc<Shared>>>,
+    /// Whether CLOSED breakers whose spec sets `cache_ttl` are leased.
+    pub(crate) leases: bool,
+    pub(crate) lease_flush_interval: Duration,
+    /// The instant leases' deadlines are counted from (nanoseconds since it).
+    pub(crate) base: std::time::Instant,
+    pub(crate) stats: Arc<Stats>,
+    /// The lease session task, started on the first lease wanted.
+    lease_session: std::sync::OnceLock<crate::lease_session::Handle>,
+}
+
+/// Counters of the lease machinery, shared with its task.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub leased_decisions: AtomicU64,
+    pub rpc_decisions: AtomicU64,
+    pub aggregates_sent: AtomicU64,
+    pub leases_granted: AtomicU64,
+    pub leases_revoked: AtomicU64,
+}
+
+/// What a client decided and sent so far; see [`Client::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// Calls allowed under a lease, with no RPC. Counted when their outcomes are
+    /// sent (every flush interval), so it trails by up to one interval.
+    pub leased_decisions: u64,
+    /// Decisions asked of the daemon (Acquire RPCs answered).
+    pub rpc_decisions: u64,
+    /// Decisions made by a fallback policy (the daemon was unreachable).
+    pub fallback_decisions: u64,
+    /// Leased-outcome messages sent (resends not included).
+    pub aggregates_sent: u64,
+    /// Leases granted (renewals included).
+    pub leases_granted: u64,
+    /// Leases revoked by a push from the daemon.
+    pub leases_revoked: u64,
 }
 
 impl fmt::Debug for Client {
@@ -215,6 +254,59 @@ impl Client {
         self.inner.fallback_decisions.load(Ordering::Relaxed)
     }
 
+    /// Counters of decisions made and outcomes sent.
+    pub fn stats(&self) -> ClientStats {
+        let s = &self.inner.stats;
+        ClientStats {
+            leased_decisions: s.leased_decisions.load(Ordering::Relaxed),
+            rpc_decisions: s.rpc_decisions.load(Ordering::Relaxed),
+            fallback_decisions: self.fallback_decisions(),
+            aggregates_sent: s.aggregates_sent.load(Ordering::Relaxed),
+            leases_granted: s.leases_granted.load(Ordering::Relaxed),
+            leases_revoked: s.leases_revoked.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends the outcomes of every leased call counted so far and waits until the
+    /// daemon answered them (or the lease session is down). Call it before a
+    /// graceful shutdown; dropping the last clone of the client also flushes, in
+    /// the background, for at most a second.
+    pub async fn flush(&self) {
+        let Some(session) = self.inner.lease_session.get() else {
+            return;
+        };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if session
+            .commands
+            .send(crate::lease_session::Command::Flush(done))
+            .is_ok()
+        {
+            let _ = wait.await;
+        }
+    }
+
+    /// Asks the lease session for a lease on `shared` (starting the session).
+    pub(crate) fn want_lease(&self, shared: &Arc<Shared>) {
+        if !self.inner.leases || shared.lease().wanted.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let session = self.inner.lease_session.get_or_init(|| {
+            crate::lease_session::start(
+                self.breakers_channel(),
+                self.inner.base,
+                self.inner.lease_flush_interval,
+                self.inner.stats.clone(),
+            )
+        });
+        let _ = session
+            .commands
+            .send(crate::lease_session::Command::Want(shared.clone()));
+    }
+
+    fn breakers_channel(&self) -> AuthChannel {
+        InterceptedService::new(self.inner.channel.clone(), self.inner.interceptor.clone())
+    }
+
     /// The raw data-plane client on the shared channel, with the token interceptor.
     pub fn breakers_client(&self) -> BreakersClient<AuthChannel> {
         BreakersClient::with_interceptor(self.inner.channel.clone(), self.inner.interceptor.clone())
@@ -260,6 +352,8 @@ pub struct ClientBuilder {
     spec_refresh: Duration,
     watch_progress_interval: Duration,
     tls: Option<tonic::transport::ClientTlsConfig>,
+    leases: bool,
+    lease_flush_interval: Duration,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -289,7 +383,26 @@ impl ClientBuilder {
             spec_refresh: DEFAULT_SPEC_REFRESH,
             watch_progress_interval: DEFAULT_WATCH_PROGRESS_INTERVAL,
             tls: None,
+            leases: true,
+            lease_flush_interval: DEFAULT_LEASE_FLUSH_INTERVAL,
         }
+    }
+
+    /// Whether to lease breakers (docs/DESIGN.md §10): a CLOSED breaker whose spec
+    /// sets `cache_ttl` is then decided in process, with no RPC, until the daemon
+    /// pushes a change or the lease ends, and its outcomes are sent as counts every
+    /// [`lease_flush_interval`](Self::lease_flush_interval). Default on; without
+    /// `cache_ttl` in the spec nothing is leased anyway.
+    pub fn leases(mut self, on: bool) -> Self {
+        self.leases = on;
+        self
+    }
+
+    /// How often leased outcomes are sent. Default 20 ms: a trip caused by leased
+    /// failures is seen by the daemon at most this much later.
+    pub fn lease_flush_interval(mut self, every: Duration) -> Self {
+        self.lease_flush_interval = every.max(Duration::from_millis(1));
+        self
     }
 
     /// How long dialling the daemon may take (TCP connect). Default 1 s.
@@ -386,6 +499,11 @@ impl ClientBuilder {
                 watch_progress_interval: self.watch_progress_interval,
                 fallback_decisions: AtomicU64::new(0),
                 breakers: Mutex::new(HashMap::new()),
+                leases: self.leases,
+                lease_flush_interval: self.lease_flush_interval,
+                base: std::time::Instant::now(),
+                stats: Arc::new(Stats::default()),
+                lease_session: std::sync::OnceLock::new(),
             }),
         })
     }

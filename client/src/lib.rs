@@ -51,14 +51,16 @@ mod breaker;
 mod client;
 mod error;
 mod layer;
+mod lease;
+mod lease_session;
 mod watch;
 
 pub use admin::Admin;
 pub use breaker::{Breaker, Permit, Reported, default_outcome};
 pub use client::{
-    AuthChannel, Client, ClientBuilder, DEFAULT_ACQUIRE_DEADLINE, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REPORT_DEADLINE, DEFAULT_SPEC_REFRESH, DEFAULT_WATCH_PROGRESS_INTERVAL,
-    TokenInterceptor,
+    AuthChannel, Client, ClientBuilder, ClientStats, DEFAULT_ACQUIRE_DEADLINE,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_LEASE_FLUSH_INTERVAL, DEFAULT_REPORT_DEADLINE,
+    DEFAULT_SPEC_REFRESH, DEFAULT_WATCH_PROGRESS_INTERVAL, TokenInterceptor,
 };
 pub use error::{COMPACT_REVISION_METADATA, CallError, Error, Rejected};
 pub use layer::{BreakerLayer, BreakerService, Classify, ErrIsFailure, GrpcClassifier};

@@ -15,6 +15,10 @@ pub enum Error {
     /// The permit's breaker was deleted.
     #[error("permit: breaker {name:?} no longer exists")]
     PermitOfDeletedBreaker { name: String },
+    /// Leased outcomes skipped a sequence number (docs/DESIGN.md §10): the ones before
+    /// must be sent first.
+    #[error("sequence: {got} skips ahead; the next expected is {expected}")]
+    SequenceGap { expected: u64, got: u64 },
     /// A configured limit was hit; `limit` names the flag.
     #[error("{limit} reached ({max})")]
     LimitReached { limit: &'static str, max: u64 },
@@ -73,6 +77,7 @@ impl Error {
             Self::InvalidArgument { .. } => Code::InvalidArgument,
             Self::NotFound { .. } | Self::PermitOfDeletedBreaker { .. } => Code::NotFound,
             Self::LimitReached { .. } => Code::ResourceExhausted,
+            Self::SequenceGap { .. } => Code::FailedPrecondition,
             Self::Compacted { .. } => Code::OutOfRange,
             Self::Storage(_) => Code::Internal,
             Self::StoreUnavailable { .. } | Self::StoreConflict { .. } | Self::ShuttingDown => {
@@ -110,6 +115,7 @@ impl From<cbd_breaker::Error> for Error {
             e @ cbd_breaker::Error::PermitFromFuture { .. } => {
                 Self::invalid("permit", e.to_string())
             }
+            cbd_breaker::Error::InvalidAggregate { field, reason } => Self::invalid(field, reason),
         }
     }
 }

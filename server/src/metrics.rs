@@ -436,6 +436,17 @@ impl BreakerMetrics {
         self.calls[i].inc();
     }
 
+    /// Leased outcomes (docs/DESIGN.md §10), counted as that many reports.
+    pub fn reported_many(&self, outcomes: &cbd_breaker::Aggregate, stale: bool) {
+        if stale {
+            self.calls[3].inc_by(outcomes.total());
+            return;
+        }
+        self.calls[0].inc_by(outcomes.successes + outcomes.slow_successes);
+        self.calls[1].inc_by(outcomes.failures);
+        self.calls[2].inc_by(outcomes.ignored);
+    }
+
     /// A state change.
     pub fn transition(&self, from: State, to: State) {
         if from == to {

@@ -17,6 +17,8 @@ use crate::error::Error;
 
 const VERSION: u8 = 2;
 const FLAG_PROBE: u8 = 1;
+/// A lease (docs/DESIGN.md §10), not a permit: sent with leased outcomes, never reported.
+const FLAG_LEASE: u8 = 2;
 const HEADER: usize = 1 + 1 + 8 + 8 + 8;
 const TAG: usize = 16;
 const KEY_LEN: usize = 32;
@@ -84,6 +86,8 @@ pub struct Decoded<'a> {
     pub token: PermitToken,
     /// Issued by this run of the daemon; `false`: by an earlier one (stale).
     pub this_boot: bool,
+    /// A lease rather than a permit: `token.serial` is the lease's number.
+    pub lease: bool,
 }
 
 /// Mints and checks permits: the key and this run's boot id.
@@ -121,9 +125,24 @@ impl Permits {
 
     /// The permit for breaker `name`.
     pub fn encode(&self, name: &str, token: PermitToken) -> Vec<u8> {
+        self.mint(name, token, if token.probe { FLAG_PROBE } else { 0 })
+    }
+
+    /// The lease number `serial` on breaker `name`, granted in `generation`: the
+    /// permit layout with the lease flag.
+    pub fn encode_lease(&self, name: &str, generation: u64, serial: u64) -> Vec<u8> {
+        let token = PermitToken {
+            generation,
+            serial,
+            probe: false,
+        };
+        self.mint(name, token, FLAG_LEASE)
+    }
+
+    fn mint(&self, name: &str, token: PermitToken, flags: u8) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + name.len() + TAG);
         out.push(VERSION);
-        out.push(if token.probe { FLAG_PROBE } else { 0 });
+        out.push(flags);
         out.extend_from_slice(&self.boot.to_le_bytes());
         out.extend_from_slice(&token.generation.to_le_bytes());
         out.extend_from_slice(&token.serial.to_le_bytes());
@@ -133,9 +152,33 @@ impl Permits {
         out
     }
 
-    /// Checks and reads a permit; every failure is `INVALID_ARGUMENT` naming `permit`.
+    /// Checks and reads a permit; every failure is `INVALID_ARGUMENT` naming `permit`,
+    /// a lease among them.
     pub fn decode<'a>(&self, bytes: &'a [u8]) -> Result<Decoded<'a>, Error> {
-        let bad = |reason: &str| Error::invalid("permit", reason);
+        let decoded = self.decode_any(bytes, "permit")?;
+        if decoded.lease {
+            return Err(Error::invalid(
+                "permit",
+                "this is a lease, not a permit: send it with leased outcomes",
+            ));
+        }
+        Ok(decoded)
+    }
+
+    /// Checks and reads a lease; every failure is `INVALID_ARGUMENT` naming `lease`.
+    pub fn decode_lease<'a>(&self, bytes: &'a [u8]) -> Result<Decoded<'a>, Error> {
+        let decoded = self.decode_any(bytes, "lease")?;
+        if !decoded.lease {
+            return Err(Error::invalid(
+                "lease",
+                "this is a permit, not a lease: report it with Report",
+            ));
+        }
+        Ok(decoded)
+    }
+
+    fn decode_any<'a>(&self, bytes: &'a [u8], field: &'static str) -> Result<Decoded<'a>, Error> {
+        let bad = |reason: &str| Error::invalid(field, reason);
         if bytes.is_empty() {
             return Err(bad("missing"));
         }
@@ -166,6 +209,7 @@ impl Permits {
                 probe: body[1] & FLAG_PROBE != 0,
             },
             this_boot: word(2) == self.boot,
+            lease: body[1] & FLAG_LEASE != 0,
         })
     }
 }
@@ -191,6 +235,24 @@ mod tests {
             Err(Error::InvalidArgument { field, .. }) => field,
             other => panic!("expected an invalid permit, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_lease_is_not_a_permit_nor_a_permit_a_lease() {
+        let p = permits(1);
+        let lease = p.encode_lease("payments/charge", 7, 3);
+        let d = p.decode_lease(&lease).expect("valid lease");
+        assert!(d.lease && d.this_boot);
+        assert_eq!(
+            (d.name, d.token.generation, d.token.serial),
+            ("payments/charge", 7, 3)
+        );
+        assert_eq!(field_of(p.decode(&lease)), "permit");
+        let permit = p.encode("payments/charge", token(false));
+        assert_eq!(field_of(p.decode_lease(&permit)), "lease");
+        let mut forged = lease.clone();
+        forged[1] = 0; // the lease flag cleared: the tag no longer matches
+        assert_eq!(field_of(p.decode(&forged)), "permit");
     }
 
     #[test]

@@ -889,7 +889,12 @@ impl Harness {
                             self.remember(&ok.permit);
                             check_item(None)?;
                         }
-                        Some(pb::session_response::Kind::Report(_)) => check_item(None)?,
+                        Some(
+                            pb::session_response::Kind::Report(_)
+                            | pb::session_response::Kind::Lease(_)
+                            | pb::session_response::Kind::Outcomes(_)
+                            | pb::session_response::Kind::Revoked(_),
+                        ) => check_item(None)?,
                         None => return Err(TestCaseError::fail("a session answer without kind")),
                     }
                 }

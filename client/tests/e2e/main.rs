@@ -7,6 +7,7 @@ mod admin;
 mod calls;
 mod fallback;
 mod layer;
+mod leases;
 mod quickstart;
 mod security;
 mod support;

@@ -55,6 +55,8 @@ pub(crate) struct EntryState {
     pub timer_at: Option<Timestamp>,
     /// What the metric gauges show of this breaker.
     pub shown: Shown,
+    /// Leases granted on this breaker whose outcomes may still come, by number.
+    pub leases: std::collections::HashMap<u64, super::leases::LeaseRecord>,
 }
 
 impl Entry {
@@ -77,6 +79,7 @@ impl Entry {
                 committed,
                 timer_at: None,
                 shown: Shown::default(),
+                leases: std::collections::HashMap::new(),
             }),
             durable_seq: AtomicU64::new(0),
             metrics,

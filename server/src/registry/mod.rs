@@ -13,6 +13,7 @@
 //! and readers are shown only what is committed.
 
 mod entry;
+mod leases;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -36,6 +37,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 pub use entry::Entry;
 use entry::EntryState;
+pub use leases::{LeaseAnswer, LeasedAnswer};
 
 use crate::{clock::Clock, error::Error, metrics::Metrics, store::Store};
 
@@ -127,6 +129,8 @@ pub(crate) struct Shared {
     next_revision: AtomicU64,
     /// The last committed (durable) revision.
     revision: AtomicU64,
+    /// The last lease number handed out (docs/DESIGN.md §10); unique in this run.
+    next_lease: AtomicU64,
     oldest_retained: AtomicU64,
     /// Committed events, in revision order.
     feed: broadcast::Sender<Arc<pb::Event>>,
@@ -194,6 +198,7 @@ impl Registry {
             commits: watch::Sender::new(0),
             next_revision: AtomicU64::new(loaded.revision),
             revision: AtomicU64::new(loaded.revision),
+            next_lease: AtomicU64::new(0),
             oldest_retained: AtomicU64::new(loaded.oldest_retained),
             feed: broadcast::Sender::new(FEED_CAPACITY),
             publish_lock: RwLock::new(()),
@@ -294,6 +299,25 @@ impl Registry {
         name: &str,
         outcome: Outcome,
     ) -> Result<ReportAnswer, Error> {
+        self.stale_report(name, |metrics| metrics.reported(outcome, true))
+    }
+
+    /// Leased outcomes under a lease an earlier run of the daemon granted: stale,
+    /// like its permits (docs/DESIGN.md §10).
+    pub fn leased_of_earlier_boot(
+        &self,
+        name: &str,
+        outcomes: &cbd_breaker::Aggregate,
+    ) -> Result<ReportAnswer, Error> {
+        outcomes.validate()?;
+        self.stale_report(name, |metrics| metrics.reported_many(outcomes, true))
+    }
+
+    fn stale_report(
+        &self,
+        name: &str,
+        count: impl FnOnce(&crate::metrics::BreakerMetrics),
+    ) -> Result<ReportAnswer, Error> {
         let deleted = || Error::PermitOfDeletedBreaker { name: name.into() };
         // Read first, as `get` does: the status shown is at least this new.
         let revision = self.revision();
@@ -302,7 +326,7 @@ impl Registry {
         let status = entry
             .status_now(self.shared.config.clock.now())
             .ok_or_else(deleted)?;
-        entry.metrics.reported(outcome, true);
+        count(&entry.metrics);
         Ok(ReportAnswer {
             reported: Reported {
                 stale: true,

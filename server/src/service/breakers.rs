@@ -3,7 +3,7 @@
 use std::{pin::Pin, sync::Arc};
 
 use cbd_proto::v1::{self as pb, breakers_server::Breakers};
-use futures::{Stream, StreamExt, future::join_all, stream::FuturesUnordered};
+use futures::{Stream, future::join_all};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{convert, watch::Watcher};
@@ -27,12 +27,28 @@ impl BreakersService {
         }
     }
 
-    async fn acquire_one(&self, req: &pb::AcquireRequest) -> Result<pb::AcquireResponse, Error> {
+    /// The registry it serves.
+    pub(super) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The permit (and lease) minter.
+    pub(super) fn permits(&self) -> &Permits {
+        &self.permits
+    }
+
+    pub(super) async fn acquire_one(
+        &self,
+        req: &pb::AcquireRequest,
+    ) -> Result<pb::AcquireResponse, Error> {
         let answer = self.registry.acquire(&req.name).await?;
         Ok(convert::acquire_response(&self.permits, &answer))
     }
 
-    async fn report_one(&self, req: &pb::ReportRequest) -> Result<pb::ReportResponse, Error> {
+    pub(super) async fn report_one(
+        &self,
+        req: &pb::ReportRequest,
+    ) -> Result<pb::ReportResponse, Error> {
         let permit = self.permits.decode(&req.permit)?;
         let outcome = convert::outcome(req.outcome)?;
         let duration = convert::duration(req.duration.as_ref())?;
@@ -136,64 +152,7 @@ impl Breakers for BreakersService {
         &self,
         request: Request<Streaming<pb::SessionRequest>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let mut inbound = request.into_inner();
-        let service = self.clone();
-        let outbound = async_stream::stream! {
-            // Items run concurrently and are answered as they finish, each with its id;
-            // past MAX_SESSION_IN_FLIGHT the stream stops reading (backpressure).
-            let mut in_flight = FuturesUnordered::new();
-            let mut reading = true;
-            while reading || !in_flight.is_empty() {
-                let can_read = reading && in_flight.len() < MAX_SESSION_IN_FLIGHT;
-                // `yield` cannot sit inside `select!`: pick the step, then act on it.
-                let step = tokio::select! {
-                    received = inbound.message(), if can_read => SessionStep::Received(received),
-                    Some(answer) = in_flight.next() => SessionStep::Answered(answer),
-                };
-                match step {
-                    SessionStep::Received(Ok(Some(item))) => {
-                        let service = service.clone();
-                        in_flight.push(async move { service.session_item(item).await });
-                    }
-                    SessionStep::Received(Ok(None)) => reading = false,
-                    SessionStep::Received(Err(status)) => {
-                        // An oversize item is already RESOURCE_EXHAUSTED (crate::layers::message_size).
-                        yield Err(status);
-                        return;
-                    }
-                    SessionStep::Answered(answer) => yield Ok(answer),
-                }
-            }
-        };
-        Ok(Response::new(Box::pin(outbound)))
-    }
-}
-
-/// Most session items answered concurrently before the stream stops reading.
-const MAX_SESSION_IN_FLIGHT: usize = 256;
-
-/// What woke a session stream.
-enum SessionStep {
-    Received(Result<Option<pb::SessionRequest>, Status>),
-    Answered(pb::SessionResponse),
-}
-
-impl BreakersService {
-    /// One session item, answered by id; its error is the answer, not the stream's.
-    async fn session_item(&self, item: pb::SessionRequest) -> pb::SessionResponse {
-        use pb::session_request::Kind as In;
-        use pb::session_response::Kind as Out;
-        let kind = match item.kind {
-            Some(In::Acquire(req)) => self.acquire_one(&req).await.map(Out::Acquire),
-            Some(In::Report(req)) => self.report_one(&req).await.map(Out::Report),
-            None => Err(Error::invalid(
-                "kind",
-                "one of acquire or report is required",
-            )),
-        };
-        pb::SessionResponse {
-            id: item.id,
-            kind: Some(kind.unwrap_or_else(|e| Out::Error(convert::item_error(e)))),
-        }
+        let stream = super::session::run(self.clone(), request.into_inner());
+        Ok(Response::new(Box::pin(stream)))
     }
 }

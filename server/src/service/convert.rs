@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use cbd_proto::{convert, rpc, v1 as pb};
 
-use crate::{error::Error, permit::Permits, registry::AcquireAnswer};
+use crate::{
+    error::Error,
+    permit::Permits,
+    registry::{AcquireAnswer, LeaseAnswer, LeasedAnswer},
+};
 
 /// Most items in one batch request.
 pub const MAX_BATCH_ITEMS: usize = 1000;
@@ -24,6 +28,66 @@ pub fn acquire_response(permits: &Permits, answer: &AcquireAnswer) -> pb::Acquir
         revision: answer.revision,
         valid_until: a.valid_until.map(convert::timestamp_to_proto),
         shadow_rejected: a.shadow_rejected,
+    }
+}
+
+/// The wire answer to a lease request (docs/DESIGN.md §10).
+pub fn lease_grant(permits: &Permits, answer: &LeaseAnswer) -> pb::LeaseGrant {
+    let mut grant = pb::LeaseGrant {
+        state: convert::state_to_proto(answer.state) as i32,
+        generation: answer.generation,
+        ..Default::default()
+    };
+    match answer.lease {
+        cbd_breaker::Lease::Granted {
+            valid_until,
+            generation,
+            slow_call_duration,
+        } => {
+            grant.granted = true;
+            grant.lease = permits.encode_lease(&answer.name, generation, answer.serial);
+            grant.valid_until = Some(convert::timestamp_to_proto(valid_until));
+            grant.valid_for = Some(convert::duration_to_proto(Duration::from_nanos(
+                valid_until
+                    .unix_nanos()
+                    .saturating_sub(answer.now.unix_nanos()),
+            )));
+            grant.slow_call_duration = slow_call_duration.map(convert::duration_to_proto);
+        }
+        cbd_breaker::Lease::NotLeasable => {
+            grant.refusal = pb::LeaseRefusal::NotLeasable as i32;
+        }
+        cbd_breaker::Lease::NotClosed if answer.too_many => {
+            grant.refusal = pb::LeaseRefusal::TooMany as i32;
+        }
+        cbd_breaker::Lease::NotClosed => {
+            grant.refusal = pb::LeaseRefusal::NotClosed as i32;
+        }
+    }
+    grant
+}
+
+/// Leased outcomes from the wire, as the machine counts them.
+pub fn aggregate(req: &pb::LeasedOutcomes) -> cbd_breaker::Aggregate {
+    cbd_breaker::Aggregate {
+        successes: req.successes,
+        slow_successes: req.slow_successes,
+        failures: req.failures,
+        ignored: req.ignored,
+        leading_failures: req.leading_failures,
+        longest_failure_run: req.longest_failure_run,
+        trailing_failures: req.trailing_failures,
+    }
+}
+
+/// The wire answer to leased outcomes.
+pub fn leased_answer(answer: &LeasedAnswer) -> pb::LeasedOutcomesAnswer {
+    pb::LeasedOutcomesAnswer {
+        stale: answer.reported.stale,
+        duplicate: answer.duplicate,
+        state: convert::state_to_proto(answer.reported.state) as i32,
+        generation: answer.reported.generation,
+        revision: answer.revision,
     }
 }
 

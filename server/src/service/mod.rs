@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod breakers;
 pub mod convert;
+pub mod session;
 pub mod watch;
 
 pub use admin::AdminService;

@@ -10,6 +10,7 @@ mod deploy;
 mod disk_full;
 mod durability;
 mod fsync;
+mod leases;
 mod limits;
 mod metrics;
 mod permits;
