@@ -4,7 +4,7 @@
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    net::{SocketAddr, TcpListener},
+    net::TcpListener,
     path::Path,
     process::{Child, Command, Output, Stdio},
     sync::mpsc,
@@ -689,66 +689,6 @@ async fn bench_prints_a_summary() {
     );
 }
 
-/// A daemon on a fixed port, so that a watcher can find it again after a restart.
-struct FixedDaemon {
-    child: Option<Child>,
-    addr: SocketAddr,
-    data: std::path::PathBuf,
-}
-
-impl FixedDaemon {
-    fn start(data: &Path) -> Self {
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let mut d = Self {
-            child: None,
-            addr,
-            data: data.to_owned(),
-        };
-        d.spawn();
-        d
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(cbd_tests::cbd_bin())
-            .arg("--listen")
-            .arg(self.addr.to_string())
-            .arg("--data-dir")
-            .arg(&self.data)
-            .env_remove("CBD_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn cbd");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while cbctl(&self.endpoint(), &["--timeout", "1s", "health"]).code != 0 {
-            assert!(Instant::now() < deadline, "cbd did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for FixedDaemon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 /// A running `cbctl watch`, its stdout and stderr lines on channels.
 struct Watcher {
     child: Child,
@@ -817,8 +757,16 @@ impl Drop for Watcher {
 
 #[tokio::test]
 async fn watch_follows_and_resumes_after_a_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut d = FixedDaemon::start(&dir.path().join("data"));
+    // A fixed port, so that the restarted daemon is where the watchers reconnect to.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let options = cbd_tests::Options {
+        listen: Some(addr.to_string()),
+        ..Default::default()
+    };
+    let mut d = Daemon::fresh_with(&[], options).await;
     let ep = d.endpoint();
     cbctl(&ep, &["put", "w/a"]).ok();
     cbctl(&ep, &["put", "other"]).ok();
@@ -868,8 +816,7 @@ async fn watch_follows_and_resumes_after_a_restart() {
     );
 
     // kill -9 and back on the same address: the watchers resume by themselves.
-    d.kill9();
-    d.spawn();
+    d.restart().await;
     cbctl(&ep, &["release", "w/a"]).ok();
     cbctl(&ep, &["put", "w/b", "--open-duration", "5s"]).ok();
     let e2 = json.json();

@@ -74,7 +74,10 @@ pub async fn run(
     )?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    set_health(&health, true).await;
+    // NOT_SERVING until what recovery changed (OPEN breakers whose deadline passed
+    // while the daemon was down are HALF_OPEN now) is durable: reads show only what
+    // is committed, so a client that waits for SERVING sees the recovered states.
+    set_health(&health, false).await;
 
     let (stopping_tx, stopping) = watch::channel(false);
     let watcher = Watcher::new(registry.clone(), config.max_watchers, stopping.clone());
@@ -84,22 +87,33 @@ pub async fn run(
     // store can never turn a stopping daemon SERVING again.
     let (drain_tx, drain) = watch::channel(false);
     let mut store_health = registry.store_health();
+    let recovered = registry.clone();
     tokio::spawn(async move {
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut serving = true;
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                changed = store_health.changed() => {
-                    if changed.is_err() {
-                        shutdown.as_mut().await;
-                        break;
-                    }
-                    let ok = *store_health.borrow_and_update() == StoreHealth::Serving;
-                    if ok != serving {
-                        serving = ok;
-                        tracing::warn!(serving, "health follows the store");
-                        set_health(&health, ok).await;
+        let mut serving = false;
+        let stopped_early = tokio::select! {
+            () = &mut shutdown => true,
+            synced = recovered.sync() => {
+                serving = synced.is_ok() && *store_health.borrow_and_update() == StoreHealth::Serving;
+                set_health(&health, serving).await;
+                false
+            }
+        };
+        if !stopped_early {
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    changed = store_health.changed() => {
+                        if changed.is_err() {
+                            shutdown.as_mut().await;
+                            break;
+                        }
+                        let ok = *store_health.borrow_and_update() == StoreHealth::Serving;
+                        if ok != serving {
+                            serving = ok;
+                            tracing::warn!(serving, "health follows the store");
+                            set_health(&health, ok).await;
+                        }
                     }
                 }
             }

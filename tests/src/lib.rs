@@ -555,6 +555,17 @@ pub async fn report(
         .into_inner()
 }
 
+/// The status of `name`, panicking on a gRPC error.
+pub async fn get_breaker(admin: &mut AdminClient<Channel>, name: &str) -> pb::BreakerStatus {
+    admin
+        .get_breaker(pb::GetBreakerRequest { name: name.into() })
+        .await
+        .expect("get")
+        .into_inner()
+        .breaker
+        .expect("breaker")
+}
+
 /// Polls `name` until it is in `state`, at most `timeout` (the daemon's timers
 /// move breakers in real time; this waits for that, it does not sleep blindly).
 pub async fn wait_state(
@@ -565,13 +576,7 @@ pub async fn wait_state(
 ) -> pb::BreakerStatus {
     let deadline = Instant::now() + timeout;
     loop {
-        let status = admin
-            .get_breaker(pb::GetBreakerRequest { name: name.into() })
-            .await
-            .expect("get")
-            .into_inner()
-            .breaker
-            .expect("breaker");
+        let status = get_breaker(admin, name).await;
         if status.state() == state {
             return status;
         }

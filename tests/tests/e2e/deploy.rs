@@ -4,10 +4,7 @@
 
 use std::{collections::BTreeSet, path::Path, process::Command};
 
-use cbd_proto::v1 as pb;
-use cbd_tests::{acquire, ms, put, report};
-
-use crate::metrics::{parse, scrape, with_metrics};
+use crate::metrics::{parse, scrape, scripted_trip, with_metrics};
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
 
@@ -60,22 +57,8 @@ fn metric_names(query: &str) -> BTreeSet<String> {
 #[tokio::test]
 async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
     let (daemon, addr) = with_metrics().await;
-    let mut admin = daemon.admin().await;
-    let mut client = daemon.breakers().await;
-    // Traffic that makes every family show samples: a trip, a rejection, an RPC error.
-    put(
-        &mut admin,
-        "dep",
-        pb::BreakerSpec {
-            consecutive_failures: Some(1),
-            open_duration: Some(ms(60_000)),
-            ..Default::default()
-        },
-    )
-    .await;
-    let a = acquire(&mut client, "dep").await;
-    report(&mut client, &a.permit, pb::Outcome::Failure).await;
-    assert!(!acquire(&mut client, "dep").await.allowed);
+    // Traffic that makes every family show samples: a trip, a rejection.
+    scripted_trip(&daemon, "dep", 1).await;
 
     let exported: BTreeSet<String> = parse(&scrape(addr)).into_iter().map(|s| s.name).collect();
     let queries: Vec<String> = dashboard_queries()

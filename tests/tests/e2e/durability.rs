@@ -14,15 +14,7 @@ use futures::StreamExt;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 async fn get(daemon: &Daemon, name: &str) -> pb::BreakerStatus {
-    daemon
-        .admin()
-        .await
-        .get_breaker(pb::GetBreakerRequest { name: name.into() })
-        .await
-        .expect("get")
-        .into_inner()
-        .breaker
-        .expect("breaker")
+    cbd_tests::get_breaker(&mut daemon.admin().await, name).await
 }
 
 /// The persisted part of a status (window counts start empty after a restart).

@@ -126,15 +126,7 @@ fn counts(lease: &[u8], sequence: u64, successes: u64, failures: u64) -> pb::Lea
 }
 
 async fn window(daemon: &Daemon, name: &str) -> (u32, u32, pb::State) {
-    let b = daemon
-        .admin()
-        .await
-        .get_breaker(pb::GetBreakerRequest { name: name.into() })
-        .await
-        .expect("get")
-        .into_inner()
-        .breaker
-        .expect("breaker");
+    let b = cbd_tests::get_breaker(&mut daemon.admin().await, name).await;
     (b.window_calls, b.window_failures, b.state())
 }
 

@@ -134,27 +134,32 @@ pub(crate) async fn with_metrics() -> (Daemon, SocketAddr) {
     (daemon, addr)
 }
 
-#[tokio::test]
-async fn a_scripted_trip_shows_in_the_metrics() {
-    let (daemon, addr) = with_metrics().await;
-    let mut admin = daemon.admin().await;
+/// Creates `name` tripping after `failures` in a row, trips it, and checks that the
+/// next Acquire is rejected: a trip, a rejection and outcomes in every family.
+pub(crate) async fn scripted_trip(daemon: &Daemon, name: &str, failures: u32) {
     let mut client = daemon.breakers().await;
     put(
-        &mut admin,
-        "dep",
+        &mut daemon.admin().await,
+        name,
         pb::BreakerSpec {
-            consecutive_failures: Some(3),
+            consecutive_failures: Some(failures),
             open_duration: Some(ms(60_000)),
             ..Default::default()
         },
     )
     .await;
-    for _ in 0..3 {
-        let a = acquire(&mut client, "dep").await;
+    for _ in 0..failures {
+        let a = acquire(&mut client, name).await;
         assert!(a.allowed);
         report(&mut client, &a.permit, pb::Outcome::Failure).await;
     }
-    assert!(!acquire(&mut client, "dep").await.allowed, "open: rejected");
+    assert!(!acquire(&mut client, name).await.allowed, "open: rejected");
+}
+
+#[tokio::test]
+async fn a_scripted_trip_shows_in_the_metrics() {
+    let (daemon, addr) = with_metrics().await;
+    scripted_trip(&daemon, "dep", 3).await;
 
     let samples = eventually(WAIT, "the trip in the metrics", || async move {
         let samples = parse(&scrape(addr));
