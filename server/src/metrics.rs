@@ -521,11 +521,15 @@ impl BreakerMetrics {
 }
 
 /// Serves `GET /metrics` on `addr` until `shutdown` resolves. `gauges` gives the
-/// breaker and watcher counts at scrape time.
+/// breaker and watcher counts at scrape time. Also the plaintext probes: `/healthz`
+/// (200 while the process serves HTTP at all) and `/readyz` (200 while `ready`, that
+/// is while gRPC health says SERVING; else 503), for probes that cannot speak gRPC
+/// over TLS.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Metrics,
     gauges: impl Fn() -> (usize, usize) + Clone + Send + Sync + 'static,
+    ready: tokio::sync::watch::Receiver<bool>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<SocketAddr, crate::error::Error> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -534,7 +538,7 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|e| crate::error::Error::invalid("--metrics-listen", e.to_string()))?;
-    let app = axum::Router::new().route(
+    let app = probes(ready).route(
         "/metrics",
         axum::routing::get(move |headers: http::HeaderMap| {
             let metrics = metrics.clone();
@@ -564,9 +568,48 @@ pub async fn serve(
     Ok(bound)
 }
 
+/// `/healthz` and `/readyz` (see [`serve`]).
+fn probes(ready: tokio::sync::watch::Receiver<bool>) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let serving = *ready.borrow();
+                async move {
+                    if serving {
+                        (http::StatusCode::OK, "ready\n")
+                    } else {
+                        (http::StatusCode::SERVICE_UNAVAILABLE, "not serving\n")
+                    }
+                }
+            }),
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn readyz_follows_health_and_healthz_is_always_ok() {
+        use tower::ServiceExt;
+        let (ready, rx) = tokio::sync::watch::channel(false);
+        let get = |path: &'static str| {
+            let app = probes(rx.clone());
+            async move {
+                let request = http::Request::get(path)
+                    .body(axum::body::Body::empty())
+                    .expect("request");
+                app.oneshot(request).await.expect("answer").status()
+            }
+        };
+        assert_eq!(get("/healthz").await, http::StatusCode::OK);
+        assert_eq!(get("/readyz").await, http::StatusCode::SERVICE_UNAVAILABLE);
+        ready.send_replace(true);
+        assert_eq!(get("/readyz").await, http::StatusCode::OK);
+        assert_eq!(get("/healthz").await, http::StatusCode::OK);
+    }
 
     #[test]
     fn past_the_cap_breakers_share_the_other_label() {

@@ -73,7 +73,9 @@ pub async fn run(
         },
     )?;
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let (ready, ready_rx) = watch::channel(false);
+    let health = Probes { reporter, ready };
     // NOT_SERVING until what recovery changed (OPEN breakers whose deadline passed
     // while the daemon was down are HALF_OPEN now) is durable: reads show only what
     // is committed, so a client that waits for SERVING sees the recovered states.
@@ -135,6 +137,7 @@ pub async fn run(
             metrics_addr,
             metrics.clone(),
             gauges,
+            ready_rx.clone(),
             wait_true(drain.clone()),
         )
         .await?;
@@ -268,8 +271,16 @@ pub fn router<H: Health>(
         .add_service(admin))
 }
 
-/// Sets the overall status and that of each service.
-async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+/// Where health is shown: gRPC health, and `/readyz` on the metrics listener.
+struct Probes {
+    reporter: tonic_health::server::HealthReporter,
+    ready: watch::Sender<bool>,
+}
+
+/// Sets the overall status and that of each service, and what `/readyz` answers.
+async fn set_health(health: &Probes, serving: bool) {
+    health.ready.send_replace(serving);
+    let health = &health.reporter;
     let status = if serving {
         ServingStatus::Serving
     } else {

@@ -68,6 +68,13 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
 /// GET /metrics with a bare HTTP/1.1 request and, if given, an `Accept` header;
 /// returns the response head (lowercased) and the body.
 fn get_metrics(addr: SocketAddr, accept: Option<&str>) -> (String, String) {
+    let (head, body) = http_get(addr, "/metrics", accept);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    (head, body)
+}
+
+/// GET `path` on the metrics listener: the response head (lowercased) and body.
+fn http_get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (String, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to metrics");
     stream.set_read_timeout(Some(WAIT)).expect("read timeout");
     let accept = accept
@@ -75,13 +82,12 @@ fn get_metrics(addr: SocketAddr, accept: Option<&str>) -> (String, String) {
         .unwrap_or_default();
     write!(
         stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
     )
     .expect("send request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read response");
     let (head, body) = response.split_once("\r\n\r\n").expect("http response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     (head.to_ascii_lowercase(), body.to_owned())
 }
 
@@ -154,6 +160,19 @@ pub(crate) async fn scripted_trip(daemon: &Daemon, name: &str, failures: u32) {
         report(&mut client, &a.permit, pb::Outcome::Failure).await;
     }
     assert!(!acquire(&mut client, name).await.allowed, "open: rejected");
+}
+
+#[tokio::test]
+async fn plaintext_probes_answer_on_the_metrics_listener() {
+    let (daemon, addr) = with_metrics().await;
+    let (head, body) = http_get(addr, "/healthz", None);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, "ok\n");
+    // The harness waited for gRPC SERVING, so the daemon is ready.
+    let (head, body) = http_get(addr, "/readyz", None);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, "ready\n");
+    drop(daemon);
 }
 
 #[tokio::test]
