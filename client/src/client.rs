@@ -269,8 +269,9 @@ impl Client {
 
     /// Sends the outcomes of every leased call counted so far and waits until the
     /// daemon answered them (or the lease session is down). Call it before a
-    /// graceful shutdown; dropping the last clone of the client also flushes, in
-    /// the background, for at most a second.
+    /// graceful shutdown, bounded by a timeout of your choice (a daemon that is
+    /// stopped but still connected answers nothing); dropping the last clone of the
+    /// client also flushes, in the background, for at most a second.
     pub async fn flush(&self) {
         let Some(session) = self.inner.lease_session.get() else {
             return;
