@@ -41,7 +41,8 @@ pub struct LeaseAnswer {
     pub lease: Lease,
     /// The lease's number, when granted; 0 otherwise.
     pub serial: u64,
-    /// Refused because the breaker holds [`MAX_LEASES_PER_BREAKER`] leases.
+    /// The machine would grant `lease`, but the breaker already holds
+    /// [`MAX_LEASES_PER_BREAKER`] leases: refused, and `serial` is 0.
     pub too_many: bool,
     pub state: State,
     pub generation: u64,
@@ -73,7 +74,7 @@ impl Registry {
             if st.deleted {
                 return Err(Error::NotFound { name: name.into() });
             }
-            let mut lease = st.machine.lease(now);
+            let lease = st.machine.lease(now);
             let mut serial = 0;
             let mut too_many = false;
             if let Lease::Granted {
@@ -85,7 +86,6 @@ impl Registry {
                 st.leases.retain(|_, r| r.report_until >= now);
                 if st.leases.len() >= MAX_LEASES_PER_BREAKER {
                     too_many = true;
-                    lease = Lease::NotClosed;
                 } else {
                     serial = next_lease.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     st.leases.insert(
@@ -181,9 +181,11 @@ fn apply(
             got: sequence,
         });
     }
+    // The number counts as applied only once the machine took the outcomes.
+    let reported = st
+        .machine
+        .report_aggregate(record.generation, outcomes, now)?;
     record.applied = sequence;
-    let generation = record.generation;
-    let reported = st.machine.report_aggregate(generation, outcomes, now)?;
     let transition = reported.transition.clone();
     Ok(((reported, false), transition))
 }

@@ -39,6 +39,9 @@ pub fn lease_grant(permits: &Permits, answer: &LeaseAnswer) -> pb::LeaseGrant {
         ..Default::default()
     };
     match answer.lease {
+        _ if answer.too_many => {
+            grant.refusal = pb::LeaseRefusal::TooMany as i32;
+        }
         cbd_breaker::Lease::Granted {
             valid_until,
             generation,
@@ -56,9 +59,6 @@ pub fn lease_grant(permits: &Permits, answer: &LeaseAnswer) -> pb::LeaseGrant {
         }
         cbd_breaker::Lease::NotLeasable => {
             grant.refusal = pb::LeaseRefusal::NotLeasable as i32;
-        }
-        cbd_breaker::Lease::NotClosed if answer.too_many => {
-            grant.refusal = pb::LeaseRefusal::TooMany as i32;
         }
         cbd_breaker::Lease::NotClosed => {
             grant.refusal = pb::LeaseRefusal::NotClosed as i32;
