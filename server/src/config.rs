@@ -8,8 +8,9 @@ use std::{
 };
 
 use cbd_proto::spec_fields::SpecFields;
-use clap::{Parser, ValueEnum};
+use clap::{ArgMatches, Parser, ValueEnum, parser::ValueSource};
 use serde::{Deserialize, Serialize};
+use tracing_subscriber::EnvFilter;
 
 use crate::error::Error;
 
@@ -19,9 +20,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7411";
 /// cbd, the circuit-breaker daemon: named circuit breakers in an embedded sled
 /// database, served over gRPC (cbd.v1.Breakers, cbd.v1.Admin, health, reflection).
 ///
-/// Every flag can also be set with its CBD_* environment variable or in the TOML
-/// file given with --config (keys as the long flags, in snake_case); a flag beats
-/// the environment, which beats the file.
+/// Every setting can also be given with its CBD_* environment variable or in the
+/// TOML file named by --config (keys as the long flags, in snake_case); a flag beats
+/// the environment, which beats the file, which beats the default.
 #[derive(Debug, Parser)]
 #[command(name = "cbd", version = crate::LONG_VERSION, about, long_about)]
 pub struct Args {
@@ -29,117 +30,20 @@ pub struct Args {
     #[arg(long, env = "CBD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// gRPC listen address [default: 127.0.0.1:7411]. Port 0 picks a free port
-    /// (see --addr-file). Non-loopback addresses need --allow-unauthenticated.
-    #[arg(long, env = "CBD_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-
-    /// Directory of the sled database [default: ./cbd-data].
-    #[arg(long, env = "CBD_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-
-    /// Write the bound address to this file once serving (for port 0).
-    #[arg(long, env = "CBD_ADDR_FILE", value_name = "PATH")]
-    pub addr_file: Option<PathBuf>,
-
-    /// Log format [default: text].
-    #[arg(long, env = "CBD_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
-
-    /// Log filter, as RUST_LOG [default: info].
-    #[arg(long, env = "CBD_LOG_LEVEL", value_name = "FILTER")]
-    pub log_level: Option<String>,
-
-    /// Most breakers the daemon holds; past it, RESOURCE_EXHAUSTED [default: 100000].
-    #[arg(long, env = "CBD_MAX_BREAKERS", value_name = "N")]
-    pub max_breakers: Option<usize>,
-
-    /// Largest gRPC message accepted, in bytes [default: 65536].
-    #[arg(long, env = "CBD_MAX_MESSAGE_SIZE", value_name = "BYTES")]
-    pub max_message_size: Option<usize>,
-
-    /// Events kept in the watch log; older ones are compacted [default: 100000].
-    #[arg(long, env = "CBD_WATCH_RETENTION", value_name = "N")]
-    pub watch_retention: Option<u64>,
-
-    /// Most concurrent Watch streams; past it, RESOURCE_EXHAUSTED [default: 10000].
-    #[arg(long, env = "CBD_MAX_WATCHERS", value_name = "N")]
-    pub max_watchers: Option<usize>,
-
-    /// Allow listening on a non-loopback address without authentication.
-    #[arg(long, env = "CBD_ALLOW_UNAUTHENTICATED")]
-    pub allow_unauthenticated: bool,
-
-    /// Bearer tokens and their roles: TOML, one [[token]] table per token with
-    /// `role = "admin"|"client"` and `token = "..."` or `sha256 = "<hex>"`.
-    /// Re-read on SIGHUP. With it, non-loopback addresses are allowed.
-    #[arg(long, env = "CBD_AUTH_FILE", value_name = "FILE")]
-    pub auth_file: Option<PathBuf>,
-
-    /// Server certificate chain (PEM); turns TLS on. Needs --tls-key.
-    #[arg(long, env = "CBD_TLS_CERT", value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// Server private key (PEM). Needs --tls-cert.
-    #[arg(long, env = "CBD_TLS_KEY", value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
-
-    /// CA certificate(s) (PEM) that client certificates must be signed by (mTLS):
-    /// a client without one is refused at the handshake. Needs --tls-cert.
-    #[arg(long, env = "CBD_TLS_CLIENT_CA", value_name = "FILE")]
-    pub tls_client_ca: Option<PathBuf>,
-
-    /// Most concurrent HTTP/2 streams per connection [default: 1024].
-    #[arg(long, env = "CBD_MAX_CONCURRENT_STREAMS", value_name = "N")]
-    pub max_concurrent_streams: Option<u32>,
-
-    /// Most cbd.v1 requests being handled at once, over all connections; past it,
-    /// RESOURCE_EXHAUSTED at once [default: 10000].
-    #[arg(long, env = "CBD_MAX_CONCURRENT_REQUESTS", value_name = "N")]
-    pub max_concurrent_requests: Option<usize>,
-
-    /// Longest a unary cbd.v1 request may take; past it, DEADLINE_EXCEEDED
-    /// [default: 30s]. Not applied to Watch streams.
-    #[arg(long, env = "CBD_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub request_timeout: Option<Duration>,
-
-    /// Close a connection that has not sent the start of its HTTP/2 preface (or
-    /// TLS handshake) this long after it was accepted [default: 10s].
-    #[arg(long, env = "CBD_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub handshake_timeout: Option<Duration>,
-
-    /// Close a connection the client has sent nothing on for this long [default:
-    /// 5m]. Live clients answer the keepalive PINGs, so only dead or silent ones
-    /// reach it; must be above --http2-keepalive-interval + --http2-keepalive-timeout.
-    #[arg(long, env = "CBD_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub idle_timeout: Option<Duration>,
-
-    /// Send an HTTP/2 PING on every connection this often [default: 30s].
-    #[arg(long, env = "CBD_HTTP2_KEEPALIVE_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub http2_keepalive_interval: Option<Duration>,
-
-    /// Close a connection whose PING is not answered within this [default: 20s].
-    #[arg(long, env = "CBD_HTTP2_KEEPALIVE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub http2_keepalive_timeout: Option<Duration>,
-
-    /// Serve Prometheus metrics over HTTP on this address (GET /metrics) [default: off].
-    #[arg(long, env = "CBD_METRICS_LISTEN", value_name = "ADDR")]
-    pub metrics_listen: Option<SocketAddr>,
-
-    /// Most breakers with their own metric series; the rest are summed under
-    /// breaker="_other" [default: 1000].
-    #[arg(long, env = "CBD_METRICS_MAX_BREAKERS", value_name = "N")]
-    pub metrics_max_breakers: Option<usize>,
-
-    /// Serve a data dir that holds less than was committed (see the log for what was
-    /// lost) instead of refusing to start. The revision moves past every revision
-    /// handed out before and the watch log starts over. Not read from --config.
-    #[arg(long, env = "CBD_FORCE_RECOVER")]
-    pub force_recover: bool,
+    /// The settings: flags and environment here, the file layered under them by
+    /// [`Config::load`].
+    #[command(flatten)]
+    pub settings: Config,
 
     /// Print the effective configuration as TOML and exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "check_config")]
     pub print_config: bool,
+
+    /// Check the flags, the environment, the --config file with its templates, the
+    /// auth file and the TLS files, then exit: 0 when all is well, 2 with every
+    /// problem listed, one a line.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// Log output format.
@@ -163,157 +67,251 @@ pub struct Template {
     pub spec: SpecFields,
 }
 
-/// The effective configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The effective configuration, declared once: each field is a flag, its `CBD_*`
+/// variable and its key in the file, with the default and the help text here.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// gRPC listen address.
+    /// gRPC listen address. Port 0 picks a free port (see --addr-file). Non-loopback
+    /// addresses need --auth-file or --allow-unauthenticated.
+    #[arg(long, env = "CBD_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
-    /// sled directory.
+
+    /// Directory of the sled database.
+    #[arg(
+        long,
+        env = "CBD_DATA_DIR",
+        value_name = "DIR",
+        default_value = "cbd-data"
+    )]
     pub data_dir: PathBuf,
-    /// Where to write the bound address, if anywhere.
+
+    /// Write the bound address to this file once serving (for port 0).
+    #[arg(long, env = "CBD_ADDR_FILE", value_name = "PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr_file: Option<PathBuf>,
+
     /// Log format.
+    #[arg(
+        long,
+        env = "CBD_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
-    /// Log filter.
+
+    /// Log filter, as RUST_LOG.
+    #[arg(
+        long,
+        env = "CBD_LOG_LEVEL",
+        value_name = "FILTER",
+        default_value = "info"
+    )]
     pub log_level: String,
-    /// Breaker cap.
+
+    /// Most breakers the daemon holds; past it, RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "CBD_MAX_BREAKERS",
+        value_name = "N",
+        default_value_t = 100_000
+    )]
     pub max_breakers: usize,
-    /// Largest message, bytes.
+
+    /// Largest gRPC message accepted, in bytes (at least 1024).
+    #[arg(long, env = "CBD_MAX_MESSAGE_SIZE", value_name = "BYTES", default_value_t = 64 * 1024)]
     pub max_message_size: usize,
-    /// Events kept in the log.
+
+    /// Events kept in the watch log; older ones are compacted.
+    #[arg(
+        long,
+        env = "CBD_WATCH_RETENTION",
+        value_name = "N",
+        default_value_t = 100_000
+    )]
     pub watch_retention: u64,
-    /// Watch stream cap.
+
+    /// Most concurrent Watch streams; past it, RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "CBD_MAX_WATCHERS",
+        value_name = "N",
+        default_value_t = 10_000
+    )]
     pub max_watchers: usize,
-    /// Non-loopback without auth allowed.
+
+    /// Allow listening on a non-loopback address without authentication.
+    #[arg(long, env = "CBD_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
-    /// Token file.
+
+    /// Bearer tokens and their roles: TOML, one [[token]] table per token with
+    /// `role = "admin"|"client"` and `token = "..."` or `sha256 = "<hex>"`.
+    /// Re-read on SIGHUP. With it, non-loopback addresses are allowed.
+    #[arg(long, env = "CBD_AUTH_FILE", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_file: Option<PathBuf>,
-    /// TLS certificate chain.
+
+    /// Server certificate chain (PEM); turns TLS on. Needs --tls-key.
+    #[arg(long, env = "CBD_TLS_CERT", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
-    /// TLS private key.
+
+    /// Server private key (PEM). Needs --tls-cert.
+    #[arg(long, env = "CBD_TLS_KEY", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
-    /// CA for client certificates (mTLS).
+
+    /// CA certificate(s) (PEM) that client certificates must be signed by (mTLS):
+    /// a client without one is refused at the handshake. Needs --tls-cert.
+    #[arg(long, env = "CBD_TLS_CLIENT_CA", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_ca: Option<PathBuf>,
-    /// HTTP/2 streams per connection.
+
+    /// Most concurrent HTTP/2 streams per connection.
+    #[arg(
+        long,
+        env = "CBD_MAX_CONCURRENT_STREAMS",
+        value_name = "N",
+        default_value_t = 1024
+    )]
     pub max_concurrent_streams: u32,
-    /// Requests in progress overall.
+
+    /// Most cbd.v1 requests being handled at once, over all connections; past it,
+    /// RESOURCE_EXHAUSTED at once.
+    #[arg(
+        long,
+        env = "CBD_MAX_CONCURRENT_REQUESTS",
+        value_name = "N",
+        default_value_t = 10_000
+    )]
     pub max_concurrent_requests: usize,
-    /// Unary request timeout.
+
+    /// Longest a unary cbd.v1 request may take; past it, DEADLINE_EXCEEDED. Not
+    /// applied to Watch streams.
+    #[arg(long, env = "CBD_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "30s")]
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Time to start the HTTP/2 preface or TLS handshake.
+
+    /// Close a connection that has not sent the start of its HTTP/2 preface (or
+    /// TLS handshake) this long after it was accepted.
+    #[arg(long, env = "CBD_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10s")]
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
-    /// Longest silence on a connection.
+
+    /// Close a connection the client has sent nothing on for this long. Live
+    /// clients answer the keepalive PINGs, so only dead or silent ones reach it;
+    /// must be above --http2-keepalive-interval + --http2-keepalive-timeout.
+    #[arg(long, env = "CBD_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "5m")]
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// HTTP/2 PING interval.
+
+    /// Send an HTTP/2 PING on every connection this often.
+    #[arg(long, env = "CBD_HTTP2_KEEPALIVE_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "30s")]
     #[serde(with = "humantime_serde")]
     pub http2_keepalive_interval: Duration,
-    /// HTTP/2 PING answer timeout.
+
+    /// Close a connection whose PING is not answered within this.
+    #[arg(long, env = "CBD_HTTP2_KEEPALIVE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "20s")]
     #[serde(with = "humantime_serde")]
     pub http2_keepalive_timeout: Duration,
-    /// Metrics HTTP address, if any.
+
+    /// Serve Prometheus metrics over HTTP on this address (GET /metrics, /healthz,
+    /// /readyz); none by default.
+    #[arg(long, env = "CBD_METRICS_LISTEN", value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Breakers with their own metric series.
+
+    /// Most breakers with their own metric series; the rest are summed under
+    /// breaker="_other".
+    #[arg(
+        long,
+        env = "CBD_METRICS_MAX_BREAKERS",
+        value_name = "N",
+        default_value_t = 1000
+    )]
     pub metrics_max_breakers: usize,
-    /// Serve a damaged data dir anyway (`--force-recover`); never from the file.
+
+    /// Serve a data dir that holds less than was committed (see the log for what was
+    /// lost) instead of refusing to start. The revision moves past every revision
+    /// handed out before and the watch log starts over. Never read from --config:
+    /// recovery is asked for at each start.
+    #[arg(long, env = "CBD_FORCE_RECOVER")]
     #[serde(skip)]
     pub force_recover: bool,
-    /// Specs for unknown names by prefix.
+
+    /// Specs for unknown names by prefix: the file's `[[template]]` tables.
+    #[arg(skip)]
     #[serde(rename = "template", skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<Template>,
 }
 
 impl Default for Config {
+    /// The defaults declared on the fields above; no environment is read.
     fn default() -> Self {
-        Self {
-            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
-            data_dir: PathBuf::from("cbd-data"),
-            addr_file: None,
-            log_format: LogFormat::Text,
-            log_level: "info".into(),
-            max_breakers: 100_000,
-            max_message_size: 64 * 1024,
-            watch_retention: 100_000,
-            max_watchers: 10_000,
-            allow_unauthenticated: false,
-            auth_file: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_client_ca: None,
-            max_concurrent_streams: 1024,
-            max_concurrent_requests: 10_000,
-            request_timeout: Duration::from_secs(30),
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
-            http2_keepalive_interval: Duration::from_secs(30),
-            http2_keepalive_timeout: Duration::from_secs(20),
-            metrics_listen: None,
-            metrics_max_breakers: 1000,
-            force_recover: false,
-            templates: Vec::new(),
+        use clap::{Args as _, FromArgMatches as _};
+        let command = Config::augment_args(clap::Command::new("cbd")).mut_args(|a| a.env(None));
+        let matches = command
+            .try_get_matches_from(["cbd"])
+            .expect("the defaults parse");
+        Config::from_arg_matches(&matches).expect("the defaults are a configuration")
+    }
+}
+
+impl Template {
+    /// The template's spec, validated; errors name the template and the key as the
+    /// file wrote it (`failure_rate`, not the machine's `failure_rate_percent`).
+    pub fn spec(&self) -> Result<cbd_breaker::Spec, Error> {
+        let field = format!("template {:?}", self.prefix);
+        if self.prefix.is_empty() {
+            return Err(Error::invalid(field, "prefix must not be empty"));
         }
+        let wire = self
+            .spec
+            .to_proto()
+            .map_err(|e| Error::invalid(&field, e))?;
+        cbd_proto::convert::spec_from_proto(&wire)
+            .map_err(|e| Error::invalid(&field, cbd_proto::spec_fields::spec_error(&e)))
     }
 }
 
 impl Config {
-    /// The file (if any), then the environment and flags on top, then checked.
-    pub fn from_args(args: &Args) -> Result<Self, Error> {
-        let mut config = match &args.config {
-            Some(path) => Self::from_file(path)?,
-            None => Self::default(),
-        };
-        macro_rules! overlay {
-            ($($field:ident),*) => {$(
-                if let Some(v) = &args.$field { config.$field = v.clone(); }
-            )*};
-        }
-        overlay!(
-            listen,
-            data_dir,
-            log_format,
-            log_level,
-            max_breakers,
-            max_message_size,
-            watch_retention,
-            max_watchers,
-            max_concurrent_streams,
-            max_concurrent_requests,
-            request_timeout,
-            handshake_timeout,
-            idle_timeout,
-            http2_keepalive_interval,
-            http2_keepalive_timeout,
-            metrics_max_breakers
-        );
-        macro_rules! overlay_option {
-            ($($field:ident),*) => {$(
-                if args.$field.is_some() { config.$field.clone_from(&args.$field); }
-            )*};
-        }
-        overlay_option!(
-            addr_file,
-            auth_file,
-            tls_cert,
-            tls_key,
-            tls_client_ca,
-            metrics_listen
-        );
-        config.allow_unauthenticated |= args.allow_unauthenticated;
-        config.force_recover = args.force_recover;
+    /// The effective configuration, checked: [`Config::layered`], then
+    /// [`Config::validate`].
+    pub fn load(args: &Args, matches: &ArgMatches) -> Result<Self, Error> {
+        let config = Self::layered(args, matches)?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Reads a TOML file; unknown keys are errors.
+    /// The file (if any) under the flags and environment, unchecked. `matches` are
+    /// the ones `args` was parsed from: they tell a flag or variable that was given
+    /// from a default, which the file's value beats.
+    pub fn layered(args: &Args, matches: &ArgMatches) -> Result<Self, Error> {
+        let Some(path) = &args.config else {
+            return Ok(args.settings.clone());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::invalid("--config", format!("{}: {e}", path.display())))?;
+        let bad_file =
+            |e: toml::de::Error| Error::invalid("--config", format!("{}: {e}", path.display()));
+        // Read alone first, so that a mistake is reported with the file's line.
+        toml::from_str::<Self>(&text).map_err(bad_file)?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(bad_file)?;
+        let given = toml::Table::try_from(&args.settings).expect("a configuration serializes");
+        for (key, value) in given {
+            if matches!(
+                matches.value_source(&key),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            ) {
+                table.insert(key, value);
+            }
+        }
+        let mut config: Self = table.try_into().map_err(bad_file)?;
+        config.force_recover = args.settings.force_recover;
+        Ok(config)
+    }
+
+    /// Reads a TOML file alone (no flags); unknown keys are errors.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::invalid("--config", format!("{}: {e}", path.display())))?;
@@ -321,13 +319,24 @@ impl Config {
             .map_err(|e| Error::invalid("--config", format!("{}: {e}", path.display())))
     }
 
-    /// Checks what the types cannot.
+    /// The first of [`Config::problems`], if any.
     pub fn validate(&self) -> Result<(), Error> {
+        match self.problems().into_iter().next() {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
+    /// Everything wrong that the types cannot say, in flag order; empty when the
+    /// configuration is good. Files named by it are not read (see
+    /// [`Config::check_files`]).
+    pub fn problems(&self) -> Vec<Error> {
+        let mut problems = Vec::new();
         if !self.listen.ip().is_loopback()
             && self.auth_file.is_none()
             && !self.allow_unauthenticated
         {
-            return Err(Error::invalid(
+            problems.push(Error::invalid(
                 "--listen",
                 format!(
                     "refusing to listen on non-loopback address {} without authentication; \
@@ -336,23 +345,25 @@ impl Config {
                 ),
             ));
         }
+        if let Err(e) = EnvFilter::try_new(&self.log_level) {
+            problems.push(Error::invalid(
+                "--log-level",
+                format!("{:?}: {e}", self.log_level),
+            ));
+        }
         match (&self.tls_cert, &self.tls_key) {
-            (Some(_), None) => {
-                return Err(Error::invalid(
-                    "--tls-cert",
-                    "--tls-cert and --tls-key must be given together (--tls-key is missing)",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(Error::invalid(
-                    "--tls-key",
-                    "--tls-cert and --tls-key must be given together (--tls-cert is missing)",
-                ));
-            }
+            (Some(_), None) => problems.push(Error::invalid(
+                "--tls-cert",
+                "--tls-cert and --tls-key must be given together (--tls-key is missing)",
+            )),
+            (None, Some(_)) => problems.push(Error::invalid(
+                "--tls-key",
+                "--tls-cert and --tls-key must be given together (--tls-cert is missing)",
+            )),
             _ => {}
         }
         if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
-            return Err(Error::invalid(
+            problems.push(Error::invalid(
                 "--tls-client-ca",
                 "mTLS needs TLS: give --tls-cert and --tls-key too",
             ));
@@ -365,15 +376,15 @@ impl Config {
             ("--http2-keepalive-timeout", self.http2_keepalive_timeout),
         ] {
             if value.is_zero() {
-                return Err(Error::invalid(field, "must be above zero"));
+                problems.push(Error::invalid(field, "must be above zero"));
             }
         }
         // Saturating: an absurd flag is an error below, never a panic.
         let keepalive = self
             .http2_keepalive_interval
             .saturating_add(self.http2_keepalive_timeout);
-        if self.idle_timeout <= keepalive {
-            return Err(Error::invalid(
+        if !self.idle_timeout.is_zero() && self.idle_timeout <= keepalive {
+            problems.push(Error::invalid(
                 "--idle-timeout",
                 format!(
                     "{} would close live connections: it must be above \
@@ -399,34 +410,39 @@ impl Config {
             ("--metrics-max-breakers", self.metrics_max_breakers as u64),
         ] {
             if value == 0 {
-                return Err(Error::invalid(field, "must be at least 1"));
+                problems.push(Error::invalid(field, "must be at least 1"));
             }
         }
-        if self.max_message_size < 1024 {
-            return Err(Error::invalid(
+        if self.max_message_size != 0 && self.max_message_size < 1024 {
+            problems.push(Error::invalid(
                 "--max-message-size",
                 "must be at least 1024 bytes",
             ));
         }
-        self.template_specs()?;
-        Ok(())
+        problems.extend(self.templates.iter().filter_map(|t| t.spec().err()));
+        problems
+    }
+
+    /// What [`Config::problems`] leaves to the start: the auth file parses and the
+    /// TLS files hold a key and certificates that go together. For `--check-config`.
+    pub fn check_files(&self) -> Vec<Error> {
+        let mut problems = Vec::new();
+        if let Some(path) = &self.auth_file
+            && let Err(e) = crate::auth::Auth::load(path)
+        {
+            problems.push(e);
+        }
+        if let Err(e) = crate::tls::server_config(self) {
+            problems.push(e);
+        }
+        problems
     }
 
     /// The templates as validated specs, by prefix.
     pub fn template_specs(&self) -> Result<Vec<(String, cbd_breaker::Spec)>, Error> {
         self.templates
             .iter()
-            .map(|t| {
-                let field = format!("template {:?}", t.prefix);
-                if t.prefix.is_empty() {
-                    return Err(Error::invalid(field, "prefix must not be empty"));
-                }
-                let wire = t.spec.to_proto().map_err(|e| Error::invalid(&field, e))?;
-                // Named as the file names it: `failure_rate`, not `failure_rate_percent`.
-                let spec = cbd_proto::convert::spec_from_proto(&wire)
-                    .map_err(|e| Error::invalid(&field, cbd_proto::spec_fields::spec_error(&e)))?;
-                Ok((t.prefix.clone(), spec))
-            })
+            .map(|t| Ok((t.prefix.clone(), t.spec()?)))
             .collect()
     }
 
@@ -440,8 +456,14 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Args {
-        Args::parse_from(std::iter::once("cbd").chain(list.iter().copied()))
+    /// The configuration `cbd <list>` would run with.
+    fn load(list: &[&str]) -> Result<Config, Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Args::command()
+            .try_get_matches_from(std::iter::once("cbd").chain(list.iter().copied()))
+            .expect("flags parse");
+        let args = Args::from_arg_matches(&matches).expect("flags parse");
+        Config::load(&args, &matches)
     }
 
     #[test]
@@ -453,12 +475,12 @@ mod tests {
             "max_breakers = 7\nlisten = \"127.0.0.1:9000\"\n\n[[template]]\nprefix = \"payments/\"\nconsecutive_failures = 3\nopen_duration = \"10s\"\n",
         )
         .expect("write");
-        let config = Config::from_args(&args(&[
+        let config = load(&[
             "--config",
             path.to_str().expect("utf8"),
             "--listen",
             "127.0.0.1:0",
-        ]))
+        ])
         .expect("valid");
         assert_eq!(config.listen.port(), 0);
         assert_eq!(config.max_breakers, 7);
@@ -473,68 +495,58 @@ mod tests {
 
     #[test]
     fn non_loopback_needs_explicit_consent() {
-        let err = Config::from_args(&args(&["--listen", "0.0.0.0:0"])).unwrap_err();
+        let err = load(&["--listen", "0.0.0.0:0"]).unwrap_err();
         assert!(err.to_string().contains("--allow-unauthenticated"), "{err}");
-        assert!(
-            Config::from_args(&args(&["--listen", "0.0.0.0:0", "--allow-unauthenticated"])).is_ok()
-        );
+        assert!(load(&["--listen", "0.0.0.0:0", "--allow-unauthenticated"]).is_ok());
     }
 
     #[test]
     fn an_auth_file_allows_non_loopback() {
-        assert!(
-            Config::from_args(&args(&[
-                "--listen",
-                "0.0.0.0:0",
-                "--auth-file",
-                "tokens.toml"
-            ]))
-            .is_ok()
-        );
+        assert!(load(&["--listen", "0.0.0.0:0", "--auth-file", "tokens.toml"]).is_ok());
     }
 
     #[test]
     fn tls_flags_come_together() {
-        let err = Config::from_args(&args(&["--tls-cert", "c.pem"])).unwrap_err();
+        let err = load(&["--tls-cert", "c.pem"]).unwrap_err();
         assert!(err.to_string().contains("--tls-key"), "{err}");
-        let err = Config::from_args(&args(&["--tls-key", "k.pem"])).unwrap_err();
+        let err = load(&["--tls-key", "k.pem"]).unwrap_err();
         assert!(err.to_string().contains("--tls-cert"), "{err}");
-        let err = Config::from_args(&args(&["--tls-client-ca", "ca.pem"])).unwrap_err();
+        let err = load(&["--tls-client-ca", "ca.pem"]).unwrap_err();
         assert!(err.to_string().starts_with("--tls-client-ca"), "{err}");
-        let config = Config::from_args(&args(&[
+        let config = load(&[
             "--tls-cert",
             "c.pem",
             "--tls-key",
             "k.pem",
             "--tls-client-ca",
             "ca.pem",
-        ]))
+        ])
         .expect("valid");
         assert_eq!(config.tls_client_ca, Some(PathBuf::from("ca.pem")));
     }
 
     #[test]
     fn limits_have_defaults_and_parse() {
-        let config = Config::from_args(&args(&[])).expect("valid");
+        let config = load(&[]).expect("valid");
         assert_eq!(config.max_concurrent_streams, 1024);
         assert_eq!(config.max_concurrent_requests, 10_000);
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.metrics_max_breakers, 1000);
         assert_eq!(config.metrics_listen, None);
-        let config = Config::from_args(&args(&[
+        let config = load(&[
             "--request-timeout",
             "1m 500ms",
             "--metrics-listen",
             "127.0.0.1:9411",
             "--max-concurrent-requests",
             "5",
-        ]))
+        ])
         .expect("valid");
         assert_eq!(config.request_timeout, Duration::from_millis(60_500));
         assert_eq!(config.max_concurrent_requests, 5);
         let back: Config = toml::from_str(&config.to_toml()).expect("round trip");
         assert_eq!(back, config);
-        let err = Config::from_args(&args(&["--max-concurrent-requests", "0"])).unwrap_err();
+        let err = load(&["--max-concurrent-requests", "0"]).unwrap_err();
         assert!(
             err.to_string().contains("--max-concurrent-requests"),
             "{err}"
@@ -543,32 +555,27 @@ mod tests {
 
     #[test]
     fn connection_timeouts_have_defaults_and_the_idle_one_outlasts_keepalive() {
-        let config = Config::from_args(&args(&[])).expect("valid");
+        let config = load(&[]).expect("valid");
         assert_eq!(config.handshake_timeout, Duration::from_secs(10));
         assert_eq!(config.idle_timeout, Duration::from_secs(300));
         assert_eq!(config.http2_keepalive_interval, Duration::from_secs(30));
         assert_eq!(config.http2_keepalive_timeout, Duration::from_secs(20));
-        let err = Config::from_args(&args(&[
-            "--idle-timeout",
-            "40s",
-            "--http2-keepalive-interval",
-            "30s",
-        ]))
-        .unwrap_err();
+        let err =
+            load(&["--idle-timeout", "40s", "--http2-keepalive-interval", "30s"]).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("--idle-timeout: 40s would close"),
             "{err}"
         );
-        let err = Config::from_args(&args(&[
+        let err = load(&[
             "--http2-keepalive-interval",
             "500000000000y",
             "--http2-keepalive-timeout",
             "500000000000y",
-        ]))
+        ])
         .unwrap_err();
         assert!(err.to_string().starts_with("--idle-timeout:"), "{err}");
-        let err = Config::from_args(&args(&["--handshake-timeout", "0s"])).unwrap_err();
+        let err = load(&["--handshake-timeout", "0s"]).unwrap_err();
         assert!(err.to_string().starts_with("--handshake-timeout:"), "{err}");
     }
 
@@ -580,8 +587,7 @@ mod tests {
         assert!(Config::from_file(&path).is_err());
         std::fs::write(&path, "[[template]]\nprefix = \"a/\"\nfailure_rate = 500\n")
             .expect("write");
-        let err =
-            Config::from_args(&args(&["--config", path.to_str().expect("utf8")])).unwrap_err();
+        let err = load(&["--config", path.to_str().expect("utf8")]).unwrap_err();
         // The key as the file wrote it, not the machine's field name.
         assert!(
             err.to_string()
@@ -642,14 +648,14 @@ mod tests {
         let from = |extra: &[&str]| {
             let mut list = vec!["--config", base_file.as_str()];
             list.extend_from_slice(extra);
-            Config::from_args(&args(&list)).expect("valid").to_toml()
+            load(&list).expect("valid").to_toml()
         };
         let unchanged = from(&[]);
         let command = Args::command();
         for arg in command.get_arguments() {
             let id = arg.get_id().as_str();
             // Actions, not settings.
-            if matches!(id, "help" | "version" | "print_config") {
+            if matches!(id, "help" | "version" | "print_config" | "check_config") {
                 continue;
             }
             let long = arg.get_long().expect("every setting has a long flag");
@@ -674,7 +680,7 @@ mod tests {
                 .map(|line| format!("{line}\n"))
                 .collect();
             std::fs::write(&file, format!("{others}{id} = {toml_value}\n")).expect("write");
-            let from_file = Config::from_args(&args(&["--config", file.to_str().expect("utf-8")]))
+            let from_file = load(&["--config", file.to_str().expect("utf-8")])
                 .unwrap_or_else(|e| panic!("{id} in the file: {e}"))
                 .to_toml();
             let flag = format!("--{long}");

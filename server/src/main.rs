@@ -3,12 +3,16 @@
 use std::{io::IsTerminal, process::ExitCode};
 
 use cbd::config::{Args, Config, LogFormat};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let config = match Config::from_args(&args) {
+    let matches = Args::command().get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if args.check_config {
+        return check_config(&args, &matches);
+    }
+    let config = match Config::load(&args, &matches) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cbd: error: {e}");
@@ -58,4 +62,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--check-config`: every problem on its own line and exit 2, or a line saying the
+/// configuration is good and exit 0. Nothing is opened or bound.
+fn check_config(args: &Args, matches: &clap::ArgMatches) -> ExitCode {
+    let problems = match Config::layered(args, matches) {
+        Ok(config) => {
+            let mut problems = config.problems();
+            problems.extend(config.check_files());
+            problems
+        }
+        // A file that does not parse hides what else may be wrong.
+        Err(e) => vec![e],
+    };
+    if problems.is_empty() {
+        let source = args.config.as_ref().map_or_else(
+            || "flags, environment and defaults".to_owned(),
+            |path| format!("{} with flags and environment", path.display()),
+        );
+        println!("cbd: configuration is valid ({source})");
+        return ExitCode::SUCCESS;
+    }
+    for problem in &problems {
+        eprintln!("cbd: error: {problem}");
+    }
+    eprintln!("cbd: {} problem(s) found", problems.len());
+    ExitCode::from(2)
 }

@@ -146,3 +146,106 @@ fn a_data_dir_in_use_is_one_line_naming_it() {
         format!("cbd: error: --data-dir: data dir {data_arg} is in use by another cbd\n")
     );
 }
+
+/// `cbd --print-config` with `env` set and a file holding `file`.
+fn effective(file: &str, env: &[(&str, &str)], args: &[&str]) -> cbd::config::Config {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cbd.toml");
+    std::fs::write(&path, file).expect("write");
+    let mut command = Command::new(CBD);
+    command
+        .arg("--print-config")
+        .arg("--config")
+        .arg(&path)
+        .args(args)
+        .env_remove("CBD_MAX_WATCHERS")
+        .env_remove("CBD_MAX_BREAKERS");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let out = command.output().expect("run cbd");
+    assert!(out.status.success(), "{out:?}");
+    toml::from_str(&String::from_utf8(out.stdout).expect("utf8")).expect("valid TOML")
+}
+
+#[test]
+fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
+    let file = "max_watchers = 5\nmax_breakers = 6\n";
+    let config = effective(file, &[], &[]);
+    assert_eq!((config.max_watchers, config.max_breakers), (5, 6));
+    let config = effective(file, &[("CBD_MAX_WATCHERS", "7")], &[]);
+    assert_eq!((config.max_watchers, config.max_breakers), (7, 6));
+    let config = effective(file, &[("CBD_MAX_WATCHERS", "7")], &["--max-watchers", "9"]);
+    assert_eq!((config.max_watchers, config.max_breakers), (9, 6));
+    // A flag given with the default's own value still beats the file.
+    let config = effective(file, &[], &["--max-breakers", "100000"]);
+    assert_eq!(config.max_breakers, 100_000);
+    let config = effective("", &[], &[]);
+    assert_eq!(config.max_watchers, 10_000);
+}
+
+#[test]
+fn check_config_lists_every_problem_and_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cbd.toml");
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, "[[token]]\nrole = \"root\"\ntoken = \"x\"\n").expect("write");
+    std::fs::write(
+        &path,
+        format!(
+            "max_watchers = 0\nauth_file = {:?}\n\n[[template]]\nprefix = \"a/\"\nfailure_rate = 500\n",
+            tokens.to_str().expect("utf8")
+        ),
+    )
+    .expect("write");
+    let out = cbd(&[
+        "--check-config",
+        "--config",
+        path.to_str().expect("utf8"),
+        "--log-level",
+        "info,=bogus[",
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8(out.stderr).expect("utf8");
+    let lines: Vec<&str> = err.lines().collect();
+    for start in [
+        "cbd: error: --log-level: ",
+        "cbd: error: --tls-key: ",
+        "cbd: error: --max-watchers: must be at least 1",
+        "cbd: error: template \"a/\": failure_rate: ",
+        "cbd: error: --auth-file: ",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(start)),
+            "no line starting {start:?} in:\n{err}"
+        );
+    }
+    assert_eq!(lines.last(), Some(&"cbd: 5 problem(s) found"), "{err}");
+}
+
+#[test]
+fn check_config_passes_a_good_configuration_and_names_a_broken_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cbd.toml");
+    std::fs::write(&path, "max_watchers = 3\n").expect("write");
+    let data = dir.path().join("data");
+    let out = cbd(&[
+        "--check-config",
+        "--config",
+        path.to_str().expect("utf8"),
+        "--data-dir",
+        data.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    assert!(text.starts_with("cbd: configuration is valid"), "{text}");
+    assert!(!data.exists(), "--check-config opened the data dir");
+    std::fs::write(&path, "max_watchers = \n").expect("write");
+    let out = cbd(&["--check-config", "--config", path.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8(out.stderr).expect("utf8");
+    assert!(err.starts_with("cbd: error: --config: "), "{err}");
+    assert!(err.contains("line 1"), "the file's line is named: {err}");
+}
