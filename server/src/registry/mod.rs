@@ -14,13 +14,13 @@
 
 mod entry;
 mod leases;
+mod names;
 #[cfg(test)]
 mod tests;
 mod timers;
 mod writer;
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -38,6 +38,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 pub use entry::Entry;
 use entry::EntryState;
 pub use leases::{LeaseAnswer, LeasedAnswer};
+use names::Names;
 
 use crate::{clock::Clock, error::Error, metrics::Metrics, store::Store};
 
@@ -120,7 +121,7 @@ pub struct Registry {
 pub(crate) struct Shared {
     config: RegistryConfig,
     store: Arc<dyn Store>,
-    breakers: RwLock<HashMap<Arc<str>, Arc<Entry>>>,
+    breakers: RwLock<Names>,
     dirty: mpsc::UnboundedSender<Arc<Entry>>,
     schedule: mpsc::UnboundedSender<timers::Schedule>,
     /// Bumped after every group commit; durability waiters watch it.
@@ -178,7 +179,7 @@ impl Registry {
             .sort_by_key(|t| std::cmp::Reverse(t.0.len()));
         let (dirty, dirty_rx) = mpsc::unbounded_channel();
         let (schedule, schedule_rx) = mpsc::unbounded_channel();
-        let mut breakers = HashMap::with_capacity(loaded.breakers.len());
+        let mut breakers = Names::with_capacity(loaded.breakers.len());
         for (name, record) in loaded.breakers {
             let name: Arc<str> = name.into();
             let entry = Arc::new(Entry::new(
@@ -207,7 +208,7 @@ impl Registry {
         });
         tokio::spawn(writer::run(shared.clone(), dirty_rx));
         tokio::spawn(timers::run(shared.clone(), schedule_rx));
-        let entries: Vec<_> = shared.breakers.read().values().cloned().collect();
+        let entries: Vec<_> = shared.breakers.read().entries().cloned().collect();
         for entry in &entries {
             shared.tick(entry);
         }
@@ -410,22 +411,24 @@ impl Registry {
         Ok((status, revision))
     }
 
-    /// Breakers whose names start with `prefix`, in name order, after `page_token`.
+    /// Breakers whose names start with `prefix`, in name order, after `page_token`:
+    /// a walk of the ordered index from the token, so a page costs its size plus a
+    /// search, whatever the number of breakers.
     pub fn list(&self, prefix: &str, page_size: usize, page_token: &str) -> Result<Page, Error> {
         let revision = self.revision();
-        let mut entries: Vec<Arc<Entry>> = self
+        let now = self.shared.config.clock.now();
+        let mut breakers = Vec::with_capacity(page_size.min(1024));
+        let mut next_page_token = String::new();
+        // Map before entry, as everywhere (docs/DESIGN.md §2): each entry's lock is
+        // taken briefly under the map's read side, with no I/O.
+        for (_, entry) in self
             .shared
             .breakers
             .read()
-            .iter()
-            .filter(|(name, _)| name.starts_with(prefix) && name.as_ref() > page_token)
-            .map(|(_, e)| e.clone())
-            .collect();
-        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        let mut breakers = Vec::with_capacity(page_size.min(entries.len()));
-        let mut next_page_token = String::new();
-        for entry in entries {
-            let Some(status) = entry.status_now(self.shared.config.clock.now()) else {
+            .starting_with(prefix, page_token)
+        {
+            // A deleted entry waiting to be forgotten has no status and is skipped.
+            let Some(status) = entry.status_now(now) else {
                 continue;
             };
             if breakers.len() == page_size {
@@ -491,23 +494,18 @@ impl Registry {
         &self,
         prefix: &str,
     ) -> (Subscription, Vec<(String, crate::store::StoredBreaker)>) {
-        let (subscription, mut records) = {
-            let _publish = self.shared.publish_lock.read();
-            let records: Vec<_> = self
-                .shared
-                .breakers
-                .read()
-                .iter()
-                .filter(|(name, _)| name.starts_with(prefix))
-                .filter_map(|(name, entry)| {
-                    let committed = entry.state.lock().committed.clone()?;
-                    Some((name.to_string(), committed))
-                })
-                .collect();
-            (self.shared.subscription(), records)
-        };
-        records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        (subscription, records)
+        let _publish = self.shared.publish_lock.read();
+        let records: Vec<_> = self
+            .shared
+            .breakers
+            .read()
+            .starting_with(prefix, "")
+            .filter_map(|(name, entry)| {
+                let committed = entry.state.lock().committed.clone()?;
+                Some((name.to_string(), committed))
+            })
+            .collect();
+        (self.shared.subscription(), records)
     }
 
     /// Up to `limit` logged events from revision `from` on, in revision order (a
@@ -532,7 +530,7 @@ impl Registry {
     /// Waits until every change made so far is durable (used at shutdown), through
     /// store faults: bound it with a timeout.
     pub async fn sync(&self) -> Result<(), Error> {
-        let entries: Vec<_> = self.shared.breakers.read().values().cloned().collect();
+        let entries: Vec<_> = self.shared.breakers.read().entries().cloned().collect();
         for entry in entries {
             let wait = {
                 let st = entry.state.lock();

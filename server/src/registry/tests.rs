@@ -753,3 +753,40 @@ fn a_put_racing_a_committed_delete_never_leaves_a_stored_breaker_unserved() {
         });
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn list_pages_walk_a_prefix_in_name_order_and_skip_deleted_breakers() {
+    let (registry, _store) = open();
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let name = format!("svc/{i}");
+        registry.put(&name, spec(3)).await.expect("put");
+        registry
+            .put(&format!("other/{i}"), spec(3))
+            .await
+            .expect("put");
+        expected.push(name);
+    }
+    registry.delete("svc/17").await.expect("delete");
+    expected.retain(|n| n != "svc/17");
+    expected.sort();
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = registry.list("svc/", 7, &token).expect("list");
+        assert!(page.breakers.len() <= 7);
+        listed.extend(page.breakers.into_iter().map(|b| b.name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(listed, expected);
+    // An exact page leaves no token behind it.
+    let page = registry.list("svc/", 39, "").expect("list");
+    assert_eq!(page.breakers.len(), 39);
+    assert!(page.next_page_token.is_empty());
+    let (_, records) = registry.subscribe_with_snapshot("svc/");
+    let names: Vec<_> = records.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, expected, "snapshots come in name order too");
+}
