@@ -257,6 +257,11 @@ impl Default for Config {
     }
 }
 
+/// An error about the `--config` file, naming it.
+fn file_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::invalid("--config", format!("{}: {e}", path.display()))
+}
+
 impl Template {
     /// The template's spec, validated; errors name the template and the key as the
     /// file wrote it (`failure_rate`, not the machine's `failure_rate_percent`).
@@ -290,12 +295,8 @@ impl Config {
         let Some(path) = &args.config else {
             return Ok(args.settings.clone());
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::invalid("--config", format!("{}: {e}", path.display())))?;
-        let bad_file =
-            |e: toml::de::Error| Error::invalid("--config", format!("{}: {e}", path.display()));
-        // Read alone first, so that a mistake is reported with the file's line.
-        toml::from_str::<Self>(&text).map_err(bad_file)?;
+        let (text, _) = Self::read_file(path)?;
+        let bad_file = |e: toml::de::Error| file_error(path, e);
         let mut table: toml::Table = toml::from_str(&text).map_err(bad_file)?;
         let given = toml::Table::try_from(&args.settings).expect("a configuration serializes");
         for (key, value) in given {
@@ -313,10 +314,15 @@ impl Config {
 
     /// Reads a TOML file alone (no flags); unknown keys are errors.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::invalid("--config", format!("{}: {e}", path.display())))?;
-        toml::from_str(&text)
-            .map_err(|e| Error::invalid("--config", format!("{}: {e}", path.display())))
+        Self::read_file(path).map(|(_, config)| config)
+    }
+
+    /// The file's text and the configuration it holds alone, parsed whole so that a
+    /// mistake is reported with the file's line.
+    fn read_file(path: &Path) -> Result<(String, Self), Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e))?;
+        let config = toml::from_str(&text).map_err(|e| file_error(path, e))?;
+        Ok((text, config))
     }
 
     /// The first of [`Config::problems`], if any.
