@@ -15,7 +15,7 @@ pub mod spec_args;
 
 use commands::{
     acquire, apply, bench, completion, delete, get, health, list, overrides, put, report, reset,
-    watch,
+    status, watch,
 };
 use conn::{Auth, Ctx, DEFAULT_ENDPOINT, normalize_endpoint};
 use error::{EXIT_CODES_HELP, Error, exit};
@@ -140,6 +140,8 @@ pub enum Command {
     Report(report::Args),
     /// The daemon's health status (exit 0 only when SERVING).
     Health(health::Args),
+    /// The daemon itself: version, uptime, revisions, breakers, streams, store size, last commit.
+    Status(status::Args),
     /// Load generator: acquire+report pairs, with latency percentiles.
     Bench(bench::Args),
     /// Print a shell completion script.
@@ -233,6 +235,7 @@ async fn dispatch(ctx: Ctx, command: Command) -> Result<(), Error> {
         Command::Acquire(a) => acquire::run(&ctx, a).await,
         Command::Report(a) => report::run(&ctx, a).await,
         Command::Health(a) => health::run(&ctx, a).await,
+        Command::Status(a) => status::run(&ctx, a).await,
         Command::Bench(a) => bench::run(&ctx, a).await,
         Command::Completion(a) => completion::run(&a),
     }

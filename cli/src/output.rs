@@ -94,6 +94,21 @@ pub fn fmt_timestamp(t: &prost_types::Timestamp) -> String {
     humantime::format_rfc3339_millis(system_time(t)).to_string()
 }
 
+/// Bytes for people, in powers of 1024: `512 B`, `1.5 MiB`.
+pub fn fmt_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// `STATE_OPEN` → `OPEN` (for tables).
 pub fn short(name: &str) -> &str {
     for prefix in [
@@ -102,6 +117,7 @@ pub fn short(name: &str) -> &str {
         "EVENT_KIND_",
         "FALLBACK_",
         "OUTCOME_",
+        "REPLICATION_ROLE_",
     ] {
         if let Some(rest) = name.strip_prefix(prefix) {
             return rest;
@@ -282,5 +298,14 @@ mod tests {
         };
         assert_eq!(fmt_timestamp(&t), "2023-11-14T22:13:20.005Z");
         assert_eq!(short("STATE_HALF_OPEN"), "HALF_OPEN");
+    }
+
+    #[test]
+    fn bytes_are_readable() {
+        assert_eq!(fmt_bytes(0), "0 B");
+        assert_eq!(fmt_bytes(1023), "1023 B");
+        assert_eq!(fmt_bytes(1024), "1.0 KiB");
+        assert_eq!(fmt_bytes(1_572_864), "1.5 MiB");
+        assert_eq!(fmt_bytes(5 << 30), "5.0 GiB");
     }
 }

@@ -3,9 +3,10 @@
 
 use crate::{AuthChannel, Client, Error, pb};
 
-/// The `cbd.v1.Admin` service of a [`Client`]: specs, overrides, resets. Each call
-/// sends the client's token and fails with [`Error`], sorted by gRPC code. There is
-/// no deadline of its own: wrap a call in `tokio::time::timeout` to bound it.
+/// The `cbd.v1.Admin` service of a [`Client`]: specs, overrides, resets, and the
+/// daemon's own status. Each call sends the client's token and fails with [`Error`],
+/// sorted by gRPC code. There is no deadline of its own: wrap a call in
+/// `tokio::time::timeout` to bound it.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), cbd_client::Error> {
@@ -114,5 +115,12 @@ impl Admin {
     pub async fn reset(&mut self, name: &str) -> Result<pb::ResetBreakerResponse, Error> {
         let request = pb::ResetBreakerRequest { name: name.into() };
         Ok(self.rpc.reset_breaker(request).await?.into_inner())
+    }
+
+    /// The daemon's own status: version, uptime, revisions, breakers, streams,
+    /// leases, store size and last commit (`cbctl status`). The `client` role may
+    /// call it.
+    pub async fn status(&mut self) -> Result<pb::StatusResponse, Error> {
+        Ok(self.rpc.status(pb::StatusRequest {}).await?.into_inner())
     }
 }

@@ -16,6 +16,7 @@ const CLIENT_MAY_CALL: &[&str] = &[
     "cbd.v1.Breakers/*",
     "cbd.v1.Admin/GetBreaker",
     "cbd.v1.Admin/ListBreakers",
+    "cbd.v1.Admin/Status",
 ];
 
 /// Paths under this prefix are guarded (token, request limit, timeout); health and

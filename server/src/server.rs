@@ -25,6 +25,7 @@ use crate::{
     permit::{PermitKey, Permits},
     registry::{Registry, RegistryConfig, StoreHealth},
     service::{AdminService, BreakersService, watch::Watcher},
+    status::StatusSources,
     store::sled::SledStore,
 };
 
@@ -235,14 +236,20 @@ pub fn router<H: Health>(
         .map_err(|e| Error::Storage(format!("reflection: {e}")))?;
 
     let max = config.max_message_size;
-    let breakers = BreakersServer::new(BreakersService::new(
+    let breakers_service = BreakersService::new(
+        services.registry.clone(),
+        services.watcher.clone(),
+        services.permits,
+    );
+    let status = StatusSources::new(
         services.registry.clone(),
         services.watcher,
-        services.permits,
-    ))
-    .max_decoding_message_size(max)
-    .max_encoding_message_size(max.max(4 * 1024 * 1024));
-    let admin = AdminServer::new(AdminService::new(services.registry))
+        breakers_service.sessions().clone(),
+    );
+    let breakers = BreakersServer::new(breakers_service)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max.max(4 * 1024 * 1024));
+    let admin = AdminServer::new(AdminService::new(services.registry, status))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
 

@@ -25,6 +25,7 @@ use cbd::{
     permit::{PermitKey, Permits},
     registry::{Registry, RegistryConfig},
     service::{AdminService, BreakersService, watch::Watcher},
+    status::StatusSources,
     store::sled::SledStore,
 };
 use cbd_proto::v1::{self as pb, admin_server::Admin, breakers_server::Breakers};
@@ -96,10 +97,9 @@ fn harness() -> &'static Harness {
             let watcher = Watcher::new(registry.clone(), 1000, stopping);
             let key = PermitKey::random().expect("permit key");
             let permits = Arc::new(Permits::for_this_boot(&key).expect("boot id"));
-            (
-                BreakersService::new(registry.clone(), watcher, permits),
-                AdminService::new(registry),
-            )
+            let breakers = BreakersService::new(registry.clone(), watcher.clone(), permits);
+            let status = StatusSources::new(registry.clone(), watcher, breakers.sessions().clone());
+            (breakers, AdminService::new(registry, status))
         });
         Harness {
             rt,

@@ -27,6 +27,8 @@ const CLIENT: &str = "client-token";
 /// A daemon router in memory; dropped with its data dir.
 struct InMemory {
     channel: Channel,
+    /// Kept, not dropped: a closed shutdown channel ends every Watch stream.
+    _stopping: tokio::sync::watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
 
@@ -64,7 +66,7 @@ async fn serve(mut config: Config, auth: bool) -> InMemory {
         Permits::for_this_boot(&PermitKey::load_or_create(dir.path()).expect("key"))
             .expect("permits"),
     );
-    let (_stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let watcher = Watcher::new(registry.clone(), config.max_watchers, stopping);
     let (_health, health) = tonic_health::server::health_reporter();
     let router = router(
@@ -97,7 +99,11 @@ async fn serve(mut config: Config, auth: bool) -> InMemory {
         }))
         .await
         .expect("connect");
-    InMemory { channel, _dir: dir }
+    InMemory {
+        channel,
+        _stopping: stopping_tx,
+        _dir: dir,
+    }
 }
 
 fn with_token<T>(message: T, token: Option<&str>) -> Request<T> {
@@ -224,4 +230,134 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
         bad_acquire.message().starts_with("name: "),
         "{bad_acquire:?}"
     );
+}
+
+async fn status(admin: &mut AdminClient<Channel>) -> pb::StatusResponse {
+    admin
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+}
+
+/// Polls Status until `done` holds (the server learns of a closed stream when the
+/// transport tells it, not when the client drops it); at most 10 s.
+async fn status_until(
+    admin: &mut AdminClient<Channel>,
+    what: &str,
+    done: impl Fn(&pb::StatusResponse) -> bool,
+) -> pb::StatusResponse {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let s = status(admin).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: still {s:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn status_counts_revisions_breakers_and_open_streams() {
+    let daemon = serve(Config::default(), false).await;
+    let mut admin = AdminClient::new(daemon.channel.clone());
+    let fresh = status(&mut admin).await;
+    assert_eq!(
+        (fresh.version.as_str(), fresh.git_commit.as_str()),
+        (cbd::VERSION, cbd::GIT_COMMIT)
+    );
+    assert_eq!(fresh.role(), pb::ReplicationRole::Standalone);
+    assert_eq!(fresh.leader, "");
+    assert_eq!((fresh.revision, fresh.oldest_retained_revision), (0, 1));
+    assert_eq!(
+        (fresh.breakers, fresh.watchers, fresh.sessions, fresh.leases),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(fresh.last_commit, None);
+    assert_eq!(fresh.store_fault, "");
+    assert!(
+        fresh.store_size_bytes.is_some_and(|n| n > 0),
+        "sled has files: {fresh:?}"
+    );
+    assert!(fresh.started_at.is_some() && fresh.uptime.is_some());
+
+    // The revision moves with each put, and the last commit is the latest put's.
+    let a = admin
+        .put_breaker(put("a"))
+        .await
+        .expect("put a")
+        .into_inner();
+    let b = admin
+        .put_breaker(put("b"))
+        .await
+        .expect("put b")
+        .into_inner();
+    let two = status(&mut admin).await;
+    assert_eq!(two.revision, b.revision);
+    assert!(b.revision > a.revision && a.revision > fresh.revision);
+    assert_eq!(two.breakers, 2);
+    let commit = two.last_commit.expect("a commit");
+    assert_eq!((commit.revision, commit.events), (b.revision, 1));
+    assert!(commit.duration.is_some() && commit.committed_at.is_some());
+    admin
+        .delete_breaker(pb::DeleteBreakerRequest { name: "a".into() })
+        .await
+        .expect("delete");
+    assert_eq!(status(&mut admin).await.breakers, 1);
+
+    // A Watch counts while it is open.
+    let mut watch = BreakersClient::new(daemon.channel.clone())
+        .watch(pb::WatchRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    watch.message().await.expect("snapshot").expect("a message");
+    assert_eq!(status(&mut admin).await.watchers, 1);
+    drop(watch);
+    status_until(&mut admin, "the watch ended", |s| s.watchers == 0).await;
+
+    // So does a Session.
+    let (items, rx) = mpsc::channel(4);
+    let mut session = BreakersClient::new(daemon.channel.clone())
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("session")
+        .into_inner();
+    items
+        .send(pb::SessionRequest {
+            id: 1,
+            kind: Some(pb::session_request::Kind::Acquire(pb::AcquireRequest {
+                name: "b".into(),
+            })),
+        })
+        .await
+        .expect("send");
+    let answer = session.message().await.expect("answer").expect("a message");
+    assert_eq!(answer.id, 1);
+    let open = status(&mut admin).await;
+    assert_eq!((open.sessions, open.watchers), (1, 0));
+    drop(items);
+    drop(session);
+    status_until(&mut admin, "the session ended", |s| s.sessions == 0).await;
+}
+
+#[tokio::test]
+async fn status_is_read_access_for_the_client_role() {
+    let daemon = serve(Config::default(), true).await;
+    let mut admin = AdminClient::new(daemon.channel.clone());
+    let missing = admin
+        .status(pb::StatusRequest {})
+        .await
+        .expect_err("no token");
+    assert_eq!(missing.code(), Code::Unauthenticated, "{missing:?}");
+    for token in [CLIENT, ADMIN] {
+        admin
+            .status(with_token(pb::StatusRequest {}, Some(token)))
+            .await
+            .unwrap_or_else(|e| panic!("{token} may call Status: {e:?}"));
+    }
 }

@@ -20,21 +20,31 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The `cbd` binary: `$CBD_BIN`, or the one cargo built next to this test.
 pub fn cbd_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("CBD_BIN") {
+    built_bin("cbd", "CBD_BIN")
+}
+
+/// The `cbctl` binary: `$CBCTL_BIN`, or the one cargo built next to this test.
+pub fn cbctl_bin() -> PathBuf {
+    built_bin("cbctl", "CBCTL_BIN")
+}
+
+/// `$env`, or the workspace binary `name` in this test's target directory.
+fn built_bin(name: &str, env: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
         return path.into();
     }
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/cbd
+    // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/<name>
     let dir = exe.parent().expect("executable dir");
     let dir = if dir.ends_with("deps") {
         dir.parent().expect("profile dir")
     } else {
         dir
     };
-    let bin = dir.join("cbd");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
-        "{} not found: run the tests with `cargo test --workspace` (which builds it) or set CBD_BIN",
+        "{} not found: run the tests with `cargo test --workspace` (which builds it) or set {env}",
         bin.display()
     );
     bin

@@ -12,6 +12,7 @@ pub mod overrides;
 pub mod put;
 pub mod report;
 pub mod reset;
+pub mod status;
 pub mod watch;
 
 use crate::error::Error;

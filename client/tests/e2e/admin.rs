@@ -72,9 +72,14 @@ async fn admin_calls_round_trip() {
     let reset = admin.reset("admin/a").await.expect("reset");
     assert_eq!(reset.breaker.expect("breaker").consecutive_failures, 0);
 
-    admin.delete("admin/a").await.expect("delete");
+    let deleted = admin.delete("admin/a").await.expect("delete");
     assert!(matches!(
         admin.get("admin/a").await,
         Err(Error::NotFound(_))
     ));
+
+    let status = admin.status().await.expect("status");
+    assert_eq!(status.revision, deleted.revision);
+    assert_eq!(status.breakers, 1, "admin/b is left: {status:?}");
+    assert_eq!(status.role(), pb::ReplicationRole::Standalone);
 }

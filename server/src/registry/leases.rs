@@ -28,6 +28,8 @@ pub(crate) struct LeaseRecord {
     generation: u64,
     /// The last sequence number applied; 0: none yet.
     applied: u64,
+    /// The end of its term: a client uses it no longer.
+    valid_until: Timestamp,
     /// `valid_until + REPORT_GRACE`: after it the record is dropped and outcomes
     /// under the lease are stale.
     report_until: Timestamp,
@@ -93,6 +95,7 @@ impl Registry {
                         LeaseRecord {
                             generation,
                             applied: 0,
+                            valid_until,
                             report_until: valid_until.saturating_add(REPORT_GRACE),
                         },
                     );
@@ -113,6 +116,27 @@ impl Registry {
         })?;
         let revision = self.shared.finish(&entry, after).await?;
         Ok(LeaseAnswer { revision, ..answer })
+    }
+
+    /// Leases in their term and in the generation they were granted in, now, over
+    /// every breaker (`cbctl status`): one breaker's lock at a time.
+    pub fn leases_held(&self) -> usize {
+        let now = self.shared.config.clock.now();
+        let entries: Vec<_> = self.shared.breakers.read().entries().cloned().collect();
+        entries
+            .iter()
+            .map(|entry| {
+                let st = entry.state.lock();
+                if st.deleted || st.leases.is_empty() {
+                    return 0;
+                }
+                let generation = st.machine.persisted().generation;
+                st.leases
+                    .values()
+                    .filter(|r| r.generation == generation && r.valid_until >= now)
+                    .count()
+            })
+            .sum()
     }
 
     /// Applies `outcomes`, number `sequence` of lease `serial` on `name`.

@@ -32,13 +32,14 @@ use cbd_breaker::{
     Acquired, Breaker, Outcome, Override, Persisted, Reported, Spec, State, Timestamp,
 };
 use cbd_proto::v1 as pb;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, mpsc, watch};
 
 pub use entry::Entry;
 use entry::EntryState;
 pub use leases::{LeaseAnswer, LeasedAnswer};
 use names::Names;
+pub use writer::LastCommit;
 
 use crate::{clock::Clock, error::Error, metrics::Metrics, store::Store};
 
@@ -145,6 +146,10 @@ pub(crate) struct Shared {
     failing: AtomicBool,
     /// The same, with the cause, for the health service and error messages.
     health: watch::Sender<StoreHealth>,
+    /// When [`Registry::open`] finished loading, on the registry's clock.
+    started: Timestamp,
+    /// The writer's latest successful commit; `None` before the first.
+    last_commit: Mutex<Option<LastCommit>>,
 }
 
 /// Whether [`Shared::wait_durable`] answers UNAVAILABLE during a store fault or
@@ -177,6 +182,7 @@ impl Registry {
         config
             .templates
             .sort_by_key(|t| std::cmp::Reverse(t.0.len()));
+        let started = config.clock.now();
         let (dirty, dirty_rx) = mpsc::unbounded_channel();
         let (schedule, schedule_rx) = mpsc::unbounded_channel();
         let mut breakers = Names::with_capacity(loaded.breakers.len());
@@ -205,6 +211,8 @@ impl Registry {
             publish_lock: RwLock::new(()),
             failing: AtomicBool::new(false),
             health: watch::Sender::new(StoreHealth::Serving),
+            started,
+            last_commit: Mutex::new(None),
         });
         tokio::spawn(writer::run(shared.clone(), dirty_rx));
         tokio::spawn(timers::run(shared.clone(), schedule_rx));
@@ -517,6 +525,21 @@ impl Registry {
     /// The oldest revision still in the log.
     pub fn oldest_retained(&self) -> u64 {
         self.shared.oldest_retained.load(Ordering::Acquire)
+    }
+
+    /// When this registry was opened (the daemon's start), on its clock.
+    pub fn started_at(&self) -> Timestamp {
+        self.shared.started
+    }
+
+    /// The writer's latest successful group commit; `None` before the first.
+    pub fn last_commit(&self) -> Option<LastCommit> {
+        *self.shared.last_commit.lock()
+    }
+
+    /// Bytes the store takes on disk; `None` for a store that keeps nothing there.
+    pub async fn store_size(&self) -> Result<Option<u64>, Error> {
+        self.shared.store.clone().size_on_disk().await
     }
 
     /// The live status of `name`, if it exists (window counts are only in memory).

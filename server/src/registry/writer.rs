@@ -30,6 +30,19 @@ pub(crate) const RETRY_FIRST: Duration = Duration::from_millis(10);
 /// Longest wait between two retries.
 pub(crate) const RETRY_MAX: Duration = Duration::from_secs(1);
 
+/// The latest group commit, for `cbctl status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastCommit {
+    /// When the store confirmed it, on the registry's clock.
+    pub committed_at: cbd_breaker::Timestamp,
+    /// How long the successful attempt took (flush and fdatasyncs included).
+    pub duration: Duration,
+    /// Events it wrote.
+    pub events: usize,
+    /// The store's revision after it.
+    pub revision: u64,
+}
+
 /// A batch as laid out, with what its commit makes durable.
 #[derive(Debug)]
 pub(crate) struct Built {
@@ -85,6 +98,12 @@ async fn commit_until_done(shared: &Shared, built: &Built) {
         let cause = match result {
             Ok(committed) if committed.revision == batch.revision => {
                 shared.config.metrics.flush(elapsed, batch.events.len());
+                *shared.last_commit.lock() = Some(LastCommit {
+                    committed_at: shared.config.clock.now(),
+                    duration: elapsed,
+                    events: batch.events.len(),
+                    revision: batch.revision,
+                });
                 break;
             }
             Ok(committed) => format!(

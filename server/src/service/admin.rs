@@ -1,10 +1,10 @@
-//! `cbd.v1.Admin`: put, get, list, delete, override, reset.
+//! `cbd.v1.Admin`: put, get, list, delete, override, reset, and the daemon's status.
 
 use cbd_proto::v1::{self as pb, admin_server::Admin};
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::{error::Error, registry::Registry};
+use crate::{error::Error, registry::Registry, status::StatusSources};
 
 /// Page size when the request leaves it at 0.
 const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -15,12 +15,13 @@ const MAX_PAGE_SIZE: u32 = 1000;
 #[derive(Clone, Debug)]
 pub struct AdminService {
     registry: Registry,
+    status: StatusSources,
 }
 
 impl AdminService {
-    /// Serves `registry`.
-    pub fn new(registry: Registry) -> Self {
-        Self { registry }
+    /// Serves `registry`; `Status` answers from `status`.
+    pub fn new(registry: Registry, status: StatusSources) -> Self {
+        Self { registry, status }
     }
 }
 
@@ -109,5 +110,14 @@ impl Admin for AdminService {
             breaker: Some(breaker),
             revision,
         }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(convert::status_response(
+            self.status.gather().await,
+        )))
     }
 }

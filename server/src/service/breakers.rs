@@ -6,7 +6,7 @@ use cbd_proto::v1::{self as pb, breakers_server::Breakers};
 use futures::{Stream, future::join_all};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{convert, watch::Watcher};
+use super::{convert, session::Sessions, watch::Watcher};
 use crate::{error::Error, permit::Permits, registry::Registry};
 
 /// The data-plane service.
@@ -15,6 +15,7 @@ pub struct BreakersService {
     registry: Registry,
     watcher: Watcher,
     permits: Arc<Permits>,
+    sessions: Sessions,
 }
 
 impl BreakersService {
@@ -24,7 +25,13 @@ impl BreakersService {
             registry,
             watcher,
             permits,
+            sessions: Sessions::default(),
         }
+    }
+
+    /// The count of its open Session streams (shared with clones).
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// The registry it serves.

@@ -8,6 +8,7 @@ use crate::{
     error::Error,
     permit::Permits,
     registry::{AcquireAnswer, LeaseAnswer, LeasedAnswer},
+    status::{DaemonStatus, ReplicationRole},
 };
 
 /// Most items in one batch request.
@@ -28,6 +29,35 @@ pub fn acquire_response(permits: &Permits, answer: &AcquireAnswer) -> pb::Acquir
         revision: answer.revision,
         valid_until: a.valid_until.map(convert::timestamp_to_proto),
         shadow_rejected: a.shadow_rejected,
+    }
+}
+
+/// The wire answer to `Admin/Status`.
+pub fn status_response(s: DaemonStatus) -> pb::StatusResponse {
+    let count = |n: usize| n as u64;
+    pb::StatusResponse {
+        version: s.version.into(),
+        git_commit: s.git_commit.into(),
+        started_at: Some(convert::timestamp_to_proto(s.started_at)),
+        uptime: Some(convert::duration_to_proto(s.uptime)),
+        revision: s.revision,
+        oldest_retained_revision: s.oldest_retained,
+        breakers: count(s.breakers),
+        watchers: count(s.watchers),
+        sessions: count(s.sessions),
+        leases: count(s.leases),
+        store_size_bytes: s.store_size_bytes,
+        last_commit: s.last_commit.map(|c| pb::LastCommit {
+            committed_at: Some(convert::timestamp_to_proto(c.committed_at)),
+            duration: Some(convert::duration_to_proto(c.duration)),
+            events: u32::try_from(c.events).unwrap_or(u32::MAX),
+            revision: c.revision,
+        }),
+        store_fault: s.store_fault.unwrap_or_default(),
+        role: match s.role {
+            ReplicationRole::Standalone => pb::ReplicationRole::Standalone,
+        } as i32,
+        leader: String::new(),
     }
 }
 

@@ -11,7 +11,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use async_stream::stream;
@@ -25,6 +28,32 @@ use crate::error::Error;
 
 /// Most session items answered concurrently before the stream stops reading.
 const MAX_IN_FLIGHT: usize = 256;
+
+/// Counts open Session streams (`cbctl status`). Cheap to clone; clones share it.
+#[derive(Clone, Debug, Default)]
+pub struct Sessions(Arc<AtomicUsize>);
+
+impl Sessions {
+    /// Open Session streams now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Counts one stream until the returned slot is dropped (with the stream).
+    fn open(&self) -> SessionSlot {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        SessionSlot(self.0.clone())
+    }
+}
+
+/// One open stream in [`Sessions`].
+struct SessionSlot(Arc<AtomicUsize>);
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// An item's answer, and for a lease request, the breaker it was about.
 struct Answered {
@@ -119,7 +148,10 @@ pub(super) fn run(
     service: BreakersService,
     mut inbound: Streaming<pb::SessionRequest>,
 ) -> impl Stream<Item = Result<pb::SessionResponse, Status>> + Send + 'static {
+    // Taken now and moved into the stream: counted from the open until it is dropped.
+    let slot = service.sessions().open();
     stream! {
+        let _slot = slot;
         let mut in_flight: FuturesUnordered<BoxFuture<'static, Answered>> = FuturesUnordered::new();
         let mut feed: Option<broadcast::Receiver<Arc<pb::Event>>> = None;
         let mut leases = Leases::default();

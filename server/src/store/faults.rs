@@ -153,4 +153,8 @@ impl Store for FaultStore {
     fn events(self: Arc<Self>, from: u64, limit: usize) -> StoreFuture<Vec<pb::Event>> {
         self.inner.clone().events(from, limit)
     }
+
+    fn size_on_disk(self: Arc<Self>) -> StoreFuture<Option<u64>> {
+        self.inner.clone().size_on_disk()
+    }
 }

@@ -76,6 +76,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Up to `limit` logged events from revision `from` on, in revision order.
     /// Compacted revisions are simply absent: the caller checks for gaps.
     fn events(self: Arc<Self>, from: u64, limit: usize) -> StoreFuture<Vec<pb::Event>>;
+    /// Bytes the store's files take on disk (`cbctl status`). `None`: it keeps
+    /// nothing on disk. Reads file metadata, so a backend runs it off the workers.
+    fn size_on_disk(self: Arc<Self>) -> StoreFuture<Option<u64>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// The conditional part of a commit: `found` is the store's revision before it.

@@ -17,4 +17,5 @@ mod permits;
 mod scenarios;
 mod security;
 mod session;
+mod status;
 mod watch;

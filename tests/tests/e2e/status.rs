@@ -1,0 +1,110 @@
+//! `cbctl status` against a real daemon: the JSON parsed and checked against what
+//! was done to the daemon, the table's row, and a restart (uptime and the last
+//! commit start over, the revision does not).
+
+use cbd_proto::v1 as pb;
+use cbd_tests::{Daemon, cbctl_bin, cbd_bin, ms, put};
+use serde_json::Value;
+
+/// Runs `cbctl --endpoint <daemon> <args>` and returns its stdout; it must exit 0.
+async fn cbctl(daemon: &Daemon, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(cbctl_bin())
+        .arg("--endpoint")
+        .arg(daemon.endpoint())
+        .args(args)
+        .env_remove("CBD_ENDPOINT")
+        .env_remove("CBD_TOKEN")
+        .output()
+        .await
+        .expect("run cbctl");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        out.status.success(),
+        "cbctl {args:?}: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+async fn status_json(daemon: &Daemon) -> Value {
+    let stdout = cbctl(daemon, &["-o", "json", "status"]).await;
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+#[tokio::test]
+async fn cbctl_status_reports_what_the_daemon_holds() {
+    let mut daemon = Daemon::fresh(&[]).await;
+    let mut admin = daemon.admin().await;
+    let spec = pb::BreakerSpec {
+        consecutive_failures: Some(3),
+        open_duration: Some(ms(60_000)),
+        ..Default::default()
+    };
+    put(&mut admin, "status/a", spec).await;
+    let last = put(&mut admin, "status/b", spec).await;
+    // One Watch stays open while cbctl asks.
+    let mut watch = daemon
+        .breakers()
+        .await
+        .watch(pb::WatchRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    watch.message().await.expect("snapshot").expect("a message");
+
+    let s = status_json(&daemon).await;
+    assert_eq!(s["endpoint"], daemon.endpoint().as_str());
+    // The same version and commit as the binary's `--version`.
+    let version = std::process::Command::new(cbd_bin())
+        .arg("--version")
+        .output()
+        .expect("cbd --version");
+    let version = String::from_utf8(version.stdout).expect("utf-8");
+    let (v, commit) = (
+        s["version"].as_str().expect("version"),
+        s["git_commit"].as_str().expect("commit"),
+    );
+    assert_eq!(version.trim(), format!("cbd {v} (commit {commit})"));
+    assert_eq!(s["revision"], last.revision, "{s}");
+    assert_eq!(s["oldest_retained_revision"], 1, "{s}");
+    assert_eq!(s["breakers"], 2, "{s}");
+    assert_eq!(s["watchers"], 1, "{s}");
+    assert_eq!(s["sessions"], 0, "{s}");
+    assert_eq!(s["leases"], 0, "{s}");
+    assert!(s["store_size_bytes"].as_u64().is_some_and(|n| n > 0), "{s}");
+    assert_eq!(s["last_commit"]["revision"], last.revision, "{s}");
+    assert_eq!(s["last_commit"]["events"], 1, "{s}");
+    assert!(s["last_commit"]["duration"].is_string(), "{s}");
+    assert!(
+        s["uptime"].is_string() && s["started_at"].is_string(),
+        "{s}"
+    );
+    assert_eq!(s["store_fault"], "", "{s}");
+    assert_eq!(s["role"], "REPLICATION_ROLE_STANDALONE", "{s}");
+    assert_eq!(s["leader"], "", "{s}");
+
+    // The table: a header and one row for the endpoint.
+    let table = cbctl(&daemon, &["status"]).await;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines[0].starts_with("ENDPOINT "), "{table}");
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(cells[0], daemon.endpoint(), "{table}");
+    assert_eq!(cells[1], v, "{table}");
+    assert_eq!(cells.last(), Some(&"standalone"), "{table}");
+    assert!(
+        cells.contains(&last.revision.to_string().as_str()),
+        "{table}"
+    );
+
+    // After a restart: the revision stays, the process and its commits start over.
+    drop(watch);
+    daemon.restart().await;
+    let after = status_json(&daemon).await;
+    assert_eq!(after["revision"], last.revision, "{after}");
+    assert_eq!(after["breakers"], 2, "{after}");
+    assert_eq!(after["watchers"], 0, "{after}");
+    assert!(after["last_commit"].is_null(), "no commit yet: {after}");
+    assert_ne!(after["started_at"], s["started_at"], "{after}");
+}
