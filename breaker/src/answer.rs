@@ -20,6 +20,9 @@ pub struct Persisted {
     pub open_until: Option<Timestamp>,
     /// Failed half-open trials in a row; drives the open-duration backoff.
     pub backoff_level: u32,
+    /// When the override clears by itself (`cbctl force-open --for`). `None`: it
+    /// holds until an operator clears it, or there is no override.
+    pub override_until: Option<Timestamp>,
 }
 
 /// The breaker-side part of a permit (the daemon encodes it with the name into
@@ -107,6 +110,8 @@ pub struct Status {
     pub open_until: Option<Timestamp>,
     /// Failed half-open trials in a row.
     pub backoff_level: u32,
+    /// When the override clears by itself; `None`: never, or no override.
+    pub override_until: Option<Timestamp>,
     /// Failures in a row while CLOSED.
     pub consecutive_failures: u32,
     /// Counted outcomes in the window, as of the last report or tick (a time window

@@ -83,6 +83,8 @@ struct Cold {
     open_for: Duration,
     backoff_level: u32,
     half_open_successes: u32,
+    /// When the override clears by itself; `None`: it holds until cleared.
+    override_until: Option<Timestamp>,
     /// Half-open probes in flight; capacity `half_open_permits`, reserved up front.
     probes: Vec<Probe>,
 }
@@ -119,6 +121,7 @@ impl Breaker {
                 open_for: spec.open_duration,
                 backoff_level: 0,
                 half_open_successes: 0,
+                override_until: None,
                 probes: Vec::with_capacity(probe_slots(&spec)),
                 spec,
             }),
@@ -135,6 +138,9 @@ impl Breaker {
         b.generation = persisted.generation;
         b.override_ = persisted.override_;
         b.cold.backoff_level = persisted.backoff_level;
+        b.cold.override_until = persisted
+            .override_until
+            .filter(|_| persisted.override_.is_some());
         b.state = match persisted.override_ {
             Some(Override::ForcedOpen) => State::Open,
             Some(Override::ForcedClosed | Override::Disabled) => State::Closed,
@@ -279,26 +285,48 @@ impl Breaker {
         self.window.advance(now);
     }
 
-    /// When [`tick`](Self::tick) must next run: `open_until` while OPEN, the earliest
-    /// probe expiry while HALF_OPEN; `None` when no timer is pending (CLOSED, or under
-    /// `FORCED_OPEN`, `FORCED_CLOSED` and `DISABLED`).
+    /// When [`tick`](Self::tick) must next run: the override's expiry if it has one,
+    /// else `open_until` while OPEN, the earliest probe expiry while HALF_OPEN (also
+    /// under `SHADOW`, whichever is earlier); `None` when no timer is pending (CLOSED,
+    /// or under `FORCED_OPEN`, `FORCED_CLOSED` and `DISABLED` without an expiry).
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        if self.timers_frozen() {
-            return None;
-        }
-        match self.state {
-            State::Closed => None,
-            State::Open => self.open_until,
-            State::HalfOpen => self.cold.probes.iter().map(|p| p.expires_at).min(),
+        let machine = if self.timers_frozen() {
+            None
+        } else {
+            match self.state {
+                State::Closed => None,
+                State::Open => self.open_until,
+                State::HalfOpen => self.cold.probes.iter().map(|p| p.expires_at).min(),
+            }
+        };
+        match (machine, self.cold.override_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// Sets (`Some`) or clears (`None`) the operator's override. Always a transition,
-    /// even to the same override. Every override starts afresh: empty window,
-    /// backoff 0, no probes; `FORCED_OPEN` sits OPEN, the others start CLOSED.
+    /// Sets (`Some`) or clears (`None`) the operator's override, to hold until
+    /// cleared. Always a transition, even to the same override. Every override
+    /// starts afresh: empty window, backoff 0, no probes; `FORCED_OPEN` sits OPEN,
+    /// the others start CLOSED.
     pub fn set_override(&mut self, o: Option<Override>, now: Timestamp) -> Transition {
+        self.set_override_until(o, None, now)
+    }
+
+    /// [`set_override`](Self::set_override) that clears itself at `until` (a timer:
+    /// [`tick`](Self::tick) at or after it, or the next acquire, clears the override
+    /// with [`Reason::OverrideExpired`], like an operator clearing it). `until` is
+    /// ignored when `o` is `None`.
+    pub fn set_override_until(
+        &mut self,
+        o: Option<Override>,
+        until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Transition {
         let reason = o.map_or(Reason::OverrideCleared, Reason::OverrideSet);
-        self.start_over(o, reason, now)
+        let t = self.start_over(o, reason, now);
+        self.cold.override_until = until.filter(|_| o.is_some());
+        t
     }
 
     /// Back to CLOSED with an empty window and backoff 0; the override is kept (under
@@ -315,6 +343,7 @@ impl Breaker {
             generation: self.generation,
             open_until: self.open_until,
             backoff_level: self.cold.backoff_level,
+            override_until: self.cold.override_until,
         }
     }
 
@@ -328,6 +357,7 @@ impl Breaker {
             generation: self.generation,
             open_until: self.open_until,
             backoff_level: self.cold.backoff_level,
+            override_until: self.cold.override_until,
             consecutive_failures: self.consecutive_failures,
             window_calls: sat(counts.calls),
             window_failures: sat(counts.failures),
@@ -524,7 +554,24 @@ impl Breaker {
     #[inline]
     fn run_timers(&mut self, now: Timestamp) -> Option<Transition> {
         // The common case, checked inline: no timer runs while CLOSED.
-        if self.state == State::Closed || self.timers_frozen() {
+        if self.override_.is_none() {
+            if self.state == State::Closed {
+                return None;
+            }
+            return self.run_open_timers(now);
+        }
+        self.run_override_timers(now)
+    }
+
+    /// [`run_timers`](Self::run_timers) under an override: its expiry first, then
+    /// (under `SHADOW`) the machine's own timers.
+    fn run_override_timers(&mut self, now: Timestamp) -> Option<Transition> {
+        if let (Some(until), Some(o)) = (self.cold.override_until, self.override_)
+            && now >= until
+        {
+            return Some(self.start_over(None, Reason::OverrideExpired(o), now));
+        }
+        if self.timers_frozen() || self.state == State::Closed {
             return None;
         }
         self.run_open_timers(now)
@@ -571,6 +618,9 @@ impl Breaker {
     /// Operator changes: a fresh start under override `o`.
     fn start_over(&mut self, o: Option<Override>, reason: Reason, now: Timestamp) -> Transition {
         self.cold.backoff_level = 0;
+        if o.is_none() {
+            self.cold.override_until = None;
+        }
         let state = if o == Some(Override::ForcedOpen) {
             State::Open
         } else {

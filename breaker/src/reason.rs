@@ -56,6 +56,8 @@ pub enum Reason {
     OverrideSet(Override),
     /// An operator cleared the override.
     OverrideCleared,
+    /// The override an operator set with a duration ran out and cleared itself.
+    OverrideExpired(Override),
     /// An operator reset the breaker.
     Reset,
 }
@@ -94,6 +96,7 @@ impl fmt::Display for Reason {
                 Override::Shadow => "shadow mode set by operator",
             }),
             Self::OverrideCleared => f.write_str("override cleared by operator"),
+            Self::OverrideExpired(o) => write!(f, "{} override expired", o.as_str()),
             Self::Reset => f.write_str("reset by operator"),
         }
     }

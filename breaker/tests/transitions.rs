@@ -891,6 +891,7 @@ fn persisted_round_trips_through_restore() {
             generation: 4,
             open_until: Some(at(30_000)),
             backoff_level: 1,
+            override_until: None,
         }
     );
     let mut r = Breaker::restore(b.spec().clone(), saved.clone());
@@ -933,6 +934,7 @@ fn restore_of_an_open_record_without_deadline_is_due_at_once() {
         generation: 9,
         open_until: None,
         backoff_level: 0,
+        override_until: None,
     };
     let mut r = Breaker::restore(spec(|_| {}), persisted);
     assert_eq!(r.tick(at(0)).unwrap().to, State::HalfOpen);
@@ -1031,4 +1033,85 @@ fn status_shows_a_time_window_as_of_now() {
     let s = b.status();
     assert_eq!((s.window_calls, s.window_failures), (0, 0), "{s:?}");
     assert_eq!(s.state, State::Closed, "nothing else changes");
+}
+
+#[test]
+fn an_override_with_a_duration_clears_itself_on_its_timer() {
+    let mut b = Breaker::new(spec(|_| {}));
+    let set = b.set_override_until(Some(Override::ForcedOpen), Some(at(5_000)), at(0));
+    assert_eq!(set.reason, Reason::OverrideSet(Override::ForcedOpen));
+    // FORCED_OPEN has no machine timer, but the expiry is one.
+    assert_eq!(b.next_deadline(), Some(at(5_000)));
+    assert_eq!(b.status().override_until, Some(at(5_000)));
+    assert!(!b.acquire(at(4_999)).allowed);
+    assert_eq!(b.tick(at(4_999)), None);
+    let t = b.tick(at(5_000)).expect("the expiry is a transition");
+    assert_eq!(t.reason, Reason::OverrideExpired(Override::ForcedOpen));
+    assert_eq!(t.reason.to_string(), "FORCED_OPEN override expired");
+    assert_eq!((t.from, t.to), (State::Open, State::Closed));
+    assert_eq!(
+        (t.from_override, t.to_override),
+        (Some(Override::ForcedOpen), None)
+    );
+    let s = b.status();
+    assert_eq!((s.override_, s.override_until), (None, None));
+    assert_eq!(b.next_deadline(), None);
+    assert!(b.acquire(at(5_001)).allowed);
+}
+
+#[test]
+fn an_expired_override_clears_on_the_next_acquire_without_a_tick() {
+    let mut b = Breaker::new(spec(|_| {}));
+    b.set_override_until(Some(Override::Disabled), Some(at(1_000)), at(0));
+    let a = b.acquire(at(1_000));
+    let t = a.transition.expect("acquire ran the due timer");
+    assert_eq!(t.reason, Reason::OverrideExpired(Override::Disabled));
+    assert!(a.allowed);
+    assert_eq!(b.status().override_, None);
+}
+
+#[test]
+fn a_shadow_override_with_a_duration_keeps_the_machine_timers_and_its_own() {
+    let mut b = tripped(|_| {});
+    // Tripped at 0, open for 10 s; shadow set afresh, then tripped again in shadow.
+    b.set_override_until(Some(Override::Shadow), Some(at(60_000)), at(0));
+    for _ in 0..5 {
+        let p = b.acquire(at(1)).permit.unwrap();
+        b.report(p, Outcome::Failure, None, at(1)).unwrap();
+    }
+    assert_eq!(b.status().state, State::Open);
+    let open_until = b.status().open_until.unwrap();
+    assert!(open_until < at(60_000));
+    assert_eq!(b.next_deadline(), Some(open_until));
+    assert_eq!(b.tick(open_until).unwrap().to, State::HalfOpen);
+    let t = b.tick(at(60_000)).unwrap();
+    assert_eq!(t.reason, Reason::OverrideExpired(Override::Shadow));
+}
+
+#[test]
+fn reset_keeps_the_override_and_its_expiry_and_clearing_drops_it() {
+    let mut b = Breaker::new(spec(|_| {}));
+    b.set_override_until(Some(Override::ForcedClosed), Some(at(9_000)), at(0));
+    b.reset(at(1));
+    assert_eq!(b.status().override_until, Some(at(9_000)));
+    b.set_override(None, at(2));
+    assert_eq!(b.status().override_until, None);
+    assert_eq!(b.next_deadline(), None);
+    // A later override without a duration holds: no expiry carried over.
+    b.set_override_until(Some(Override::ForcedOpen), Some(at(9_000)), at(3));
+    b.set_override(Some(Override::ForcedOpen), at(4));
+    assert_eq!(b.next_deadline(), None);
+}
+
+#[test]
+fn an_override_expiry_survives_restore() {
+    let mut b = Breaker::new(spec(|_| {}));
+    b.set_override_until(Some(Override::ForcedOpen), Some(at(7_000)), at(0));
+    let saved = b.persisted();
+    assert_eq!(saved.override_until, Some(at(7_000)));
+    let mut r = Breaker::restore(b.spec().clone(), saved);
+    assert_eq!(r.next_deadline(), Some(at(7_000)));
+    // Down past the expiry: the catch-up tick clears it.
+    let t = r.tick(at(8_000)).unwrap();
+    assert_eq!(t.reason, Reason::OverrideExpired(Override::ForcedOpen));
 }

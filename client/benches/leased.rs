@@ -129,6 +129,7 @@ fn main() {
             .set_override(pb::SetOverrideRequest {
                 name: "bench/revoked".into(),
                 r#override: pb::Override::ForcedOpen as i32,
+                ..Default::default()
             })
             .await
             .expect("force open");

@@ -27,6 +27,7 @@ async fn main() -> Result<(), cbd_client::Error> {
     let put = pb::PutBreakerRequest {
         name: "payments.charge".into(),
         spec: Some(spec),
+        ..Default::default()
     };
     client.admin_client().put_breaker(put).await?;
 

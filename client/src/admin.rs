@@ -20,6 +20,8 @@ use crate::{AuthChannel, Client, Error, pb};
 #[derive(Clone, Debug)]
 pub struct Admin {
     rpc: pb::admin_client::AdminClient<AuthChannel>,
+    /// Sent with every write as its `reason` (see [`Admin::with_reason`]).
+    reason: String,
 }
 
 impl Client {
@@ -27,6 +29,7 @@ impl Client {
     pub fn admin(&self) -> Admin {
         Admin {
             rpc: self.admin_client(),
+            reason: String::new(),
         }
     }
 
@@ -55,6 +58,14 @@ impl Client {
 }
 
 impl Admin {
+    /// Gives every write made through this handle (put, delete, override, reset)
+    /// `reason`, which the daemon keeps in the event log with the actor (the
+    /// token's name) and, for an override, with the breaker. At most 256 bytes.
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = reason.into();
+        self
+    }
+
     /// The breaker `name`'s spec and status (`NotFound` when there is none).
     pub async fn get(&mut self, name: &str) -> Result<pb::GetBreakerResponse, Error> {
         let request = pb::GetBreakerRequest { name: name.into() };
@@ -88,33 +99,78 @@ impl Admin {
         let request = pb::PutBreakerRequest {
             name: name.into(),
             spec: Some(spec),
+            reason: self.reason.clone(),
+            ..Default::default()
         };
         Ok(self.rpc.put_breaker(request).await?.into_inner())
     }
 
     /// Deletes `name`; its outstanding permits become invalid.
     pub async fn delete(&mut self, name: &str) -> Result<pb::DeleteBreakerResponse, Error> {
-        let request = pb::DeleteBreakerRequest { name: name.into() };
+        let request = pb::DeleteBreakerRequest {
+            name: name.into(),
+            reason: self.reason.clone(),
+            ..Default::default()
+        };
         Ok(self.rpc.delete_breaker(request).await?.into_inner())
     }
 
-    /// Sets the operator override of `name` (`Override::Unspecified` clears it).
+    /// Sets the operator override of `name` until cleared (`Override::Unspecified`
+    /// clears it).
     pub async fn set_override(
         &mut self,
         name: &str,
         r#override: pb::Override,
     ) -> Result<pb::SetOverrideResponse, Error> {
+        self.set_override_for(name, r#override, None).await
+    }
+
+    /// [`Admin::set_override`] that clears itself `lasts` after it is set (`None`:
+    /// until cleared), on the daemon's timer, with an `OVERRIDE_EXPIRED` event.
+    pub async fn set_override_for(
+        &mut self,
+        name: &str,
+        r#override: pb::Override,
+        lasts: Option<std::time::Duration>,
+    ) -> Result<pb::SetOverrideResponse, Error> {
         let request = pb::SetOverrideRequest {
             name: name.into(),
             r#override: r#override as i32,
+            reason: self.reason.clone(),
+            duration: lasts.map(cbd_proto::convert::duration_to_proto),
+            ..Default::default()
         };
         Ok(self.rpc.set_override(request).await?.into_inner())
     }
 
     /// Back to CLOSED with an empty window and no backoff (an override stays).
     pub async fn reset(&mut self, name: &str) -> Result<pb::ResetBreakerResponse, Error> {
-        let request = pb::ResetBreakerRequest { name: name.into() };
+        let request = pb::ResetBreakerRequest {
+            name: name.into(),
+            reason: self.reason.clone(),
+            ..Default::default()
+        };
         Ok(self.rpc.reset_breaker(request).await?.into_inner())
+    }
+
+    /// One page of `name`'s history from the daemon's event log, oldest first:
+    /// events at or after `since` (`None`: the oldest retained), at most
+    /// `page_size` (0: the daemon's default), from `page_token` (empty: the first
+    /// page; then the previous page's `next_page_token`).
+    pub async fn events_page(
+        &mut self,
+        name: &str,
+        since: Option<std::time::SystemTime>,
+        page_size: u32,
+        page_token: String,
+    ) -> Result<pb::ListEventsResponse, Error> {
+        let request = pb::ListEventsRequest {
+            name: name.into(),
+            since: since.map(Into::into),
+            page_size,
+            page_token,
+        };
+        Ok(self.rpc.list_events(request).await?.into_inner())
     }
 
     /// The daemon's own status: version, uptime, revisions, breakers, streams,

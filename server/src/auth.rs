@@ -1,8 +1,9 @@
 //! Bearer tokens with two roles (`--auth-file`, docs/DESIGN.md §7).
 //!
 //! The file is TOML with one `[[token]]` table per token: `role = "admin"` or
-//! `"client"`, and either `token = "..."` or `sha256 = "<hex of the token's
-//! SHA-256>"`. Only SHA-256 digests are kept in memory; a presented token is hashed
+//! `"client"`, either `token = "..."` or `sha256 = "<hex of the token's
+//! SHA-256>"`, and optionally `name = "..."` (named like a breaker): who the token
+//! is, recorded as the actor of every operator change it makes. Only SHA-256 digests are kept in memory; a presented token is hashed
 //! and compared with every digest in constant time. Tokens are never logged, and
 //! errors about the file name the table, never its contents.
 //!
@@ -60,12 +61,29 @@ struct TokenTable {
     role: Role,
     token: Option<String>,
     sha256: Option<String>,
+    name: Option<String>,
 }
 
-/// The known tokens, as SHA-256 digests with their roles.
+/// Who presented a known token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// What the token may do.
+    pub role: Role,
+    /// The token's `name` in the auth file; `None` when it has none.
+    pub name: Option<Arc<str>>,
+}
+
+impl Identity {
+    /// The actor written into events: the token's name, else its role.
+    pub fn actor(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.role.as_str())
+    }
+}
+
+/// The known tokens, as SHA-256 digests with their identities.
 #[derive(Clone)]
 pub struct TokenSet {
-    tokens: Vec<([u8; 32], Role)>,
+    tokens: Vec<([u8; 32], Identity)>,
 }
 
 impl std::fmt::Debug for TokenSet {
@@ -120,7 +138,21 @@ impl TokenSet {
                     ));
                 }
             };
-            tokens.push((hash, t.role));
+            let name = match t.name {
+                Some(name) => {
+                    cbd_breaker::validate_name(&name)
+                        .map_err(|e| format!("[[token]] #{which}: name: {e}"))?;
+                    if tokens
+                        .iter()
+                        .any(|(_, id): &(_, Identity)| id.name.as_deref() == Some(name.as_str()))
+                    {
+                        return Err(format!("[[token]] #{which}: name {name:?} is taken"));
+                    }
+                    Some(Arc::from(name))
+                }
+                None => None,
+            };
+            tokens.push((hash, Identity { role: t.role, name }));
         }
         Ok(Self { tokens })
     }
@@ -135,25 +167,25 @@ impl TokenSet {
         self.tokens.is_empty()
     }
 
-    /// The role of `presented`, comparing its digest with every known digest in
-    /// constant time (no early exit on a match or a mismatch).
-    pub fn role_of(&self, presented: &str) -> Option<Role> {
+    /// Who presented `presented`, comparing its digest with every known digest in
+    /// constant time (no early exit on a match or a mismatch). Two tables with the
+    /// same token: the last one wins.
+    pub fn identify(&self, presented: &str) -> Option<&Identity> {
+        use subtle::ConditionallySelectable as _;
         let hash = digest(presented.as_bytes());
-        let mut admin = subtle::Choice::from(0);
-        let mut client = subtle::Choice::from(0);
-        for (known, role) in &self.tokens {
+        let mut found = subtle::Choice::from(0);
+        let mut index = 0u64;
+        for (i, (known, _)) in self.tokens.iter().enumerate() {
             let matched = known.ct_eq(&hash);
-            let is_admin = subtle::Choice::from(u8::from(*role == Role::Admin));
-            admin |= matched & is_admin;
-            client |= matched & !is_admin;
+            index.conditional_assign(&(i as u64), matched);
+            found |= matched;
         }
-        if bool::from(admin) {
-            Some(Role::Admin)
-        } else if bool::from(client) {
-            Some(Role::Client)
-        } else {
-            None
-        }
+        bool::from(found).then(|| &self.tokens[index as usize].1)
+    }
+
+    /// The role of `presented` (see [`TokenSet::identify`]).
+    pub fn role_of(&self, presented: &str) -> Option<Role> {
+        self.identify(presented).map(|id| id.role)
     }
 }
 
@@ -184,7 +216,7 @@ impl Auth {
     }
 
     /// Checks the `authorization` header value (if any) for `rpc`.
-    pub fn check(&self, authorization: Option<&[u8]>, rpc: &str) -> Result<Role, Error> {
+    pub fn check(&self, authorization: Option<&[u8]>, rpc: &str) -> Result<Identity, Error> {
         let header = authorization.ok_or(Error::Unauthenticated {
             reason: "missing bearer token (authorization: Bearer <token>)",
         })?;
@@ -199,16 +231,16 @@ impl Auth {
                 reason: "malformed authorization header: expected `Bearer <token>`",
             })?;
         let tokens = self.tokens.read().clone();
-        let role = tokens.role_of(token).ok_or(Error::Unauthenticated {
+        let identity = tokens.identify(token).ok_or(Error::Unauthenticated {
             reason: "unknown bearer token",
         })?;
-        if !role.may_call(rpc) {
+        if !identity.role.may_call(rpc) {
             return Err(Error::PermissionDenied {
-                role: role.as_str(),
+                role: identity.role.as_str(),
                 rpc: rpc.to_owned(),
             });
         }
-        Ok(role)
+        Ok(identity.clone())
     }
 }
 
@@ -248,6 +280,25 @@ sha256 = "8c6744c9d42ec2cb9e8885b54ff744d0a6a8d3d8a7a1fd9e1f6ab2e7e1f0c3b9"
     }
 
     #[test]
+    fn named_tokens_identify_their_holder() {
+        let set = TokenSet::parse(
+            "[[token]]\nrole = \"admin\"\ntoken = \"a\"\nname = \"alice\"\n\
+             [[token]]\nrole = \"admin\"\ntoken = \"b\"\n\
+             [[token]]\nrole = \"client\"\ntoken = \"c\"\nname = \"checkout\"\n",
+        )
+        .expect("valid");
+        let alice = set.identify("a").expect("known");
+        assert_eq!((alice.role, alice.actor()), (Role::Admin, "alice"));
+        assert_eq!(set.identify("b").expect("known").actor(), "admin");
+        let checkout = set.identify("c").expect("known");
+        assert_eq!(
+            (checkout.role, checkout.actor()),
+            (Role::Client, "checkout")
+        );
+        assert_eq!(set.identify("d"), None);
+    }
+
+    #[test]
     fn roles_gate_rpcs() {
         assert!(Role::Client.may_call("cbd.v1.Breakers/Acquire"));
         assert!(Role::Client.may_call("cbd.v1.Admin/ListBreakers"));
@@ -265,6 +316,8 @@ sha256 = "8c6744c9d42ec2cb9e8885b54ff744d0a6a8d3d8a7a1fd9e1f6ab2e7e1f0c3b9"
             "[[token]]\nrole = \"admin\"\nsha256 = \"sekrit-1\"\n",
             "[[token]]\nrole = \"admin\"\ntoken = \"sekrit-1\"\nextra = 1\n",
             "[[token]]\nrole = \"admin\"\ntoken = \"\"\n",
+            "[[token]]\nrole = \"admin\"\ntoken = \"sekrit-1\"\nname = \"a b\"\n",
+            "[[token]]\nrole = \"admin\"\ntoken = \"sekrit-1\"\nname = \"x\"\n[[token]]\nrole = \"client\"\ntoken = \"sekrit-2\"\nname = \"x\"\n",
         ] {
             let err = TokenSet::parse(bad).expect_err(bad);
             assert!(!err.contains("sekrit"), "{err}");
@@ -299,11 +352,17 @@ sha256 = "8c6744c9d42ec2cb9e8885b54ff744d0a6a8d3d8a7a1fd9e1f6ab2e7e1f0c3b9"
             denied.to_string(),
             "role client may not call cbd.v1.Admin/PutBreaker"
         );
-        assert_eq!(auth.check(Some(b"bearer a"), rpc).ok(), Some(Role::Admin));
+        assert_eq!(
+            auth.check(Some(b"bearer a"), rpc).ok().map(|i| i.role),
+            Some(Role::Admin)
+        );
         // A bad file on reload keeps the old tokens.
         std::fs::write(&path, "not toml [").expect("write");
         assert!(auth.reload().is_err());
-        assert_eq!(auth.check(Some(b"Bearer a"), rpc).ok(), Some(Role::Admin));
+        assert_eq!(
+            auth.check(Some(b"Bearer a"), rpc).ok().map(|i| i.role),
+            Some(Role::Admin)
+        );
         std::fs::write(&path, "[[token]]\nrole = \"admin\"\ntoken = \"b\"\n").expect("write");
         assert_eq!(auth.reload().expect("reload"), 1);
         assert!(auth.check(Some(b"Bearer a"), rpc).is_err());

@@ -17,6 +17,7 @@ const CLIENT_MAY_CALL: &[&str] = &[
     "cbd.v1.Admin/GetBreaker",
     "cbd.v1.Admin/ListBreakers",
     "cbd.v1.Admin/Status",
+    "cbd.v1.Admin/ListEvents",
 ];
 
 /// Paths under this prefix are guarded (token, request limit, timeout); health and

@@ -157,7 +157,10 @@ mod tests {
             cache_ttl: Some(Duration::from_secs(10)),
             ..Spec::default()
         };
-        let put = registry.put("leased", spec).await.expect("put");
+        let put = registry
+            .put("leased", spec, &cbd_proto::v1::Operator::default())
+            .await
+            .expect("put");
         registry.lease("leased").await.expect("lease");
         registry.clock().advance(Duration::from_secs(4));
         registry.lease("leased").await.expect("renewal");
@@ -173,7 +176,12 @@ mod tests {
         assert_eq!(sources.gather().await.leases, 1);
         // A new generation voids the other one before its term ends.
         registry
-            .set_override("leased", Some(Override::ForcedOpen))
+            .set_override(
+                "leased",
+                Some(Override::ForcedOpen),
+                None,
+                &cbd_proto::v1::Operator::default(),
+            )
             .await
             .expect("override");
         let forced = sources.gather().await;

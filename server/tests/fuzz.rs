@@ -126,6 +126,29 @@ fn name() -> BoxedStrategy<String> {
     .boxed()
 }
 
+/// An operator's reason: empty, ordinary, at and past the 256-byte bound, or with
+/// control characters.
+fn reason() -> BoxedStrategy<String> {
+    prop_oneof![
+        3 => Just(String::new()),
+        2 => "[ -~]{1,40}",
+        1 => Just("r".repeat(256)),
+        1 => Just("r".repeat(257)),
+        1 => ".{0,300}",
+    ]
+    .boxed()
+}
+
+/// Any wire time, favouring the edges.
+fn timestamp() -> BoxedStrategy<prost_types::Timestamp> {
+    (
+        prop_oneof![3 => 0i64..2_000_000_000, 1 => any::<i64>()],
+        prop_oneof![3 => 0i32..1_000_000_000, 1 => any::<i32>()],
+    )
+        .prop_map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos })
+        .boxed()
+}
+
 fn prefix() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => Just(String::new()),
@@ -387,6 +410,7 @@ enum Call {
     DeleteExisting(usize),
     SetOverride(pb::SetOverrideRequest),
     Reset(pb::ResetBreakerRequest),
+    ListEvents(pb::ListEventsRequest),
     /// Arbitrary bytes decoded as this RPC's request.
     Bytes(Rpc, Vec<u8>),
     /// A valid encoding of a generated request with bytes flipped.
@@ -423,14 +447,19 @@ fn typed_call() -> BoxedStrategy<Call> {
         3 => watch_request().prop_map(Call::Watch),
         3 => (vec(session_item(), 0..6), proptest::bool::weighted(0.2)).prop_map(|(items, cut)| Call::Session(items, cut)),
         4 => (target_name(), option::of(prop_oneof![2 => spec(), 1 => sane_spec()]))
-            .prop_map(|(name, spec)| Call::Put(pb::PutBreakerRequest { name, spec })),
+            .prop_map(|(name, spec)| Call::Put(pb::PutBreakerRequest { name, spec, reason: String::new(), ..Default::default() })),
+        1 => (target_name(), reason())
+            .prop_map(|(name, reason)| Call::Put(pb::PutBreakerRequest { name, spec: None, reason, ..Default::default() })),
         2 => name().prop_map(|name| Call::Get(pb::GetBreakerRequest { name })),
         2 => (prefix(), count(), prop_oneof![3 => Just(String::new()), 1 => name()])
             .prop_map(|(prefix, page_size, page_token)| Call::List(pb::ListBreakersRequest { prefix, page_size, page_token })),
-        1 => target_name().prop_map(|name| Call::Delete(pb::DeleteBreakerRequest { name })),
+        1 => (target_name(), reason()).prop_map(|(name, reason)| Call::Delete(pb::DeleteBreakerRequest { name, reason, ..Default::default() })),
         1 => any::<usize>().prop_map(Call::DeleteExisting),
-        2 => (name(), enum_value()).prop_map(|(name, r#override)| Call::SetOverride(pb::SetOverrideRequest { name, r#override })),
-        1 => name().prop_map(|name| Call::Reset(pb::ResetBreakerRequest { name })),
+        2 => (name(), enum_value(), reason(), option::of(duration()))
+            .prop_map(|(name, r#override, reason, duration)| Call::SetOverride(pb::SetOverrideRequest { name, r#override, reason, duration, ..Default::default() })),
+        1 => (name(), reason()).prop_map(|(name, reason)| Call::Reset(pb::ResetBreakerRequest { name, reason, ..Default::default() })),
+        2 => (name(), option::of(timestamp()), count(), prop_oneof![3 => Just(String::new()), 1 => "[0-9]{1,3}", 1 => ".{0,8}"])
+            .prop_map(|(name, since, page_size, page_token)| Call::ListEvents(pb::ListEventsRequest { name, since, page_size, page_token })),
     ]
     .boxed()
 }
@@ -743,11 +772,18 @@ impl Harness {
                 let name = victim.name.clone();
                 check_status(
                     "DeleteBreaker",
-                    &a.delete_breaker(Request::new(pb::DeleteBreakerRequest { name }))
-                        .await,
+                    &a.delete_breaker(Request::new(pb::DeleteBreakerRequest {
+                        name,
+                        reason: String::new(),
+                        ..Default::default()
+                    }))
+                    .await,
                 )
             }
             Call::Reset(r) => check_status("ResetBreaker", &a.reset_breaker(Request::new(r)).await),
+            Call::ListEvents(r) => {
+                check_status("ListEvents", &a.list_events(Request::new(r)).await)
+            }
             Call::Bytes(rpc, bytes) => self.decoded(rpc, &bytes).await,
             Call::Mutated(inner, flips) => {
                 if let Call::Session(items, cut) = *inner {

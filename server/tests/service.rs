@@ -120,7 +120,7 @@ fn with_token<T>(message: T, token: Option<&str>) -> Request<T> {
 fn put(name: &str) -> pb::PutBreakerRequest {
     pb::PutBreakerRequest {
         name: name.into(),
-        spec: None,
+        ..Default::default()
     }
 }
 
@@ -304,7 +304,10 @@ async fn status_counts_revisions_breakers_and_open_streams() {
     assert_eq!((commit.revision, commit.events), (b.revision, 1));
     assert!(commit.duration.is_some() && commit.committed_at.is_some());
     admin
-        .delete_breaker(pb::DeleteBreakerRequest { name: "a".into() })
+        .delete_breaker(pb::DeleteBreakerRequest {
+            name: "a".into(),
+            ..Default::default()
+        })
         .await
         .expect("delete");
     assert_eq!(status(&mut admin).await.breakers, 1);

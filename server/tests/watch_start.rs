@@ -58,7 +58,11 @@ async fn a_lagging_watcher_waiting_for_its_start_catches_up_from_the_start() {
         let registry = registry.clone();
         async move {
             registry
-                .put(&format!("b{i}"), cbd_breaker::Spec::default())
+                .put(
+                    &format!("b{i}"),
+                    cbd_breaker::Spec::default(),
+                    &Default::default(),
+                )
                 .await
                 .expect("put")
         }
@@ -84,7 +88,7 @@ async fn put_many(registry: &Registry, prefix: &str, n: u64) {
         let name = format!("{prefix}{i}");
         async move {
             registry
-                .put(&name, cbd_breaker::Spec::default())
+                .put(&name, cbd_breaker::Spec::default(), &Default::default())
                 .await
                 .expect("put")
         }

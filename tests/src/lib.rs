@@ -533,6 +533,7 @@ pub async fn put(
         .put_breaker(pb::PutBreakerRequest {
             name: name.into(),
             spec: Some(spec),
+            ..Default::default()
         })
         .await
         .expect("put")

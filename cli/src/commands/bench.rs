@@ -424,7 +424,10 @@ async fn cleanup(ctx: &Ctx, channels: &[Channel], names: &[String]) -> Result<()
             let mut admin = ctx.admin_on(channels[i % channels.len()].clone());
             async move {
                 match ctx
-                    .call(admin.delete_breaker(pb::DeleteBreakerRequest { name: name.clone() }))
+                    .call(admin.delete_breaker(pb::DeleteBreakerRequest {
+                        name: name.clone(),
+                        ..Default::default()
+                    }))
                     .await
                 {
                     Ok(_) | Err(Error::NotFound(_)) => Ok(()),
@@ -472,6 +475,7 @@ async fn setup(ctx: &Ctx, channels: &[Channel], names: &[String], trip: bool) ->
                     .call(admin.put_breaker(pb::PutBreakerRequest {
                         name: name.clone(),
                         spec: Some(spec),
+                        ..Default::default()
                     }))
                     .await?;
                 let closed = put
@@ -479,8 +483,11 @@ async fn setup(ctx: &Ctx, channels: &[Channel], names: &[String], trip: bool) ->
                     .as_ref()
                     .is_some_and(|b| b.state() == pb::State::Closed);
                 if !closed {
-                    ctx.call(admin.reset_breaker(pb::ResetBreakerRequest { name: name.clone() }))
-                        .await?;
+                    ctx.call(admin.reset_breaker(pb::ResetBreakerRequest {
+                        name: name.clone(),
+                        ..Default::default()
+                    }))
+                    .await?;
                 }
                 Ok::<(), Error>(())
             }
@@ -725,6 +732,7 @@ impl Worker {
             .set_override(pb::SetOverrideRequest {
                 name,
                 r#override: r#override as i32,
+                ..Default::default()
             })
             .await;
         self.completed(set)

@@ -140,6 +140,7 @@ async fn a_pushed_override_stops_every_leased_client_and_release_leases_again() 
                 .set_override(pb::SetOverrideRequest {
                     name: "forced".into(),
                     r#override: o as i32,
+                    ..Default::default()
                 })
                 .await
                 .expect("override");

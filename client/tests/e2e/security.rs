@@ -51,6 +51,7 @@ async fn tls_and_tokens_by_role() {
         .put_breaker(pb::PutBreakerRequest {
             name: "secure".into(),
             spec: Some(spec(3, 1000)),
+            ..Default::default()
         })
         .await
         .expect("admin may put over TLS");
@@ -68,6 +69,7 @@ async fn tls_and_tokens_by_role() {
         .put_breaker(pb::PutBreakerRequest {
             name: "secure".into(),
             spec: None,
+            ..Default::default()
         })
         .await
         .expect_err("client role may not put");

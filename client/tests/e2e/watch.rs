@@ -188,7 +188,10 @@ async fn watch_resumes_across_kill9_restart_and_network_loss_without_gap_or_dupl
     trip(&daemon, "w/d").await;
     let gone = admin
         .admin_client()
-        .delete_breaker(pb::DeleteBreakerRequest { name: "w/a".into() })
+        .delete_breaker(pb::DeleteBreakerRequest {
+            name: "w/a".into(),
+            ..Default::default()
+        })
         .await
         .expect("delete")
         .into_inner();

@@ -57,6 +57,9 @@ pub(crate) struct EntryState {
     pub shown: Shown,
     /// Leases granted on this breaker whose outcomes may still come, by number.
     pub leases: std::collections::HashMap<u64, super::leases::LeaseRecord>,
+    /// Who set the override in force, and why; `None` without an override. Kept
+    /// here, not in the machine: it decides nothing.
+    pub override_operator: Option<pb::Operator>,
 }
 
 impl Entry {
@@ -76,6 +79,7 @@ impl Entry {
                 pending: Vec::new(),
                 change_seq: 0,
                 mod_revision: committed.as_ref().map_or(0, |r| r.mod_revision),
+                override_operator: committed.as_ref().and_then(|r| r.override_operator.clone()),
                 committed,
                 timer_at: None,
                 shown: Shown::default(),
@@ -135,18 +139,37 @@ impl Entry {
             consecutive_failures: if same { live.consecutive_failures } else { 0 },
             probes_in_flight: if same { live.probes_in_flight } else { 0 },
             half_open_successes: if same { live.half_open_successes } else { 0 },
+            override_operator: record.override_operator.clone(),
+            override_until: record
+                .override_until_unix_nanos
+                .map(|n| convert::timestamp_to_proto(Timestamp::from_unix_nanos(n))),
         })
     }
 }
 
 impl EntryState {
-    /// Queues a state-machine transition for the writer.
-    pub fn push_transition(&mut self, name: &str, t: &Transition) {
+    /// Queues a transition for the writer; `operator`: who made it (`None`: the
+    /// machine itself). Keeps [`EntryState::override_operator`] in step.
+    pub fn push_transition(&mut self, name: &str, t: &Transition, operator: Option<&pb::Operator>) {
         let kind = match t.reason {
             cbd_breaker::Reason::OverrideSet(_) => pb::EventKind::OverrideSet,
             cbd_breaker::Reason::OverrideCleared => pb::EventKind::OverrideCleared,
+            cbd_breaker::Reason::OverrideExpired(_) => pb::EventKind::OverrideExpired,
             cbd_breaker::Reason::Reset => pb::EventKind::Reset,
             _ => pb::EventKind::StateChanged,
+        };
+        if t.to_override.is_none() {
+            self.override_operator = None;
+        } else if kind == pb::EventKind::OverrideSet {
+            self.override_operator = operator.cloned();
+        }
+        let override_until = match kind {
+            pb::EventKind::OverrideSet | pb::EventKind::Reset => self
+                .machine
+                .status()
+                .override_until
+                .map(convert::timestamp_to_proto),
+            _ => None,
         };
         self.push(pb::Event {
             revision: 0,
@@ -159,11 +182,20 @@ impl EntryState {
             reason: t.reason.to_string(),
             time: Some(convert::timestamp_to_proto(t.at)),
             spec: None,
+            operator: operator.cloned(),
+            override_until,
         });
     }
 
-    /// Queues a spec put or a delete for the writer.
-    pub fn push_spec_event(&mut self, name: &str, kind: pb::EventKind, now: Timestamp) {
+    /// Queues a spec put or a delete for the writer; `operator`: who asked (`None`:
+    /// a template, through an Acquire).
+    pub fn push_spec_event(
+        &mut self,
+        name: &str,
+        kind: pb::EventKind,
+        now: Timestamp,
+        operator: Option<&pb::Operator>,
+    ) {
         let status = self.machine.status();
         let state = convert::state_to_proto(status.state) as i32;
         self.push(pb::Event {
@@ -181,6 +213,8 @@ impl EntryState {
             time: Some(convert::timestamp_to_proto(now)),
             spec: (kind == pb::EventKind::SpecPut)
                 .then(|| convert::spec_to_proto(self.machine.spec())),
+            operator: operator.cloned(),
+            override_until: None,
         });
     }
 
@@ -207,6 +241,8 @@ impl EntryState {
             probes_in_flight: s.probes_in_flight,
             half_open_successes: s.half_open_successes,
             mod_revision: self.mod_revision,
+            override_operator: self.override_operator.clone(),
+            override_until: s.override_until.map(convert::timestamp_to_proto),
         }
     }
 }

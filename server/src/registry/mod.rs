@@ -94,6 +94,17 @@ pub struct Page {
     pub revision: u64,
 }
 
+/// A page of one breaker's events (`Admin/ListEvents`).
+#[derive(Debug)]
+pub struct History {
+    pub events: Vec<pb::Event>,
+    /// The last event's revision when more follow; empty on the last page.
+    pub next_page_token: String,
+    /// The committed revision the scan stopped at.
+    pub revision: u64,
+    pub oldest_retained: u64,
+}
+
 /// What a new watcher starts from: the committed state at `revision` and a feed of
 /// every event committed after it.
 #[derive(Debug)]
@@ -349,13 +360,19 @@ impl Registry {
     }
 
     /// Creates `name` with `spec`, or replaces its spec (state, override and
-    /// generation are kept). An identical spec writes nothing.
-    pub async fn put(&self, name: &str, spec: Spec) -> Result<PutAnswer, Error> {
+    /// generation are kept). An identical spec writes nothing. `operator` is who
+    /// asked, for the event.
+    pub async fn put(
+        &self,
+        name: &str,
+        spec: Spec,
+        operator: &pb::Operator,
+    ) -> Result<PutAnswer, Error> {
         cbd_breaker::validate_name(name)?;
         self.shared.writable()?;
         loop {
-            let (entry, created) = self.shared.get_or_create(name, &spec)?;
-            if let Some(answer) = self.put_into(&entry, created, &spec).await? {
+            let (entry, created) = self.shared.get_or_create(name, &spec, Some(operator))?;
+            if let Some(answer) = self.put_into(&entry, created, &spec, operator).await? {
                 return Ok(answer);
             }
         }
@@ -369,6 +386,7 @@ impl Registry {
         entry: &Arc<Entry>,
         created: bool,
         spec: &Spec,
+        operator: &pb::Operator,
     ) -> Result<Option<PutAnswer>, Error> {
         let (put, after) = self.shared.update(entry, |st, now, entry| {
             if created {
@@ -389,7 +407,7 @@ impl Registry {
             } else {
                 st.machine.set_spec(spec.clone());
             }
-            st.push_spec_event(&entry.name, pb::EventKind::SpecPut, now);
+            st.push_spec_event(&entry.name, pb::EventKind::SpecPut, now, Some(operator));
             Ok((Some((false, st.status(&entry.name))), None))
         })?;
         let Some((unchanged, mut breaker)) = put else {
@@ -456,7 +474,7 @@ impl Registry {
     }
 
     /// Deletes `name`; its permits become invalid.
-    pub async fn delete(&self, name: &str) -> Result<u64, Error> {
+    pub async fn delete(&self, name: &str, operator: &pb::Operator) -> Result<u64, Error> {
         cbd_breaker::validate_name(name)?;
         self.shared.writable()?;
         let entry = self.shared.existing(name)?;
@@ -465,25 +483,34 @@ impl Registry {
                 return Err(Error::NotFound { name: name.into() });
             }
             st.deleted = true;
-            st.push_spec_event(&entry.name, pb::EventKind::Deleted, now);
+            st.push_spec_event(&entry.name, pb::EventKind::Deleted, now, Some(operator));
             Ok(((), None))
         })?;
         self.shared.finish(&entry, after).await
     }
 
-    /// Sets (`Some`) or clears (`None`) the operator override of `name`.
+    /// Sets (`Some`) or clears (`None`) the operator override of `name`, for good
+    /// or (`lasts`) until it clears itself that long from now.
     pub async fn set_override(
         &self,
         name: &str,
         value: Option<Override>,
+        lasts: Option<Duration>,
+        operator: &pb::Operator,
     ) -> Result<(pb::BreakerStatus, u64), Error> {
-        self.operator_change(name, |m, now| m.set_override(value, now))
-            .await
+        self.operator_change(name, operator, |m, now| {
+            m.set_override_until(value, lasts.map(|d| now.saturating_add(d)), now)
+        })
+        .await
     }
 
     /// Back to CLOSED with an empty window and no backoff; the override stays.
-    pub async fn reset(&self, name: &str) -> Result<(pb::BreakerStatus, u64), Error> {
-        self.operator_change(name, Breaker::reset).await
+    pub async fn reset(
+        &self,
+        name: &str,
+        operator: &pb::Operator,
+    ) -> Result<(pb::BreakerStatus, u64), Error> {
+        self.operator_change(name, operator, Breaker::reset).await
     }
 
     /// Subscribes to committed events and returns the revision the subscription
@@ -520,6 +547,57 @@ impl Registry {
     /// compacted revision is absent).
     pub async fn events(&self, from: u64, limit: usize) -> Result<Vec<pb::Event>, Error> {
         self.shared.store.clone().events(from, limit).await
+    }
+
+    /// One breaker's logged events after revision `after` (a page token; 0: from
+    /// the start), at or after `since` if given, at most `page_size`, oldest first.
+    /// Scans the retained log up to the revision committed when it starts: the log
+    /// has no index by name (docs/DESIGN.md §5).
+    pub async fn history(
+        &self,
+        name: &str,
+        since: Option<Timestamp>,
+        page_size: usize,
+        after: u64,
+    ) -> Result<History, Error> {
+        /// Events read from the store per step of the scan.
+        const SCAN_STEP: usize = 1024;
+        cbd_breaker::validate_name(name)?;
+        let revision = self.revision();
+        let oldest_retained = self.oldest_retained();
+        let mut events = Vec::new();
+        let mut from = after.saturating_add(1).max(oldest_retained);
+        let mut more = false;
+        'scan: while from <= revision {
+            let step = self.shared.store.clone().events(from, SCAN_STEP).await?;
+            let Some(last) = step.last() else { break };
+            from = last.revision + 1;
+            for event in step {
+                if event.revision > revision {
+                    break 'scan;
+                }
+                let at_or_after = |t: &prost_types::Timestamp| {
+                    since.is_none_or(|since| cbd_proto::convert::timestamp_from_proto(t) >= since)
+                };
+                if event.name == name && event.time.as_ref().is_some_and(at_or_after) {
+                    if events.len() == page_size {
+                        more = true;
+                        break 'scan;
+                    }
+                    events.push(event);
+                }
+            }
+        }
+        let next_page_token = match events.last() {
+            Some(last) if more => last.revision.to_string(),
+            _ => String::new(),
+        };
+        Ok(History {
+            events,
+            next_page_token,
+            revision,
+            oldest_retained,
+        })
     }
 
     /// The oldest revision still in the log.
@@ -571,12 +649,13 @@ impl Registry {
     async fn operator_change(
         &self,
         name: &str,
+        operator: &pb::Operator,
         change: impl FnOnce(&mut Breaker, Timestamp) -> cbd_breaker::Transition,
     ) -> Result<(pb::BreakerStatus, u64), Error> {
         cbd_breaker::validate_name(name)?;
         self.shared.writable()?;
         let entry = self.shared.existing(name)?;
-        let (status, after) = self.shared.update(&entry, |st, now, entry| {
+        let (status, after) = self.shared.update_by(&entry, operator, |st, now, entry| {
             if st.deleted {
                 return Err(Error::NotFound { name: name.into() });
             }
@@ -602,7 +681,7 @@ impl Registry {
             // Creating is a write: refused during a store fault like any other.
             self.shared.writable()?;
         }
-        let (entry, created) = self.shared.get_or_create(name, &spec)?;
+        let (entry, created) = self.shared.get_or_create(name, &spec, None)?;
         if created {
             tracing::info!(breaker = %name, "created from template");
         }
@@ -620,6 +699,7 @@ fn revived(spec: Spec, generation: u64) -> Breaker {
             generation,
             open_until: None,
             backoff_level: 0,
+            override_until: None,
         },
     )
 }
@@ -653,9 +733,15 @@ impl Shared {
             .ok_or_else(|| Error::NotFound { name: name.into() })
     }
 
-    /// The entry for `name`, creating it with `spec` (and queueing its SpecPut) if
-    /// there is none. `true` when it was created.
-    fn get_or_create(&self, name: &str, spec: &Spec) -> Result<(Arc<Entry>, bool), Error> {
+    /// The entry for `name`, creating it with `spec` (and queueing its SpecPut, by
+    /// `operator`; `None`: from a template) if there is none. `true` when it was
+    /// created.
+    fn get_or_create(
+        &self,
+        name: &str,
+        spec: &Spec,
+        operator: Option<&pb::Operator>,
+    ) -> Result<(Arc<Entry>, bool), Error> {
         if let Some(entry) = self.lookup(name) {
             return Ok((entry, false));
         }
@@ -676,10 +762,12 @@ impl Shared {
             None,
             self.config.metrics.breaker(&name),
         ));
-        entry
-            .state
-            .lock()
-            .push_spec_event(&name, pb::EventKind::SpecPut, self.config.clock.now());
+        entry.state.lock().push_spec_event(
+            &name,
+            pb::EventKind::SpecPut,
+            self.config.clock.now(),
+            operator,
+        );
         map.insert(name, entry.clone());
         Ok((entry, true))
     }
@@ -693,7 +781,18 @@ impl Shared {
         entry: &Arc<Entry>,
         f: impl FnOnce(&mut EntryState, Timestamp, &Entry) -> Changed<R>,
     ) -> Result<(R, After), Error> {
-        self.update_gated(entry, false, f)
+        self.update_gated(entry, false, None, f)
+    }
+
+    /// [`Shared::update`] for an operator's change: its transition's event names
+    /// `operator`.
+    fn update_by<R>(
+        &self,
+        entry: &Arc<Entry>,
+        operator: &pb::Operator,
+        f: impl FnOnce(&mut EntryState, Timestamp, &Entry) -> Changed<R>,
+    ) -> Result<(R, After), Error> {
+        self.update_gated(entry, false, Some(operator), f)
     }
 
     /// [`Shared::update`] for Acquire and Report: during a store fault, refused
@@ -707,13 +806,14 @@ impl Shared {
         entry: &Arc<Entry>,
         f: impl FnOnce(&mut EntryState, Timestamp, &Entry) -> Changed<R>,
     ) -> Result<(R, After), Error> {
-        self.update_gated(entry, true, f)
+        self.update_gated(entry, true, None, f)
     }
 
     fn update_gated<R>(
         &self,
         entry: &Arc<Entry>,
         traffic: bool,
+        operator: Option<&pb::Operator>,
         f: impl FnOnce(&mut EntryState, Timestamp, &Entry) -> Changed<R>,
     ) -> Result<(R, After), Error> {
         let now = self.config.clock.now();
@@ -727,7 +827,7 @@ impl Shared {
             if !st.deleted
                 && let Some(t) = st.machine.tick(now)
             {
-                st.push_transition(&entry.name, &t);
+                st.push_transition(&entry.name, &t, None);
                 ticked.transitions.push(t);
                 entry.show_metrics(&mut st);
                 ticked.schedule = self.reschedule(&mut st);
@@ -744,7 +844,7 @@ impl Shared {
         let (result, transition) = f(&mut st, now, entry)?;
         let mut after = After::default();
         if let Some(t) = transition {
-            st.push_transition(&entry.name, &t);
+            st.push_transition(&entry.name, &t, operator);
             after.transitions.push(t);
         }
         entry.show_metrics(&mut st);

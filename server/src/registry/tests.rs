@@ -56,6 +56,15 @@ fn spec(consecutive_failures: u32) -> Spec {
     }
 }
 
+/// The operator of a test's changes.
+fn op() -> pb::Operator {
+    pb::Operator {
+        actor: "tester".into(),
+        peer: "127.0.0.1:1".into(),
+        reason: String::new(),
+    }
+}
+
 fn assert_unavailable(result: Result<impl std::fmt::Debug, Error>, what: &str) {
     let e = result.expect_err(what);
     let status = tonic::Status::from(e);
@@ -109,7 +118,10 @@ async fn a_failed_commit_is_retried_with_backoff_until_it_succeeds() {
     let mut feed = registry.subscribe().feed;
     store.inject(When::Next(5), enospc());
 
-    assert_unavailable(registry.put("a", spec(3)).await, "put during the fault");
+    assert_unavailable(
+        registry.put("a", spec(3), &op()).await,
+        "put during the fault",
+    );
     assert_eq!(
         *registry.store_health().borrow(),
         StoreHealth::Failing {
@@ -141,10 +153,10 @@ async fn a_failed_commit_is_retried_with_backoff_until_it_succeeds() {
     assert_eq!(revisions(&registry.events(1, 100).await.expect("log")), [1]);
 
     // Retrying the put the client saw fail is idempotent, and writes go on.
-    let again = registry.put("a", spec(3)).await.expect("retry");
+    let again = registry.put("a", spec(3), &op()).await.expect("retry");
     assert!(again.unchanged);
     let b = registry
-        .put("b", spec(1))
+        .put("b", spec(1), &op())
         .await
         .expect("put after recovery");
     assert_eq!(b.revision, 2);
@@ -154,13 +166,13 @@ async fn a_failed_commit_is_retried_with_backoff_until_it_succeeds() {
 #[tokio::test(start_paused = true)]
 async fn during_a_fault_writes_are_refused_and_reads_show_only_what_is_committed() {
     let (registry, store) = open();
-    registry.put("a", spec(3)).await.expect("put");
+    registry.put("a", spec(3), &op()).await.expect("put");
     let mut feed = registry.subscribe().feed;
     store.inject(When::Always, enospc());
     let before = store.attempts().len();
 
     // Queued in the batch that fails: not acknowledged, not shown.
-    assert_unavailable(registry.put("a", spec(7)).await, "put");
+    assert_unavailable(registry.put("a", spec(7), &op()).await, "put");
     let (a, revision) = registry.get("a").expect("get");
     assert_eq!(a.spec.expect("spec").consecutive_failures, Some(3));
     assert_eq!((a.mod_revision, revision), (1, 1));
@@ -175,13 +187,15 @@ async fn during_a_fault_writes_are_refused_and_reads_show_only_what_is_committed
     );
 
     // Refused before they change anything.
-    assert_unavailable(registry.put("new", spec(1)).await, "create");
+    assert_unavailable(registry.put("new", spec(1), &op()).await, "create");
     assert_unavailable(
-        registry.set_override("a", Some(Override::ForcedOpen)).await,
+        registry
+            .set_override("a", Some(Override::ForcedOpen), None, &op())
+            .await,
         "override",
     );
-    assert_unavailable(registry.delete("a").await, "delete");
-    assert_unavailable(registry.reset("a").await, "reset");
+    assert_unavailable(registry.delete("a", &op()).await, "delete");
+    assert_unavailable(registry.reset("a", &op()).await, "reset");
     assert_eq!(registry.len(), 1, "nothing created during the fault");
 
     // Long enough for the backoff to reach its cap; still failing, still refusing.
@@ -190,7 +204,7 @@ async fn during_a_fault_writes_are_refused_and_reads_show_only_what_is_committed
         *registry.store_health().borrow(),
         StoreHealth::Failing { .. }
     ));
-    assert_unavailable(registry.put("a", spec(7)).await, "put, later");
+    assert_unavailable(registry.put("a", spec(7), &op()).await, "put, later");
 
     store.clear();
     wait_serving(&registry).await;
@@ -235,8 +249,8 @@ async fn during_a_fault_writes_are_refused_and_reads_show_only_what_is_committed
 #[tokio::test(start_paused = true)]
 async fn a_trip_during_a_fault_is_not_served_until_committed() {
     let (registry, store) = open();
-    registry.put("t", spec(1)).await.expect("put t");
-    registry.put("u", spec(1)).await.expect("put u");
+    registry.put("t", spec(1), &op()).await.expect("put t");
+    registry.put("u", spec(1), &op()).await.expect("put u");
     let mut feed = registry.subscribe().feed;
     store.inject(When::Always, enospc());
 
@@ -291,7 +305,7 @@ async fn one_probe_breaker(registry: &Registry, name: &str) -> (Duration, Permit
         permit_ttl: Duration::from_secs(3600),
         ..Spec::default()
     };
-    registry.put(name, spec).await.expect("put");
+    registry.put(name, spec, &op()).await.expect("put");
     let permit = registry
         .acquire(name)
         .await
@@ -348,7 +362,10 @@ async fn a_timer_due_during_a_fault_is_refused_before_it_admits_a_probe() {
         .expect("the trip is committed");
     assert_eq!(tripped.reported.state, State::Open);
     store.inject(When::Always, enospc());
-    assert_unavailable(registry.put("u", spec(1)).await, "a put finds the fault");
+    assert_unavailable(
+        registry.put("u", spec(1), &op()).await,
+        "a put finds the fault",
+    );
     // This runtime has one thread and nothing yields between the clock's move and the
     // acquire, so the timer task cannot tick `t` first: the acquire finds the timer due.
     registry
@@ -370,7 +387,7 @@ fn kinds(events: &[pb::Event]) -> Vec<(u64, pb::EventKind)> {
 #[tokio::test(start_paused = true)]
 async fn a_name_deleted_and_put_again_starts_above_every_generation_it_had() {
     let (registry, _store) = open();
-    registry.put("d", spec(1)).await.expect("put");
+    registry.put("d", spec(1), &op()).await.expect("put");
     let first = registry.acquire("d").await.expect("acquire").acquired;
     let second = registry.acquire("d").await.expect("acquire").acquired;
     let tripped = registry
@@ -380,7 +397,7 @@ async fn a_name_deleted_and_put_again_starts_above_every_generation_it_had() {
     assert_eq!(tripped.reported.state, State::Open);
     let before = tripped.reported.generation;
 
-    registry.delete("d").await.expect("delete");
+    registry.delete("d", &op()).await.expect("delete");
     assert!(matches!(registry.get("d"), Err(Error::NotFound { .. })));
     assert!(registry.is_empty(), "a committed delete drops the entry");
     assert!(matches!(
@@ -390,7 +407,7 @@ async fn a_name_deleted_and_put_again_starts_above_every_generation_it_had() {
         Err(Error::PermitOfDeletedBreaker { .. })
     ));
 
-    let again = registry.put("d", spec(1)).await.expect("put again");
+    let again = registry.put("d", spec(1), &op()).await.expect("put again");
     assert!(again.created);
     assert_eq!(again.breaker.state, pb::State::Closed as i32);
     assert!(
@@ -419,17 +436,17 @@ async fn a_name_deleted_and_put_again_starts_above_every_generation_it_had() {
 async fn a_put_while_its_delete_commits_revives_the_entry_with_a_newer_generation() {
     let memory = MemoryStore::new();
     let (registry, store) = open_on(&memory);
-    let put = registry.put("d", spec(1)).await.expect("put");
+    let put = registry.put("d", spec(1), &op()).await.expect("put");
     let before = put.breaker.generation;
     store.inject(When::Nth(1), Fault::Stall);
     let deleting = tokio::spawn({
         let registry = registry.clone();
-        async move { registry.delete("d").await }
+        async move { registry.delete("d", &op()).await }
     });
     store.stalled(1).await;
     let reviving = tokio::spawn({
         let registry = registry.clone();
-        async move { registry.put("d", spec(2)).await }
+        async move { registry.put("d", spec(2), &op()).await }
     });
     tokio::task::yield_now().await;
     store.release();
@@ -456,11 +473,11 @@ async fn a_put_while_its_delete_commits_revives_the_entry_with_a_newer_generatio
 async fn a_caller_is_answered_only_after_its_commit_and_a_stall_keeps_it_waiting() {
     let memory = MemoryStore::new();
     let (registry, store) = open_on(&memory);
-    registry.put("a", spec(3)).await.expect("put");
+    registry.put("a", spec(3), &op()).await.expect("put");
     store.inject(When::Nth(1), Fault::Stall);
     let put = tokio::spawn({
         let registry = registry.clone();
-        async move { registry.put("a", spec(5)).await }
+        async move { registry.put("a", spec(5), &op()).await }
     });
     store.stalled(1).await;
     // An hour of paused time: nothing but the release lets the caller go.
@@ -487,7 +504,7 @@ async fn a_caller_is_answered_only_after_its_commit_and_a_stall_keeps_it_waiting
     let slow = Duration::from_millis(250);
     store.inject(When::Nth(1), Fault::Delay(slow));
     let started = Instant::now();
-    registry.put("a", spec(6)).await.expect("put");
+    registry.put("a", spec(6), &op()).await.expect("put");
     assert!(started.elapsed() >= slow, "{:?}", started.elapsed());
     assert_eq!(memory.revision(), 3);
 }
@@ -504,7 +521,7 @@ async fn an_open_breaker_half_opens_by_the_clock_and_an_unreported_probe_expires
         permit_ttl: ttl,
         ..Spec::default()
     };
-    registry.put("t", spec).await.expect("put");
+    registry.put("t", spec, &op()).await.expect("put");
     let permit = registry
         .acquire("t")
         .await
@@ -569,18 +586,18 @@ async fn an_open_breaker_half_opens_by_the_clock_and_an_unreported_probe_expires
 async fn a_commit_that_landed_before_failing_is_retried_without_skipping_or_reusing_a_revision() {
     let memory = MemoryStore::new();
     let (registry, store) = open_on(&memory);
-    registry.put("a", spec(1)).await.expect("put a");
+    registry.put("a", spec(1), &op()).await.expect("put a");
     let mut feed = registry.subscribe().feed;
     store.inject(When::Nth(1), Fault::FailAfterApply(ENOSPC.into()));
 
     assert_unavailable(
-        registry.put("b", spec(1)).await,
+        registry.put("b", spec(1), &op()).await,
         "the put whose fsync fails",
     );
     assert_eq!(memory.revision(), 2, "the batch reached the store");
     assert_eq!(registry.revision(), 1, "but is not acknowledged");
     assert!(matches!(registry.get("b"), Err(Error::NotFound { .. })));
-    assert_unavailable(registry.put("c", spec(1)).await, "operator write");
+    assert_unavailable(registry.put("c", spec(1), &op()).await, "operator write");
     assert_eq!(
         *registry.store_health().borrow(),
         StoreHealth::Failing {
@@ -591,7 +608,14 @@ async fn a_commit_that_landed_before_failing_is_retried_without_skipping_or_reus
     wait_serving(&registry).await;
     assert_eq!(store.attempts().len(), 3, "a, b, then b's retry");
     assert_eq!(registry.get("b").expect("b").0.mod_revision, 2);
-    assert_eq!(registry.put("c", spec(1)).await.expect("put c").revision, 3);
+    assert_eq!(
+        registry
+            .put("c", spec(1), &op())
+            .await
+            .expect("put c")
+            .revision,
+        3
+    );
     assert_eq!(
         revisions(&registry.events(1, 100).await.expect("log")),
         [1, 2, 3]
@@ -610,8 +634,8 @@ async fn a_second_writer_behind_the_store_is_refused_and_applies_nothing() {
     let (first, _) = open_on(&memory);
     // Opened at revision 0: its batches expect the store there.
     let (second, _) = open_on(&memory);
-    first.put("a", spec(1)).await.expect("put");
-    let refused = second.put("b", spec(1)).await;
+    first.put("a", spec(1), &op()).await.expect("put");
+    let refused = second.put("b", spec(1), &op()).await;
     let status = tonic::Status::from(refused.expect_err("a conflicting commit"));
     assert_eq!(status.code(), Code::Unavailable);
     assert!(status.message().contains("another writer"), "{status:?}");
@@ -638,13 +662,13 @@ fn a_snapshot_during_a_stalled_commit_returns_at_once_without_it_and_the_feed_br
         .expect("runtime");
     let (registry, store) = runtime.block_on(async {
         let (registry, store) = open();
-        registry.put("a", spec(3)).await.expect("put");
+        registry.put("a", spec(3), &op()).await.expect("put");
         store.inject(When::Nth(1), Fault::Stall);
         (registry, store)
     });
     let put = runtime.spawn({
         let registry = registry.clone();
-        async move { registry.put("a", spec(7)).await }
+        async move { registry.put("a", spec(7), &op()).await }
     });
     runtime.block_on(store.stalled(1));
 
@@ -692,21 +716,21 @@ fn a_snapshot_during_a_stalled_commit_returns_at_once_without_it_and_the_feed_br
 async fn a_put_holding_an_entry_forgotten_after_its_delete_looks_the_name_up_again() {
     let memory = MemoryStore::new();
     let (registry, _store) = open_on(&memory);
-    registry.put("d", spec(1)).await.expect("put");
+    registry.put("d", spec(1), &op()).await.expect("put");
     // What a racing put looked up before the writer dropped the committed delete.
     let stale = registry.shared.lookup("d").expect("entry");
-    registry.delete("d").await.expect("delete");
+    registry.delete("d", &op()).await.expect("delete");
     assert!(
         registry.is_empty(),
         "the committed delete dropped the entry"
     );
-    let put = registry.put_into(&stale, false, &spec(2)).await;
+    let put = registry.put_into(&stale, false, &spec(2), &op()).await;
     assert!(
         put.expect("no error").is_none(),
         "the forgotten entry is not revived"
     );
     assert!(memory.breakers("").is_empty(), "and wrote nothing");
-    let put = registry.put("d", spec(2)).await.expect("put again");
+    let put = registry.put("d", spec(2), &op()).await.expect("put again");
     assert!(put.created);
     assert!(registry.get("d").is_ok());
     assert_eq!(memory.breakers("").len(), 1);
@@ -725,17 +749,17 @@ fn a_put_racing_a_committed_delete_never_leaves_a_stored_breaker_unserved() {
     // many rounds, each checking the invariant; about a second in all.
     for round in 0..3000 {
         runtime.block_on(async {
-            registry.put("d", spec(1)).await.expect("put");
+            registry.put("d", spec(1), &op()).await.expect("put");
             let deleting = tokio::spawn({
                 let registry = registry.clone();
-                async move { registry.delete("d").await }
+                async move { registry.delete("d", &op()).await }
             });
             let putting = tokio::spawn({
                 let registry = registry.clone();
                 async move {
                     // Until the put lands after the delete (an identical spec before
                     // it is unchanged; this one differs, so it is a change either way).
-                    registry.put("d", spec(2)).await
+                    registry.put("d", spec(2), &op()).await
                 }
             });
             deleting.await.expect("task").expect("delete");
@@ -748,7 +772,7 @@ fn a_put_racing_a_committed_delete_never_leaves_a_stored_breaker_unserved() {
                 "round {round}: served {served}, stored {stored}"
             );
             if served {
-                registry.delete("d").await.expect("clean up");
+                registry.delete("d", &op()).await.expect("clean up");
             }
         });
     }
@@ -760,14 +784,14 @@ async fn list_pages_walk_a_prefix_in_name_order_and_skip_deleted_breakers() {
     let mut expected = Vec::new();
     for i in 0..40 {
         let name = format!("svc/{i}");
-        registry.put(&name, spec(3)).await.expect("put");
+        registry.put(&name, spec(3), &op()).await.expect("put");
         registry
-            .put(&format!("other/{i}"), spec(3))
+            .put(&format!("other/{i}"), spec(3), &op())
             .await
             .expect("put");
         expected.push(name);
     }
-    registry.delete("svc/17").await.expect("delete");
+    registry.delete("svc/17", &op()).await.expect("delete");
     expected.retain(|n| n != "svc/17");
     expected.sort();
     let mut listed = Vec::new();
@@ -789,4 +813,145 @@ async fn list_pages_walk_a_prefix_in_name_order_and_skip_deleted_breakers() {
     let (_, records) = registry.subscribe_with_snapshot("svc/");
     let names: Vec<_> = records.into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, expected, "snapshots come in name order too");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_override_for_a_duration_clears_itself_on_the_timer_with_its_own_event() {
+    let (registry, _store) = open();
+    registry.put("o", spec(3), &op()).await.expect("put");
+    let alice = pb::Operator {
+        actor: "alice".into(),
+        peer: "127.0.0.1:4242".into(),
+        reason: "INC-123".into(),
+    };
+    let lasts = Duration::from_secs(2);
+    let (set, _) = registry
+        .set_override("o", Some(Override::ForcedOpen), Some(lasts), &alice)
+        .await
+        .expect("force open");
+    assert_eq!(set.override_operator.as_ref(), Some(&alice));
+    let until = set.override_until.expect("an expiry");
+    assert!(
+        !registry
+            .acquire("o")
+            .await
+            .expect("acquire")
+            .acquired
+            .allowed
+    );
+    let mut feed = registry.subscribe().feed;
+
+    // The timer task sleeps in (paused) tokio time and reads the manual clock.
+    registry.clock().advance(lasts);
+    tokio::time::sleep(lasts * 2).await;
+    let (o, _) = registry.get("o").expect("get");
+    assert_eq!(o.r#override(), pb::Override::Unspecified);
+    assert_eq!((o.override_operator, o.override_until), (None, None));
+    assert!(
+        registry
+            .acquire("o")
+            .await
+            .expect("acquire")
+            .acquired
+            .allowed
+    );
+    let expired = drain(&mut feed);
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0].kind(), pb::EventKind::OverrideExpired);
+    assert_eq!(expired[0].operator, None, "a timer, not an operator");
+    assert_eq!(expired[0].reason, "FORCED_OPEN override expired");
+
+    let log = registry.events(1, 100).await.expect("log");
+    let set_event = log
+        .iter()
+        .find(|e| e.kind() == pb::EventKind::OverrideSet)
+        .expect("logged");
+    assert_eq!(set_event.operator.as_ref(), Some(&alice));
+    assert_eq!(set_event.override_until, Some(until));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_override_operator_and_expiry_survive_a_restart() {
+    let memory = MemoryStore::new();
+    let alice = pb::Operator {
+        actor: "alice".into(),
+        peer: String::new(),
+        reason: "maintenance".into(),
+    };
+    {
+        let (registry, _store) = open_on(&memory);
+        registry.put("o", spec(3), &op()).await.expect("put");
+        registry
+            .set_override(
+                "o",
+                Some(Override::Disabled),
+                Some(Duration::from_secs(60)),
+                &alice,
+            )
+            .await
+            .expect("disable");
+    }
+    let (registry, _store) = open_on(&memory);
+    let (o, _) = registry.get("o").expect("get");
+    assert_eq!(o.r#override(), pb::Override::Disabled);
+    assert_eq!(o.override_operator, Some(alice));
+    assert!(o.override_until.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn history_shows_one_breakers_events_with_operators_in_pages() {
+    let (registry, _store) = open();
+    registry.put("h", spec(1), &op()).await.expect("put");
+    registry.put("other", spec(1), &op()).await.expect("put");
+    let permit = registry
+        .acquire("h")
+        .await
+        .expect("acquire")
+        .acquired
+        .permit;
+    registry
+        .report("h", permit.expect("permit"), Outcome::Failure, None)
+        .await
+        .expect("trip");
+    let bob = pb::Operator {
+        actor: "bob".into(),
+        peer: "127.0.0.1:9".into(),
+        reason: "INC-7".into(),
+    };
+    registry.reset("h", &bob).await.expect("reset");
+    registry.put("other", spec(2), &op()).await.expect("put");
+
+    let all = registry.history("h", None, 100, 0).await.expect("history");
+    let kinds: Vec<_> = all.events.iter().map(pb::Event::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            pb::EventKind::SpecPut,
+            pb::EventKind::StateChanged,
+            pb::EventKind::Reset
+        ]
+    );
+    assert!(all.events.iter().all(|e| e.name == "h"));
+    assert_eq!(all.events[1].operator, None, "the trip is the machine's");
+    assert_eq!(all.events[2].operator.as_ref(), Some(&bob));
+    assert_eq!(all.next_page_token, "");
+
+    let first = registry.history("h", None, 2, 0).await.expect("page 1");
+    assert_eq!(first.events.len(), 2);
+    let after: u64 = first.next_page_token.parse().expect("a revision");
+    let second = registry.history("h", None, 2, after).await.expect("page 2");
+    assert_eq!(second.events.len(), 1);
+    assert_eq!(second.events[0].kind(), pb::EventKind::Reset);
+    assert_eq!(second.next_page_token, "");
+
+    // `since` is inclusive, on the registry's clock.
+    registry.clock().advance(Duration::from_secs(10));
+    let later = registry.clock().now();
+    registry.reset("h", &bob).await.expect("reset");
+    let since = registry
+        .history("h", Some(later), 100, 0)
+        .await
+        .expect("since");
+    assert_eq!(since.events.len(), 1);
+    assert_eq!(since.events[0].kind(), pb::EventKind::Reset);
 }

@@ -157,7 +157,8 @@ fn build_batch(shared: &Shared, entries: &[Arc<Entry>]) -> Built {
             batch.deletes.push(entry.name.to_string());
             None
         } else {
-            let record = StoredBreaker::of(&state.machine, revision);
+            let record =
+                StoredBreaker::of(&state.machine, state.override_operator.as_ref(), revision);
             batch.puts.push((entry.name.to_string(), record.clone()));
             Some(record)
         };

@@ -1,15 +1,11 @@
-//! `cbd.v1.Admin`: put, get, list, delete, override, reset, and the daemon's status.
+//! `cbd.v1.Admin`: put, get, list, delete, override, reset, a breaker's history, and
+//! the daemon's status.
 
 use cbd_proto::v1::{self as pb, admin_server::Admin};
 use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::{error::Error, registry::Registry, status::StatusSources};
-
-/// Page size when the request leaves it at 0.
-const DEFAULT_PAGE_SIZE: u32 = 100;
-/// Largest page.
-const MAX_PAGE_SIZE: u32 = 1000;
 
 /// The control-plane service.
 #[derive(Clone, Debug)]
@@ -34,7 +30,8 @@ impl Admin for AdminService {
         let req = request.get_ref();
         cbd_breaker::validate_name(&req.name).map_err(Error::from)?;
         let spec = convert::spec(req.spec.as_ref())?;
-        let put = self.registry.put(&req.name, spec).await?;
+        let operator = convert::operator(&request, &req.reason)?;
+        let put = self.registry.put(&req.name, spec, &operator).await?;
         Ok(Response::new(pb::PutBreakerResponse {
             breaker: Some(put.breaker),
             created: put.created,
@@ -61,18 +58,10 @@ impl Admin for AdminService {
         let req = request.get_ref();
         convert::prefix("prefix", &req.prefix)?;
         convert::prefix("page_token", &req.page_token)?;
-        let page_size = match req.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(
-                    Error::invalid("page_size", format!("{n} is above {MAX_PAGE_SIZE}")).into(),
-                );
-            }
-            n => n,
-        };
+        let page_size = convert::page_size(req.page_size)?;
         let page = self
             .registry
-            .list(&req.prefix, page_size as usize, &req.page_token)?;
+            .list(&req.prefix, page_size, &req.page_token)?;
         Ok(Response::new(pb::ListBreakersResponse {
             breakers: page.breakers,
             next_page_token: page.next_page_token,
@@ -84,7 +73,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DeleteBreakerRequest>,
     ) -> Result<Response<pb::DeleteBreakerResponse>, Status> {
-        let revision = self.registry.delete(&request.get_ref().name).await?;
+        let req = request.get_ref();
+        let operator = convert::operator(&request, &req.reason)?;
+        let revision = self.registry.delete(&req.name, &operator).await?;
         Ok(Response::new(pb::DeleteBreakerResponse { revision }))
     }
 
@@ -94,7 +85,12 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::SetOverrideResponse>, Status> {
         let req = request.get_ref();
         let value = convert::override_(req.r#override)?;
-        let (breaker, revision) = self.registry.set_override(&req.name, value).await?;
+        let lasts = convert::override_duration(req.duration.as_ref(), value.is_none())?;
+        let operator = convert::operator(&request, &req.reason)?;
+        let (breaker, revision) = self
+            .registry
+            .set_override(&req.name, value, lasts, &operator)
+            .await?;
         Ok(Response::new(pb::SetOverrideResponse {
             breaker: Some(breaker),
             revision,
@@ -105,10 +101,35 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ResetBreakerRequest>,
     ) -> Result<Response<pb::ResetBreakerResponse>, Status> {
-        let (breaker, revision) = self.registry.reset(&request.get_ref().name).await?;
+        let req = request.get_ref();
+        let operator = convert::operator(&request, &req.reason)?;
+        let (breaker, revision) = self.registry.reset(&req.name, &operator).await?;
         Ok(Response::new(pb::ResetBreakerResponse {
             breaker: Some(breaker),
             revision,
+        }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let req = request.get_ref();
+        let page_size = convert::page_size(req.page_size)?;
+        let after = convert::revision_token(&req.page_token)?;
+        let since = req
+            .since
+            .as_ref()
+            .map(cbd_proto::convert::timestamp_from_proto);
+        let history = self
+            .registry
+            .history(&req.name, since, page_size, after)
+            .await?;
+        Ok(Response::new(pb::ListEventsResponse {
+            events: history.events,
+            next_page_token: history.next_page_token,
+            revision: history.revision,
+            oldest_retained_revision: history.oldest_retained,
         }))
     }
 

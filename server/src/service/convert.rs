@@ -196,6 +196,89 @@ pub fn prefix(field: &str, prefix: &str) -> Result<(), Error> {
     })
 }
 
+/// Longest reason an operator may give (`Operator.reason`), in bytes.
+pub const MAX_REASON_BYTES: usize = 256;
+/// Longest an override may be set for (`SetOverrideRequest.duration`).
+pub const MAX_OVERRIDE_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Page size when a request leaves it at 0.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Largest page.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// A request's page size: 0 is the default; above the maximum is INVALID_ARGUMENT.
+pub fn page_size(n: u32) -> Result<usize, Error> {
+    match n {
+        0 => Ok(DEFAULT_PAGE_SIZE as usize),
+        n if n > MAX_PAGE_SIZE => Err(Error::invalid(
+            "page_size",
+            format!("{n} is above {MAX_PAGE_SIZE}"),
+        )),
+        n => Ok(n as usize),
+    }
+}
+
+/// Who is making an operator change (from the identity the auth layer put in the
+/// request's extensions, and the peer address) and why (`reason`, checked: at most
+/// [`MAX_REASON_BYTES`], no control characters).
+pub fn operator<T>(request: &tonic::Request<T>, reason: &str) -> Result<pb::Operator, Error> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(Error::invalid(
+            "reason",
+            format!("{} bytes; at most {MAX_REASON_BYTES}", reason.len()),
+        ));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "reason",
+            "must not contain control characters",
+        ));
+    }
+    let actor = request
+        .extensions()
+        .get::<crate::auth::Identity>()
+        .map_or("anonymous", |id| id.actor());
+    Ok(pb::Operator {
+        actor: actor.to_owned(),
+        peer: request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        reason: reason.to_owned(),
+    })
+}
+
+/// How long an override lasts (`SetOverrideRequest.duration`): `None` for good.
+/// Must be positive, at most [`MAX_OVERRIDE_DURATION`], and absent when clearing.
+pub fn override_duration(
+    d: Option<&prost_types::Duration>,
+    clearing: bool,
+) -> Result<Option<Duration>, Error> {
+    let Some(d) = d else { return Ok(None) };
+    if clearing {
+        return Err(Error::invalid(
+            "duration",
+            "only an override that is set can last a duration; clearing takes none",
+        ));
+    }
+    bounded_duration(
+        "duration",
+        d,
+        Duration::from_nanos(1),
+        MAX_OVERRIDE_DURATION,
+    )
+    .map(Some)
+}
+
+/// A page token that is a revision (ListEvents): empty is 0.
+pub fn revision_token(token: &str) -> Result<u64, Error> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token
+        .parse()
+        .map_err(|_| Error::invalid("page_token", "not a token from a previous response"))
+}
+
 /// Fails when a batch has too many items.
 pub fn batch_size(len: usize) -> Result<(), Error> {
     if len > MAX_BATCH_ITEMS {

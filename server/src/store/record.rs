@@ -30,11 +30,22 @@ pub struct StoredBreaker {
     /// The revision of the last change to this record.
     #[prost(uint64, tag = "7")]
     pub mod_revision: u64,
+    /// When the override clears by itself, in nanoseconds since the Unix epoch.
+    #[prost(uint64, optional, tag = "8")]
+    pub override_until_unix_nanos: Option<u64>,
+    /// Who set the override, and why.
+    #[prost(message, optional, tag = "9")]
+    pub override_operator: Option<pb::Operator>,
 }
 
 impl StoredBreaker {
-    /// The record of `breaker` as of `mod_revision`.
-    pub fn of(breaker: &Breaker, mod_revision: u64) -> Self {
+    /// The record of `breaker`, its override set by `override_operator`, as of
+    /// `mod_revision`.
+    pub fn of(
+        breaker: &Breaker,
+        override_operator: Option<&pb::Operator>,
+        mod_revision: u64,
+    ) -> Self {
         let p = breaker.persisted();
         Self {
             spec: Some(convert::spec_to_proto(breaker.spec())),
@@ -44,6 +55,8 @@ impl StoredBreaker {
             open_until_unix_nanos: p.open_until.map(Timestamp::unix_nanos),
             backoff_level: p.backoff_level,
             mod_revision,
+            override_until_unix_nanos: p.override_until.map(Timestamp::unix_nanos),
+            override_operator: override_operator.cloned(),
         }
     }
 
@@ -61,6 +74,9 @@ impl StoredBreaker {
                 generation: self.generation,
                 open_until: self.open_until_unix_nanos.map(Timestamp::from_unix_nanos),
                 backoff_level: self.backoff_level,
+                override_until: self
+                    .override_until_unix_nanos
+                    .map(Timestamp::from_unix_nanos),
             },
         ))
     }

@@ -59,6 +59,7 @@ async fn main() {
         .put_breaker(pb::PutBreakerRequest {
             name: name.into(),
             spec: None,
+            ..Default::default()
         })
         .await
         .expect("put");
@@ -122,6 +123,7 @@ async fn main() {
             .set_override(pb::SetOverrideRequest {
                 name: name.into(),
                 r#override: value as i32,
+                ..Default::default()
             })
             .await
             .expect("override");

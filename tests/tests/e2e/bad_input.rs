@@ -38,6 +38,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
                 .put_breaker(pb::PutBreakerRequest {
                     name: bad.into(),
                     spec: None,
+                    ..Default::default()
                 })
                 .await,
             Code::InvalidArgument,
@@ -52,7 +53,10 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
         );
         assert_error(
             admin
-                .delete_breaker(pb::DeleteBreakerRequest { name: bad.into() })
+                .delete_breaker(pb::DeleteBreakerRequest {
+                    name: bad.into(),
+                    ..Default::default()
+                })
                 .await,
             Code::InvalidArgument,
             "name",
@@ -62,6 +66,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
                 .set_override(pb::SetOverrideRequest {
                     name: bad.into(),
                     r#override: 1,
+                    ..Default::default()
                 })
                 .await,
             Code::InvalidArgument,
@@ -69,7 +74,10 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
         );
         assert_error(
             admin
-                .reset_breaker(pb::ResetBreakerRequest { name: bad.into() })
+                .reset_breaker(pb::ResetBreakerRequest {
+                    name: bad.into(),
+                    ..Default::default()
+                })
                 .await,
             Code::InvalidArgument,
             "name",
@@ -101,6 +109,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
         admin
             .delete_breaker(pb::DeleteBreakerRequest {
                 name: "nope".into(),
+                ..Default::default()
             })
             .await,
         Code::NotFound,
@@ -111,6 +120,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
             .set_override(pb::SetOverrideRequest {
                 name: "nope".into(),
                 r#override: 1,
+                ..Default::default()
             })
             .await,
         Code::NotFound,
@@ -120,6 +130,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
         admin
             .reset_breaker(pb::ResetBreakerRequest {
                 name: "nope".into(),
+                ..Default::default()
             })
             .await,
         Code::NotFound,
@@ -282,6 +293,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
             .put_breaker(pb::PutBreakerRequest {
                 name: "bad-spec".into(),
                 spec: Some(spec),
+                ..Default::default()
             })
             .await;
         assert_error(result, Code::InvalidArgument, &format!("spec.{field}"));
@@ -354,6 +366,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
     admin
         .delete_breaker(pb::DeleteBreakerRequest {
             name: "doomed".into(),
+            ..Default::default()
         })
         .await
         .expect("delete");
@@ -372,6 +385,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
             .set_override(pb::SetOverrideRequest {
                 name: "ok".into(),
                 r#override: 42,
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,
@@ -579,6 +593,7 @@ async fn templates_create_breakers_and_the_cap_holds() {
             .put_breaker(pb::PutBreakerRequest {
                 name: "manual".into(),
                 spec: None,
+                ..Default::default()
             })
             .await,
         Code::ResourceExhausted,

@@ -105,6 +105,7 @@ async fn put(
         .put_breaker(pb::PutBreakerRequest {
             name: name.into(),
             spec: Some(spec(i)),
+            ..Default::default()
         })
         .await
         .map(tonic::Response::into_inner)

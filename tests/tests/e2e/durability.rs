@@ -82,6 +82,7 @@ async fn sigterm_restart_brings_everything_back() {
             .set_override(pb::SetOverrideRequest {
                 name: name.into(),
                 r#override: o as i32,
+                ..Default::default()
             })
             .await
             .expect("override");
@@ -210,6 +211,7 @@ async fn load(
                     .set_override(pb::SetOverrideRequest {
                         name: name.clone(),
                         r#override: o as i32,
+                        ..Default::default()
                     })
                     .await
                 else {

@@ -152,6 +152,7 @@ async fn leases_are_granted_only_on_leasable_closed_breakers() {
         .set_override(pb::SetOverrideRequest {
             name: "leased".into(),
             r#override: pb::Override::ForcedClosed as i32,
+            ..Default::default()
         })
         .await
         .expect("override");

@@ -39,6 +39,7 @@ async fn an_oversized_message_is_resource_exhausted_naming_the_flag() {
             .put_breaker(pb::PutBreakerRequest {
                 name: huge,
                 spec: None,
+                ..Default::default()
             })
             .await,
         "--max-message-size",
@@ -108,6 +109,7 @@ async fn too_many_breakers_is_resource_exhausted_naming_the_flag() {
             .put_breaker(pb::PutBreakerRequest {
                 name: "c".into(),
                 spec: None,
+                ..Default::default()
             })
             .await,
         "--max-breakers",
@@ -141,6 +143,7 @@ async fn past_max_concurrent_requests_requests_are_refused_not_queued() {
                     .put_breaker(pb::PutBreakerRequest {
                         name: format!("r{round}-{i}"),
                         spec: None,
+                        ..Default::default()
                     })
                     .await
             }

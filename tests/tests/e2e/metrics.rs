@@ -276,7 +276,10 @@ async fn per_breaker_series_are_capped() {
 
     // A deleted breaker's own series go, and its place under the cap is free.
     admin
-        .delete_breaker(pb::DeleteBreakerRequest { name: "b0".into() })
+        .delete_breaker(pb::DeleteBreakerRequest {
+            name: "b0".into(),
+            ..Default::default()
+        })
         .await
         .expect("delete");
     let samples = eventually(WAIT, "b0's series gone", || async move {

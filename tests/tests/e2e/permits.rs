@@ -187,12 +187,14 @@ async fn generations_never_go_back_across_delete_and_recreate() {
         .set_override(pb::SetOverrideRequest {
             name: "reborn".into(),
             r#override: pb::Override::Unspecified as i32,
+            ..Default::default()
         })
         .await
         .expect("clear override");
     admin
         .delete_breaker(pb::DeleteBreakerRequest {
             name: "reborn".into(),
+            ..Default::default()
         })
         .await
         .expect("delete");
@@ -237,6 +239,7 @@ async fn generations_never_go_back_across_delete_and_recreate() {
     admin
         .delete_breaker(pb::DeleteBreakerRequest {
             name: "reborn".into(),
+            ..Default::default()
         })
         .await
         .expect("delete again");

@@ -130,6 +130,7 @@ async fn put_as(
     let msg = pb::PutBreakerRequest {
         name: name.into(),
         spec: Some(pb::BreakerSpec::default()),
+        ..Default::default()
     };
     let request = match token {
         Some(t) => with_token(msg, t),
@@ -224,7 +225,10 @@ async fn tokens_have_roles_and_sighup_reloads_them() {
         .expect("client lists");
     let status = admin
         .delete_breaker(with_token(
-            pb::DeleteBreakerRequest { name: "a".into() },
+            pb::DeleteBreakerRequest {
+                name: "a".into(),
+                ..Default::default()
+            },
             "client-token-1",
         ))
         .await

@@ -230,6 +230,7 @@ async fn resume_after_kill_9_has_no_gap_and_no_duplicate() {
             let req = pb::PutBreakerRequest {
                 name: format!("k/{}", i % 7),
                 spec: Some(spec(1 + i % 9, 1000)),
+                ..Default::default()
             };
             if admin.put_breaker(req).await.is_err() {
                 return acked;
@@ -451,6 +452,7 @@ async fn set_override(
         .set_override(pb::SetOverrideRequest {
             name: name.into(),
             r#override: value as i32,
+            ..Default::default()
         })
         .await
         .expect("override")
