@@ -15,7 +15,7 @@ use tonic::Code;
 
 use crate::{
     CallError, Client, Error, Rejected,
-    lease::{LeaseSlot, Ticket, nanos_since},
+    lease::{LeaseSlot, Ticket, clock_nanos},
 };
 
 /// After a failed spec fetch (or an unknown breaker), how soon a daemon answer may
@@ -296,8 +296,7 @@ impl Breaker {
     /// A decision under a valid lease, if this breaker holds one.
     #[inline]
     fn leased(&self) -> Option<Ticket> {
-        let now = nanos_since(self.client.inner.base, Instant::now());
-        self.shared.lease.check(now)
+        self.shared.lease.check(clock_nanos())
     }
 
     /// The daemon could not answer: the fallback policy decides.
