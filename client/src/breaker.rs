@@ -431,6 +431,19 @@ impl Breaker {
                 .record(ticket, outcome, started.map(|at| at.elapsed()));
             return result.map_err(CallError::Inner);
         }
+        // Boxed: the RPC path's state (acquire, permit, report futures) would make
+        // this future a kilobyte and a half, moved and initialised on every leased
+        // call; an allocation is nothing next to two RPCs.
+        Box::pin(self.call_by_rpc(classify, f)).await
+    }
+
+    /// [`call_with`](Self::call_with) without a lease: Acquire, run, Report.
+    async fn call_by_rpc<C, F, Fut, T, E>(&self, classify: C, f: F) -> Result<T, CallError<E>>
+    where
+        C: FnOnce(&Result<T, E>) -> Outcome,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         let permit = self.acquire().await.map_err(CallError::from_acquire)?;
         let started = Instant::now();
         let result = f().await;
