@@ -5,7 +5,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Client, BreakerOpenError, NotFoundError, InvalidArgumentError, RpcError } = require('..');
-const { startDaemon, sleep } = require('./daemon');
+const { startDaemon, until } = require('./daemon');
 
 let daemon;
 let client;
@@ -46,7 +46,12 @@ test('after open_duration one half-open probe is allowed, a second is not, and i
   await assert.rejects(b.call(() => { throw new Error('x'); }));
   const open = await b.acquire().catch((e) => e);
   assert.ok(open instanceof BreakerOpenError);
-  await sleep(open.retryAfter + 20); // the daemon's own retry_after, not a guess
+  // The daemon's timer half-opens it: poll its status instead of sleeping a guess.
+  await until(
+    async () => (await client.admin.GetBreaker({ name: 'probe.a' })).breaker.state === 'STATE_HALF_OPEN',
+    open.retryAfter + 5_000,
+    'probe.a to half-open',
+  );
   const probe = await b.acquire();
   assert.equal(probe.state, 'STATE_HALF_OPEN');
   const second = await b.acquire().catch((e) => e);
