@@ -14,8 +14,8 @@ pub mod output;
 pub mod spec_args;
 
 use commands::{
-    acquire, apply, bench, completion, delete, get, health, list, overrides, put, report, reset,
-    status, watch,
+    acquire, apply, bench, completion, delete, get, health, history, list, overrides, put, report,
+    reset, status, watch,
 };
 use conn::{Auth, Ctx, DEFAULT_ENDPOINT, normalize_endpoint};
 use error::{EXIT_CODES_HELP, Error, exit};
@@ -129,11 +129,13 @@ pub enum Command {
     /// Override: allow every call, but run the state machine and emit its events.
     Shadow(overrides::Args),
     /// Clear the override (back to CLOSED with an empty window).
-    Release(overrides::Args),
+    Release(overrides::ReleaseArgs),
     /// Back to CLOSED with an empty window and no backoff (an override stays).
     Reset(reset::Args),
     /// Follow changes: one line per event; resumes by itself after a daemon restart.
     Watch(watch::Args),
+    /// One breaker's past: its transitions and operator changes, with who and why.
+    History(history::Args),
     /// Ask for a permit, as a client would (prints the decision and the permit).
     Acquire(acquire::Args),
     /// Report how a call went, with the permit from `acquire`.
@@ -229,9 +231,10 @@ async fn dispatch(ctx: Ctx, command: Command) -> Result<(), Error> {
         Command::ForceClosed(a) => overrides::run(&ctx, a, Override::ForcedClosed).await,
         Command::Disable(a) => overrides::run(&ctx, a, Override::Disabled).await,
         Command::Shadow(a) => overrides::run(&ctx, a, Override::Shadow).await,
-        Command::Release(a) => overrides::run(&ctx, a, Override::Unspecified).await,
+        Command::Release(a) => overrides::release(&ctx, a).await,
         Command::Reset(a) => reset::run(&ctx, a).await,
         Command::Watch(a) => watch::run(&ctx, a).await,
+        Command::History(a) => history::run(&ctx, a).await,
         Command::Acquire(a) => acquire::run(&ctx, a).await,
         Command::Report(a) => report::run(&ctx, a).await,
         Command::Health(a) => health::run(&ctx, a).await,

@@ -195,6 +195,34 @@ pub fn key_values(rows: &[(&str, String)]) -> String {
         .join("\n")
 }
 
+/// Who made a change: `alice@127.0.0.1:50312`, or the actor alone when the peer is
+/// unknown.
+pub fn operator_cell(op: &pb::Operator) -> String {
+    if op.peer.is_empty() {
+        op.actor.clone()
+    } else {
+        format!("{}@{}", op.actor, op.peer)
+    }
+}
+
+/// `Operator` in JSON.
+#[derive(Debug, Serialize)]
+pub struct OperatorJson {
+    pub actor: String,
+    pub peer: String,
+    pub reason: String,
+}
+
+impl From<&pb::Operator> for OperatorJson {
+    fn from(o: &pb::Operator) -> Self {
+        Self {
+            actor: o.actor.clone(),
+            peer: o.peer.clone(),
+            reason: o.reason.clone(),
+        }
+    }
+}
+
 /// `BreakerStatus` in JSON.
 #[derive(Debug, Serialize)]
 pub struct BreakerJson {
@@ -214,6 +242,10 @@ pub struct BreakerJson {
     pub probes_in_flight: u32,
     pub half_open_successes: u32,
     pub mod_revision: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_operator: Option<OperatorJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_until: Option<String>,
 }
 
 impl From<&pb::BreakerStatus> for BreakerJson {
@@ -233,6 +265,8 @@ impl From<&pb::BreakerStatus> for BreakerJson {
             probes_in_flight: b.probes_in_flight,
             half_open_successes: b.half_open_successes,
             mod_revision: b.mod_revision,
+            override_operator: b.override_operator.as_ref().map(OperatorJson::from),
+            override_until: b.override_until.as_ref().map(fmt_timestamp),
         }
     }
 }
@@ -253,6 +287,11 @@ pub struct EventJson {
     pub time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spec: Option<SpecJson>,
+    /// Who made the change; absent for the machine's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator: Option<OperatorJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_until: Option<String>,
 }
 
 impl From<&pb::Event> for EventJson {
@@ -268,6 +307,8 @@ impl From<&pb::Event> for EventJson {
             reason: e.reason.clone(),
             time: e.time.as_ref().map(fmt_timestamp),
             spec: e.spec.as_ref().map(SpecJson::from),
+            operator: e.operator.as_ref().map(OperatorJson::from),
+            override_until: e.override_until.as_ref().map(fmt_timestamp),
         }
     }
 }

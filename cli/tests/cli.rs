@@ -286,6 +286,9 @@ async fn bad_usage_exits_2_with_a_usage_message() {
         &["-o", "yaml", "list"],
         &["bench", "--mode", "stream"],
         &["completion", "powershell"],
+        &["release", "a", "--for", "5m"],
+        &["force-open", "a", "--for", "soon"],
+        &["history", "a", "--since", "yesterday"],
     ] {
         let out = cbctl(ep, args).code(2);
         assert!(
@@ -299,6 +302,8 @@ async fn bad_usage_exits_2_with_a_usage_message() {
         &["get", "bad name!"][..],
         &["report", "zz", "success"],
         &["--endpoint", "ftp://x:1", "list"],
+        &["force-open", "a", "--for", "0s"],
+        &["history", "bad name!"],
     ] {
         let out = command(ep, &[]).args(args).output().expect("run");
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");

@@ -100,7 +100,6 @@ impl Admin {
             name: name.into(),
             spec: Some(spec),
             reason: self.reason.clone(),
-            ..Default::default()
         };
         Ok(self.rpc.put_breaker(request).await?.into_inner())
     }
@@ -110,7 +109,6 @@ impl Admin {
         let request = pb::DeleteBreakerRequest {
             name: name.into(),
             reason: self.reason.clone(),
-            ..Default::default()
         };
         Ok(self.rpc.delete_breaker(request).await?.into_inner())
     }
@@ -138,7 +136,6 @@ impl Admin {
             r#override: r#override as i32,
             reason: self.reason.clone(),
             duration: lasts.map(cbd_proto::convert::duration_to_proto),
-            ..Default::default()
         };
         Ok(self.rpc.set_override(request).await?.into_inner())
     }
@@ -148,7 +145,6 @@ impl Admin {
         let request = pb::ResetBreakerRequest {
             name: name.into(),
             reason: self.reason.clone(),
-            ..Default::default()
         };
         Ok(self.rpc.reset_breaker(request).await?.into_inner())
     }

@@ -447,17 +447,17 @@ fn typed_call() -> BoxedStrategy<Call> {
         3 => watch_request().prop_map(Call::Watch),
         3 => (vec(session_item(), 0..6), proptest::bool::weighted(0.2)).prop_map(|(items, cut)| Call::Session(items, cut)),
         4 => (target_name(), option::of(prop_oneof![2 => spec(), 1 => sane_spec()]))
-            .prop_map(|(name, spec)| Call::Put(pb::PutBreakerRequest { name, spec, reason: String::new(), ..Default::default() })),
+            .prop_map(|(name, spec)| Call::Put(pb::PutBreakerRequest { name, spec, reason: String::new() })),
         1 => (target_name(), reason())
-            .prop_map(|(name, reason)| Call::Put(pb::PutBreakerRequest { name, spec: None, reason, ..Default::default() })),
+            .prop_map(|(name, reason)| Call::Put(pb::PutBreakerRequest { name, spec: None, reason })),
         2 => name().prop_map(|name| Call::Get(pb::GetBreakerRequest { name })),
         2 => (prefix(), count(), prop_oneof![3 => Just(String::new()), 1 => name()])
             .prop_map(|(prefix, page_size, page_token)| Call::List(pb::ListBreakersRequest { prefix, page_size, page_token })),
-        1 => (target_name(), reason()).prop_map(|(name, reason)| Call::Delete(pb::DeleteBreakerRequest { name, reason, ..Default::default() })),
+        1 => (target_name(), reason()).prop_map(|(name, reason)| Call::Delete(pb::DeleteBreakerRequest { name, reason })),
         1 => any::<usize>().prop_map(Call::DeleteExisting),
         2 => (name(), enum_value(), reason(), option::of(duration()))
-            .prop_map(|(name, r#override, reason, duration)| Call::SetOverride(pb::SetOverrideRequest { name, r#override, reason, duration, ..Default::default() })),
-        1 => (name(), reason()).prop_map(|(name, reason)| Call::Reset(pb::ResetBreakerRequest { name, reason, ..Default::default() })),
+            .prop_map(|(name, r#override, reason, duration)| Call::SetOverride(pb::SetOverrideRequest { name, r#override, reason, duration })),
+        1 => (name(), reason()).prop_map(|(name, reason)| Call::Reset(pb::ResetBreakerRequest { name, reason })),
         2 => (name(), option::of(timestamp()), count(), prop_oneof![3 => Just(String::new()), 1 => "[0-9]{1,3}", 1 => ".{0,8}"])
             .prop_map(|(name, since, page_size, page_token)| Call::ListEvents(pb::ListEventsRequest { name, since, page_size, page_token })),
     ]
@@ -483,7 +483,7 @@ fn documented(rpc: &str) -> &'static [Code] {
     match rpc {
         "Acquire" => &[Ok, InvalidArgument, NotFound, ResourceExhausted],
         "Report" => &[Ok, InvalidArgument, NotFound],
-        "AcquireBatch" | "ReportBatch" | "ListBreakers" => &[Ok, InvalidArgument],
+        "AcquireBatch" | "ReportBatch" | "ListBreakers" | "ListEvents" => &[Ok, InvalidArgument],
         "Watch" => &[Ok, InvalidArgument, OutOfRange, ResourceExhausted],
         "PutBreaker" => &[Ok, InvalidArgument, ResourceExhausted],
         "GetBreaker" | "DeleteBreaker" | "SetOverride" | "ResetBreaker" => {
@@ -497,7 +497,8 @@ fn documented(rpc: &str) -> &'static [Code] {
 /// Fields an INVALID_ARGUMENT of the RPC may name (`spec.` covers every spec field).
 fn fields(rpc: &str) -> &'static [&'static str] {
     match rpc {
-        "Acquire" | "GetBreaker" | "DeleteBreaker" | "ResetBreaker" => &["name"],
+        "Acquire" | "GetBreaker" => &["name"],
+        "DeleteBreaker" | "ResetBreaker" => &["name", "reason"],
         "Report" => &["permit", "outcome", "duration"],
         "AcquireBatch" | "ReportBatch" => &["items"],
         "Watch" => &[
@@ -506,9 +507,10 @@ fn fields(rpc: &str) -> &'static [&'static str] {
             "start_revision",
             "progress_interval",
         ],
-        "PutBreaker" => &["name", "spec."],
+        "PutBreaker" => &["name", "spec.", "reason"],
+        "ListEvents" => &["name", "since", "page_size", "page_token"],
         "ListBreakers" => &["prefix", "page_size", "page_token"],
-        "SetOverride" => &["name", "override"],
+        "SetOverride" => &["name", "override", "reason", "duration"],
         "SessionItem" => &["kind", "name", "permit", "outcome", "duration"],
         other => panic!("no fields for {other}"),
     }
@@ -775,7 +777,6 @@ impl Harness {
                     &a.delete_breaker(Request::new(pb::DeleteBreakerRequest {
                         name,
                         reason: String::new(),
-                        ..Default::default()
                     }))
                     .await,
                 )

@@ -598,3 +598,24 @@ pub async fn wait_state(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// Runs `cbctl --endpoint <daemon> <args>` and returns its stdout; it must exit 0.
+pub async fn cbctl(daemon: &Daemon, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(cbctl_bin())
+        .arg("--endpoint")
+        .arg(daemon.endpoint())
+        .args(args)
+        .env_remove("CBD_ENDPOINT")
+        .env_remove("CBD_TOKEN")
+        .output()
+        .await
+        .expect("run cbctl");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        out.status.success(),
+        "cbctl {args:?}: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Output,
-    commands::{put::verdict, spec_error},
+    commands::{Why, put::verdict, spec_error},
     conn::Ctx,
     error::Error,
     output,
@@ -37,6 +37,9 @@ pub struct Args {
     /// The file's format [default: from the extension; for stdin, guessed].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+    // The reason goes with every put of the file.
+    #[command(flatten)]
+    pub why: Why,
 }
 
 /// Apply file formats.
@@ -225,7 +228,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     if entries.is_empty() {
         eprintln!("{}: no breakers to apply", args.file);
     }
-    let mut admin = ctx.client().await?.admin();
+    let mut admin = args.why.admin(ctx).await?;
     let mut results = Vec::with_capacity(entries.len());
     let mut revision = 0;
     let width = "unchanged".len();

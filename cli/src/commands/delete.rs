@@ -2,12 +2,19 @@
 
 use serde::Serialize;
 
-use crate::{commands::check_name, conn::Ctx, error::Error, output::Show};
+use crate::{
+    commands::{Why, check_name},
+    conn::Ctx,
+    error::Error,
+    output::Show,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The breaker's name.
     pub name: String,
+    #[command(flatten)]
+    pub why: Why,
 }
 
 #[derive(Serialize)]
@@ -18,7 +25,7 @@ struct DeleteJson {
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     check_name(&args.name)?;
-    let mut admin = ctx.client().await?.admin();
+    let mut admin = args.why.admin(ctx).await?;
     let resp = ctx.run(admin.delete(&args.name)).await?;
     ctx.output.print(&DeleteJson {
         name: args.name,

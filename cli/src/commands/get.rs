@@ -54,7 +54,7 @@ pub fn describe(b: &pb::BreakerStatus) -> String {
     let mut rows: Vec<(&str, String)> = vec![
         ("name", b.name.clone()),
         ("state", output::short(b.state().as_str_name()).to_owned()),
-        ("override", output::override_cell(b.r#override())),
+        ("override", override_detail(b)),
         ("generation", b.generation.to_string()),
         (
             "window",
@@ -98,4 +98,19 @@ pub fn describe(b: &pb::BreakerStatus) -> String {
         }
     }
     text
+}
+
+/// `FORCED_OPEN until 2026-12-03T10:00:00Z, by alice@127.0.0.1:50312: "INC-123"`.
+fn override_detail(b: &pb::BreakerStatus) -> String {
+    let mut cell = output::override_cell(b.r#override());
+    if let Some(until) = &b.override_until {
+        cell.push_str(&format!(" until {}", output::fmt_timestamp(until)));
+    }
+    if let Some(op) = &b.override_operator {
+        cell.push_str(&format!(", by {}", output::operator_cell(op)));
+        if !op.reason.is_empty() {
+            cell.push_str(&format!(": {:?}", op.reason));
+        }
+    }
+    cell
 }

@@ -4,7 +4,7 @@ use cbd_proto::v1 as pb;
 use serde::Serialize;
 
 use crate::{
-    commands::{check_name, spec_error},
+    commands::{Why, check_name, spec_error},
     conn::Ctx,
     error::Error,
     output::{BreakerJson, Show},
@@ -17,6 +17,8 @@ pub struct Args {
     pub name: String,
     #[command(flatten)]
     pub spec: SpecArgs,
+    #[command(flatten)]
+    pub why: Why,
 }
 
 #[derive(Serialize)]
@@ -43,7 +45,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     let spec = args.spec.0.to_proto().map_err(Error::Usage)?;
     // Validate here too, so a bad combination is named before anything is sent.
     cbd_proto::convert::spec_from_proto(&spec).map_err(|e| Error::Usage(spec_error(&e)))?;
-    let mut admin = ctx.client().await?.admin();
+    let mut admin = args.why.admin(ctx).await?;
     let resp = ctx.run(admin.put(&args.name, spec)).await?;
     ctx.output.print(&Put {
         name: args.name,

@@ -1,7 +1,7 @@
 //! `cbctl reset NAME`: back to CLOSED with an empty window and no backoff.
 
 use crate::{
-    commands::{check_name, overrides::print_changed},
+    commands::{Why, check_name, overrides::print_changed},
     conn::Ctx,
     error::Error,
 };
@@ -10,11 +10,13 @@ use crate::{
 pub struct Args {
     /// The breaker's name.
     pub name: String,
+    #[command(flatten)]
+    pub why: Why,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     check_name(&args.name)?;
-    let mut admin = ctx.client().await?.admin();
+    let mut admin = args.why.admin(ctx).await?;
     let resp = ctx.run(admin.reset(&args.name)).await?;
     print_changed(ctx, &args.name, resp.breaker.as_ref(), resp.revision)
 }

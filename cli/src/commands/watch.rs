@@ -223,5 +223,14 @@ pub fn event_line(e: &pb::Event) -> String {
         line.push_str("  ");
         line.push_str(&e.reason);
     }
+    if let Some(until) = &e.override_until {
+        line.push_str(&format!("  until {}", output::fmt_timestamp(until)));
+    }
+    if let Some(op) = &e.operator {
+        line.push_str(&format!("  by {}", output::operator_cell(op)));
+        if !op.reason.is_empty() {
+            line.push_str(&format!(": {:?}", op.reason));
+        }
+    }
     line
 }

@@ -664,7 +664,11 @@ impl Registry {
         })?;
         let revision = self.shared.finish(&entry, after).await?;
         let mut status = status;
-        status.mod_revision = entry.state.lock().mod_revision;
+        // Both are set when the transition is queued, after `status` was taken.
+        let st = entry.state.lock();
+        status.mod_revision = st.mod_revision;
+        status.override_operator.clone_from(&st.override_operator);
+        drop(st);
         Ok((status, revision))
     }
 

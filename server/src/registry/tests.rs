@@ -29,6 +29,14 @@ fn enospc() -> Fault {
 
 /// A registry on `memory` behind a fault store (the returned handle).
 fn open_on(memory: &Arc<MemoryStore>) -> (Registry, Arc<FaultStore>) {
+    open_on_at(memory, crate::clock::now())
+}
+
+/// [`open_on`] with the manual clock starting at `start`.
+fn open_on_at(
+    memory: &Arc<MemoryStore>,
+    start: cbd_breaker::Timestamp,
+) -> (Registry, Arc<FaultStore>) {
     let store = FaultStore::wrap(memory.clone());
     let registry = Registry::open(
         store.clone(),
@@ -38,7 +46,7 @@ fn open_on(memory: &Arc<MemoryStore>) -> (Registry, Arc<FaultStore>) {
             templates: Vec::new(),
             metrics: Metrics::new(100),
             // Timers move when a test moves this clock, never by themselves.
-            clock: crate::clock::Clock::manual(crate::clock::now()),
+            clock: crate::clock::Clock::manual(start),
         },
     )
     .expect("open registry");
@@ -896,6 +904,49 @@ async fn the_override_operator_and_expiry_survive_a_restart() {
     assert_eq!(o.r#override(), pb::Override::Disabled);
     assert_eq!(o.override_operator, Some(alice));
     assert!(o.override_until.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_override_that_ran_out_while_down_clears_at_the_start() {
+    let memory = MemoryStore::new();
+    let start = crate::clock::now();
+    {
+        let (registry, _store) = open_on_at(&memory, start);
+        registry.put("o", spec(3), &op()).await.expect("put");
+        registry
+            .set_override(
+                "o",
+                Some(Override::ForcedOpen),
+                Some(Duration::from_secs(60)),
+                &op(),
+            )
+            .await
+            .expect("force open");
+    }
+    let (registry, _store) = open_on_at(&memory, start.saturating_add(Duration::from_secs(61)));
+    // Cleared by the recovery tick, with its own event, once the writer committed it
+    // (reads show what is committed).
+    let history = eventually_history(&registry, "o", 3).await;
+    assert_eq!(
+        history.last().map(pb::Event::kind),
+        Some(pb::EventKind::OverrideExpired)
+    );
+    let (o, _) = registry.get("o").expect("get");
+    assert_eq!(o.r#override(), pb::Override::Unspecified);
+    assert_eq!((o.override_operator, o.override_until), (None, None));
+}
+
+/// `name`'s logged events, once there are `n` (paused time: each wait lets the
+/// writer run).
+async fn eventually_history(registry: &Registry, name: &str, n: usize) -> Vec<pb::Event> {
+    for _ in 0..100 {
+        let h = registry.history(name, None, 100, 0).await.expect("history");
+        if h.events.len() >= n {
+            return h.events;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{name}: fewer than {n} events logged");
 }
 
 #[tokio::test(start_paused = true)]

@@ -117,10 +117,7 @@ impl Admin for AdminService {
         let req = request.get_ref();
         let page_size = convert::page_size(req.page_size)?;
         let after = convert::revision_token(&req.page_token)?;
-        let since = req
-            .since
-            .as_ref()
-            .map(cbd_proto::convert::timestamp_from_proto);
+        let since = req.since.as_ref().map(convert::since).transpose()?;
         let history = self
             .registry
             .history(&req.name, since, page_size, after)

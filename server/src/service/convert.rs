@@ -269,6 +269,16 @@ pub fn override_duration(
     .map(Some)
 }
 
+/// A time to read from (`ListEventsRequest.since`): one that is not a valid
+/// timestamp (nanos out of range, beyond year 9999) names the field.
+pub fn since(t: &prost_types::Timestamp) -> Result<cbd_breaker::Timestamp, Error> {
+    let valid = (0..1_000_000_000).contains(&t.nanos) && t.seconds <= 253_402_300_799;
+    if !valid {
+        return Err(Error::invalid("since", "not a valid timestamp"));
+    }
+    Ok(convert::timestamp_from_proto(t))
+}
+
 /// A page token that is a revision (ListEvents): empty is 0.
 pub fn revision_token(token: &str) -> Result<u64, Error> {
     if token.is_empty() {

@@ -187,6 +187,7 @@ async fn load(
                     open_duration: Some(ms(3_600_000)),
                     ..Default::default()
                 }),
+                ..Default::default()
             })
             .await
         else {

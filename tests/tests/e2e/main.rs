@@ -13,6 +13,7 @@ mod fsync;
 mod leases;
 mod limits;
 mod metrics;
+mod overrides;
 mod permits;
 mod scenarios;
 mod security;

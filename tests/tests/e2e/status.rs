@@ -3,29 +3,8 @@
 //! commit start over, the revision does not).
 
 use cbd_proto::v1 as pb;
-use cbd_tests::{Daemon, cbctl_bin, cbd_bin, ms, put};
+use cbd_tests::{Daemon, cbctl, cbd_bin, ms, put};
 use serde_json::Value;
-
-/// Runs `cbctl --endpoint <daemon> <args>` and returns its stdout; it must exit 0.
-async fn cbctl(daemon: &Daemon, args: &[&str]) -> String {
-    let out = tokio::process::Command::new(cbctl_bin())
-        .arg("--endpoint")
-        .arg(daemon.endpoint())
-        .args(args)
-        .env_remove("CBD_ENDPOINT")
-        .env_remove("CBD_TOKEN")
-        .output()
-        .await
-        .expect("run cbctl");
-    let stdout = String::from_utf8(out.stdout).expect("utf-8");
-    assert!(
-        out.status.success(),
-        "cbctl {args:?}: {}\n{stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 async fn status_json(daemon: &Daemon) -> Value {
     let stdout = cbctl(daemon, &["-o", "json", "status"]).await;
