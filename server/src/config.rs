@@ -541,7 +541,11 @@ mod tests {
     fn dashboard_actions_need_the_listener_and_consent_beyond_loopback() {
         let err = load(&["--dashboard-allow-actions"]).unwrap_err();
         assert!(err.to_string().contains("--metrics-listen"), "{err}");
-        let local = ["--dashboard-allow-actions", "--metrics-listen", "127.0.0.1:0"];
+        let local = [
+            "--dashboard-allow-actions",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ];
         assert!(load(&local).expect("loopback").dashboard_allow_actions);
         let wide = ["--dashboard-allow-actions", "--metrics-listen", "0.0.0.0:0"];
         let err = load(&wide).unwrap_err();
