@@ -99,16 +99,32 @@ impl Dashboard {
 
     /// Whether this request may do `action`: the gRPC check for its Admin RPC when
     /// `--auth-file` is set, else the flag.
-    fn permit(&self, headers: &HeaderMap, action: Action) -> Result<(), Response> {
-        match self.mode() {
-            Mode::Token => {
-                let auth = self.auth.as_ref().expect("token mode has auth");
-                auth.check(authorization(headers), action.rpc())
-                    .map(drop)
-                    .map_err(IntoResponse::into_response)
-            }
-            Mode::Open => Ok(()),
-            Mode::ReadOnly => Err((
+    fn permit(&self, headers: &HeaderMap, action: Action) -> Result<(), Refused> {
+        match (self.mode(), &self.auth) {
+            (Mode::Token, Some(auth)) => auth
+                .check(authorization(headers), action.rpc())
+                .map(drop)
+                .map_err(Refused::Token),
+            (Mode::Open, _) => Ok(()),
+            _ => Err(Refused::ReadOnly),
+        }
+    }
+}
+
+/// Why an action was refused.
+#[derive(Debug)]
+enum Refused {
+    /// The token check failed (UNAUTHENTICATED or PERMISSION_DENIED).
+    Token(Error),
+    /// No auth and no `--dashboard-allow-actions`.
+    ReadOnly,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Token(e) => e.into_response(),
+            Self::ReadOnly => (
                 http::StatusCode::FORBIDDEN,
                 Json(ErrorBody {
                     code: "PERMISSION_DENIED",
@@ -117,7 +133,7 @@ impl Dashboard {
                         .into(),
                 }),
             )
-                .into_response()),
+                .into_response(),
         }
     }
 }
@@ -154,7 +170,7 @@ pub async fn act(
     Json(req): Json<ActionRequest>,
 ) -> Response {
     if let Err(refused) = d.permit(&headers, req.action) {
-        return refused;
+        return refused.into_response();
     }
     match apply(&d.registry, &req.breaker, req.action).await {
         Ok((breaker, revision)) => {

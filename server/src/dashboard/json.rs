@@ -171,3 +171,59 @@ fn code_name(code: tonic::Code) -> &'static str {
         C::Unauthenticated => "UNAUTHENTICATED",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_read_as_the_page_expects() {
+        let b = Breaker::from(pb::BreakerStatus {
+            name: "a/b".into(),
+            state: pb::State::HalfOpen as i32,
+            r#override: pb::Override::ForcedClosed as i32,
+            open_until: Some(prost_types::Timestamp {
+                seconds: 2,
+                nanos: 345_000_000,
+            }),
+            ..Default::default()
+        });
+        assert_eq!(b.state, "HALF_OPEN");
+        assert_eq!(b.override_, Some("FORCED_CLOSED"));
+        assert_eq!(b.open_until_unix_ms, Some(2345));
+        let none = Breaker::from(pb::BreakerStatus::default());
+        assert_eq!(none.override_, None);
+        assert_eq!(none.open_until_unix_ms, None);
+        let e = Event::new(
+            pb::Event {
+                revision: 7,
+                kind: pb::EventKind::StateChanged as i32,
+                previous_state: pb::State::Closed as i32,
+                state: pb::State::Open as i32,
+                reason: "5 consecutive failures".into(),
+                ..Default::default()
+            },
+            None,
+        );
+        let json = serde_json::to_value(&e).expect("serialises");
+        assert_eq!(json["kind"], "STATE_CHANGED");
+        assert_eq!(json["previous_state"], "CLOSED");
+        assert_eq!(json["state"], "OPEN");
+        assert_eq!(json["override"], serde_json::Value::Null);
+        assert_eq!(json["breaker"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn errors_keep_their_grpc_code_in_http() {
+        let answer = Error::NotFound { name: "x".into() }.into_response();
+        assert_eq!(answer.status(), http::StatusCode::NOT_FOUND);
+        let answer = Error::Compacted {
+            requested: 1,
+            oldest: 5,
+        }
+        .into_response();
+        assert_eq!(answer.status(), http::StatusCode::GONE);
+        let answer = Error::invalid("prefix", "bad").into_response();
+        assert_eq!(answer.status(), http::StatusCode::BAD_REQUEST);
+    }
+}
