@@ -1,4 +1,4 @@
-//! The live dashboard (`GET /dashboard` on `--metrics-listen`, docs/DESIGN.md §11):
+//! The live dashboard (`GET /dashboard` on `--metrics-listen`, docs/DESIGN.md §7.1):
 //! one embedded page, a JSON API over the registry, a server-sent-event feed from
 //! the Watch machinery, and operator actions behind the same token check as gRPC.
 //!
