@@ -10,7 +10,7 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::Path,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use cbd_proto::v1::{self as pb, admin_client::AdminClient, breakers_client::BreakersClient};
@@ -555,4 +555,114 @@ async fn dashboard_allow_actions_opens_actions_without_auth() {
     let (status, body) = post_action(http_addr, None, "", "reset");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("INVALID_ARGUMENT"), "{body}");
+}
+
+#[tokio::test]
+async fn dashboard_pages_ten_thousand_breakers() {
+    const N: usize = 10_000;
+    let daemon = Daemon::fresh(&["--metrics-listen", "127.0.0.1:0"]).await;
+    let http_addr = metrics_addr(&daemon);
+    let admin = daemon.admin().await;
+    let name = |i: usize| format!("fleet/svc-{i:05}");
+    let created = Instant::now();
+    // Many puts in flight at once, so that they share group commits.
+    for chunk in (0..N).collect::<Vec<_>>().chunks(500) {
+        futures::future::join_all(chunk.iter().map(|&i| {
+            let mut admin = admin.clone();
+            let name = name(i);
+            async move { put(&mut admin, None, &name, trips_once(30_000)).await }
+        }))
+        .await;
+    }
+    println!("dashboard: {N} breakers put in {:?}", created.elapsed());
+
+    // One page from the API, timed.
+    let timed = Instant::now();
+    let (status, body) = http(
+        http_addr,
+        "GET",
+        "/dashboard/api/breakers?prefix=fleet/&page_size=100&page_token=fleet/svc-05000",
+        &[],
+        "",
+    );
+    let took = timed.elapsed();
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(page["breakers"].as_array().map(Vec::len), Some(100));
+    assert_eq!(page["breakers"][0]["name"], "fleet/svc-05001");
+    assert_eq!(page["next_page_token"], "fleet/svc-05100");
+    println!("dashboard: one 100-breaker page of {N} over HTTP in {took:?}");
+
+    let browser = Browser::start(1280, 800).await;
+    let opened = Instant::now();
+    browser
+        .client
+        .goto(&format!("http://{http_addr}/dashboard"))
+        .await
+        .expect("open the dashboard");
+    browser
+        .wait_text(&cell(&name(99), "state"), WAIT, "the first page", |t| {
+            t == "CLOSED"
+        })
+        .await;
+    println!(
+        "dashboard: first page of {N} breakers drawn {:?} after opening",
+        opened.elapsed()
+    );
+    // Only one page is in the DOM.
+    assert_eq!(browser.count("#rows tr").await, 100);
+    browser
+        .wait_text("#count", WAIT, "the total", |t| t.starts_with("10000 "))
+        .await;
+    // Next: the second page, rows 101–200.
+    browser
+        .client
+        .find(Locator::Css("#next"))
+        .await
+        .expect("next button")
+        .click()
+        .await
+        .expect("click next");
+    browser
+        .wait_text(&cell(&name(199), "state"), WAIT, "the second page", |t| {
+            t == "CLOSED"
+        })
+        .await;
+    assert_eq!(browser.count("#rows tr").await, 100);
+    assert_eq!(
+        browser.count(&row(&name(0))).await,
+        0,
+        "first page still shown"
+    );
+    browser
+        .wait_text("#conn", WAIT, "the feed connected", |t| t == "live")
+        .await;
+    // Live on a later page too.
+    let mut client = daemon.breakers().await;
+    assert_eq!(trip(&mut client, None, &name(150)).await, pb::State::Open);
+    let (_, took) = browser
+        .wait_text(
+            &cell(&name(150), "state"),
+            LIVE,
+            "the trip on page 2",
+            |t| t == "OPEN",
+        )
+        .await;
+    println!("dashboard: trip on page 2 of {N} breakers shown in {took:?}");
+    // A prefix finds one breaker among them.
+    browser
+        .client
+        .find(Locator::Css("#prefix"))
+        .await
+        .expect("prefix box")
+        .send_keys(&name(9876))
+        .await
+        .expect("type a prefix");
+    eventually(WAIT, "one row for the prefix", || async {
+        let one = browser.count("#rows tr").await == 1;
+        let it = browser.count(&row(&name(9876))).await == 1;
+        (one && it).then_some(())
+    })
+    .await;
+    browser.close().await;
 }
