@@ -18,10 +18,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// What to install when the browser is missing (CI installs them).
 pub const DEBIAN_PACKAGES: &str = "chromium chromium-driver";
 
-/// `$name` if set, else the first `candidates` entry found on `PATH`.
+/// `$env` if set (and a file), else the first `candidates` entry found on `PATH`.
 fn find_program(env: &str, candidates: &[&str]) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(env) {
-        return Some(path.into());
+        let path = PathBuf::from(path);
+        return path.is_file().then_some(path);
     }
     let path = std::env::var_os("PATH")?;
     candidates.iter().find_map(|name| {
