@@ -231,6 +231,12 @@ pub struct Config {
     )]
     pub metrics_max_breakers: usize,
 
+    /// Let the dashboard (GET /dashboard on --metrics-listen) force, release and
+    /// reset breakers when no --auth-file is set; without it that page is read-only.
+    /// With --auth-file, actions need an admin token, and this flag changes nothing.
+    #[arg(long, env = "CBD_DASHBOARD_ALLOW_ACTIONS")]
+    pub dashboard_allow_actions: bool,
+
     /// Serve a data dir that holds less than was committed (see the log for what was
     /// lost) instead of refusing to start. The revision moves past every revision
     /// handed out before and the watch log starts over. Never read from --config:
@@ -425,6 +431,31 @@ impl Config {
                 "must be at least 1024 bytes",
             ));
         }
+        if self.dashboard_allow_actions {
+            match self.metrics_listen {
+                None => problems.push(Error::invalid(
+                    "--dashboard-allow-actions",
+                    "the dashboard is served on --metrics-listen: give it too",
+                )),
+                // Actions without a token are an unauthenticated write path: the same
+                // consent as for gRPC is asked before exposing it beyond loopback.
+                Some(addr)
+                    if !addr.ip().is_loopback()
+                        && self.auth_file.is_none()
+                        && !self.allow_unauthenticated =>
+                {
+                    problems.push(Error::invalid(
+                        "--dashboard-allow-actions",
+                        format!(
+                            "refusing unauthenticated dashboard actions on non-loopback \
+                             --metrics-listen {addr}; give --auth-file (actions then need \
+                             an admin token), or pass --allow-unauthenticated"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         problems.extend(self.templates.iter().filter_map(|t| t.spec().err()));
         problems
     }
@@ -504,6 +535,27 @@ mod tests {
         let err = load(&["--listen", "0.0.0.0:0"]).unwrap_err();
         assert!(err.to_string().contains("--allow-unauthenticated"), "{err}");
         assert!(load(&["--listen", "0.0.0.0:0", "--allow-unauthenticated"]).is_ok());
+    }
+
+    #[test]
+    fn dashboard_actions_need_the_listener_and_consent_beyond_loopback() {
+        let err = load(&["--dashboard-allow-actions"]).unwrap_err();
+        assert!(err.to_string().contains("--metrics-listen"), "{err}");
+        let local = [
+            "--dashboard-allow-actions",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ];
+        assert!(load(&local).expect("loopback").dashboard_allow_actions);
+        let wide = ["--dashboard-allow-actions", "--metrics-listen", "0.0.0.0:0"];
+        let err = load(&wide).unwrap_err();
+        assert!(err.to_string().contains("--allow-unauthenticated"), "{err}");
+        let mut consent = wide.to_vec();
+        consent.push("--allow-unauthenticated");
+        assert!(load(&consent).is_ok());
+        let mut tokens = wide.to_vec();
+        tokens.extend(["--auth-file", "tokens.toml"]);
+        assert!(load(&tokens).is_ok());
     }
 
     #[test]
@@ -636,6 +688,7 @@ mod tests {
         ("http2_keepalive_timeout", "\"21s\"", "21s"),
         ("metrics_listen", "\"127.0.0.1:9\"", "127.0.0.1:9"),
         ("metrics_max_breakers", "5", "5"),
+        ("dashboard_allow_actions", "true", ""),
     ];
 
     /// Flags that are not in the file on purpose: the file itself, and recovery,
@@ -647,7 +700,8 @@ mod tests {
         use clap::CommandFactory;
         let dir = tempfile::tempdir().expect("tempdir");
         // TLS keys and certs come in pairs; the base gives both so each sample validates.
-        let base = "tls_cert = \"/base/cert\"\ntls_key = \"/base/key\"\n";
+        // The dashboard's actions need its listener: the base gives one.
+        let base = "tls_cert = \"/base/cert\"\ntls_key = \"/base/key\"\nmetrics_listen = \"127.0.0.1:19\"\n";
         let base_file = dir.path().join("base.toml");
         std::fs::write(&base_file, base).expect("write");
         let base_file = base_file.to_str().expect("utf-8").to_owned();

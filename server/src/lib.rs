@@ -7,6 +7,7 @@ pub mod atomic_file;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod guard;
 pub mod idle;

@@ -524,12 +524,13 @@ impl BreakerMetrics {
 /// breaker and watcher counts at scrape time. Also the plaintext probes: `/healthz`
 /// (200 while the process serves HTTP at all) and `/readyz` (200 while `ready`, that
 /// is while gRPC health says SERVING; else 503), for probes that cannot speak gRPC
-/// over TLS.
+/// over TLS. `more` is served beside them (the dashboard).
 pub async fn serve(
     addr: SocketAddr,
     metrics: Metrics,
     gauges: impl Fn() -> (usize, usize) + Clone + Send + Sync + 'static,
     ready: tokio::sync::watch::Receiver<bool>,
+    more: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<SocketAddr, crate::error::Error> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -538,7 +539,7 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|e| crate::error::Error::invalid("--metrics-listen", e.to_string()))?;
-    let app = probes(ready).route(
+    let app = probes(ready).merge(more).route(
         "/metrics",
         axum::routing::get(move |headers: http::HeaderMap| {
             let metrics = metrics.clone();

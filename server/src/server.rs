@@ -134,11 +134,18 @@ pub async fn run(
             let watcher = watcher.clone();
             move || (registry.len(), watcher.active())
         };
+        let dashboard = crate::dashboard::Dashboard {
+            registry: registry.clone(),
+            watcher: watcher.clone(),
+            auth: auth.clone(),
+            allow_actions: config.dashboard_allow_actions,
+        };
         crate::metrics::serve(
             metrics_addr,
             metrics.clone(),
             gauges,
             ready_rx.clone(),
+            dashboard.router(),
             wait_true(drain.clone()),
         )
         .await?;

@@ -9,6 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod browser;
+
 use cbd_proto::v1::{self as pb, admin_client::AdminClient, breakers_client::BreakersClient};
 use tonic::transport::{Channel, ClientTlsConfig};
 use tonic_health::pb::{

@@ -6,6 +6,7 @@
 mod bad_input;
 mod connections;
 mod damage;
+mod dashboard;
 mod deploy;
 mod disk_full;
 mod durability;

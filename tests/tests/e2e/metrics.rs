@@ -102,7 +102,7 @@ pub(crate) fn scrape(addr: SocketAddr) -> String {
 }
 
 /// The metrics address, from the daemon's log line.
-fn metrics_addr(daemon: &Daemon) -> SocketAddr {
+pub(crate) fn metrics_addr(daemon: &Daemon) -> SocketAddr {
     let log = strip_ansi(&daemon.log());
     let line = log
         .lines()
