@@ -16,7 +16,12 @@ use super::{
     Dashboard,
     json::{Breaker, ErrorBody},
 };
-use crate::{auth::Role, error::Error, registry::Registry};
+use crate::{
+    auth::{Identity, Role},
+    error::Error,
+    registry::Registry,
+    service::convert,
+};
 
 /// Whether and how the page may act.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -60,20 +65,14 @@ async fn apply(
     registry: &Registry,
     name: &str,
     action: Action,
+    operator: &pb::Operator,
 ) -> Result<(pb::BreakerStatus, u64), Error> {
+    let set = |o| registry.set_override(name, o, None, operator);
     match action {
-        Action::ForceOpen => {
-            registry
-                .set_override(name, Some(Override::ForcedOpen))
-                .await
-        }
-        Action::ForceClosed => {
-            registry
-                .set_override(name, Some(Override::ForcedClosed))
-                .await
-        }
-        Action::Release => registry.set_override(name, None).await,
-        Action::Reset => registry.reset(name).await,
+        Action::ForceOpen => set(Some(Override::ForcedOpen)).await,
+        Action::ForceClosed => set(Some(Override::ForcedClosed)).await,
+        Action::Release => set(None).await,
+        Action::Reset => registry.reset(name, operator).await,
     }
 }
 
@@ -95,17 +94,19 @@ impl Dashboard {
             reason: "no --auth-file: this daemon has no tokens",
         })?;
         auth.check(authorization(headers), "cbd.v1.Admin/GetBreaker")
+            .map(|id| id.role)
     }
 
     /// Whether this request may do `action`: the gRPC check for its Admin RPC when
-    /// `--auth-file` is set, else the flag.
-    fn permit(&self, headers: &HeaderMap, action: Action) -> Result<(), Refused> {
+    /// `--auth-file` is set, else the flag. `Some`: who the token says the caller is
+    /// (the actor of the event); `None`: anonymous (no `--auth-file`).
+    fn permit(&self, headers: &HeaderMap, action: Action) -> Result<Option<Identity>, Refused> {
         match (self.mode(), &self.auth) {
             (Mode::Token, Some(auth)) => auth
                 .check(authorization(headers), action.rpc())
-                .map(drop)
+                .map(Some)
                 .map_err(Refused::Token),
-            (Mode::Open, _) => Ok(()),
+            (Mode::Open, _) => Ok(None),
             _ => Err(Refused::ReadOnly),
         }
     }
@@ -151,6 +152,9 @@ pub struct ActionRequest {
     /// The breaker's name.
     pub breaker: String,
     pub action: Action,
+    /// Why, for the event log (as SetOverride's `reason`); empty: none given.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// Answer of `POST /dashboard/api/actions`: the breaker after the action, and the
@@ -169,10 +173,17 @@ pub async fn act(
     headers: HeaderMap,
     Json(req): Json<ActionRequest>,
 ) -> Response {
-    if let Err(refused) = d.permit(&headers, req.action) {
-        return refused.into_response();
-    }
-    match apply(&d.registry, &req.breaker, req.action).await {
+    let identity = match d.permit(&headers, req.action) {
+        Ok(identity) => identity,
+        Err(refused) => return refused.into_response(),
+    };
+    // The metrics listener does not keep peer addresses: the actor is the token's.
+    let actor = identity.as_ref().map_or("anonymous", Identity::actor);
+    let operator = match convert::operator_from(actor, String::new(), &req.reason) {
+        Ok(operator) => operator,
+        Err(e) => return e.into_response(),
+    };
+    match apply(&d.registry, &req.breaker, req.action, &operator).await {
         Ok((breaker, revision)) => {
             tracing::info!(breaker = %req.breaker, action = ?req.action, "dashboard action");
             Json(ActionAnswer {

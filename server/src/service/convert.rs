@@ -221,6 +221,20 @@ pub fn page_size(n: u32) -> Result<usize, Error> {
 /// request's extensions, and the peer address) and why (`reason`, checked: at most
 /// [`MAX_REASON_BYTES`], no control characters).
 pub fn operator<T>(request: &tonic::Request<T>, reason: &str) -> Result<pb::Operator, Error> {
+    let actor = request
+        .extensions()
+        .get::<crate::auth::Identity>()
+        .map_or("anonymous", |id| id.actor());
+    let peer = request
+        .remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    operator_from(actor, peer, reason)
+}
+
+/// [`operator`] from its parts: `actor` as the auth layer identified the caller,
+/// `peer` its address (empty: unknown), `reason` checked here.
+pub fn operator_from(actor: &str, peer: String, reason: &str) -> Result<pb::Operator, Error> {
     if reason.len() > MAX_REASON_BYTES {
         return Err(Error::invalid(
             "reason",
@@ -233,16 +247,9 @@ pub fn operator<T>(request: &tonic::Request<T>, reason: &str) -> Result<pb::Oper
             "must not contain control characters",
         ));
     }
-    let actor = request
-        .extensions()
-        .get::<crate::auth::Identity>()
-        .map_or("anonymous", |id| id.actor());
     Ok(pb::Operator {
         actor: actor.to_owned(),
-        peer: request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
+        peer,
         reason: reason.to_owned(),
     })
 }

@@ -54,6 +54,7 @@ async fn put(
     let msg = pb::PutBreakerRequest {
         name: name.into(),
         spec: Some(spec),
+        reason: String::new(),
     };
     admin.put_breaker(request(msg, token)).await.expect("put");
 }
@@ -102,7 +103,7 @@ fn tokens(dir: &Path) -> String {
     std::fs::write(
         &path,
         format!(
-            "[[token]]\nrole = \"admin\"\ntoken = \"{ADMIN_TOKEN}\"\n\n\
+            "[[token]]\nrole = \"admin\"\ntoken = \"{ADMIN_TOKEN}\"\nname = \"oncall\"\n\n\
              [[token]]\nrole = \"client\"\ntoken = \"{CLIENT_TOKEN}\"\n"
         ),
     )
@@ -388,6 +389,9 @@ async fn dashboard_actions_need_an_admin_token_and_change_the_breaker() {
     })
     .await;
     assert_eq!(status.state(), pb::State::Open);
+    // Recorded as made by the page's token, like a cbctl force-open with it.
+    let operator = status.override_operator.expect("who set it");
+    assert_eq!(operator.actor, "oncall");
     browser
         .wait_text(
             &cell("checkout/cart", "ovr"),
