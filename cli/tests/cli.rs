@@ -689,6 +689,72 @@ async fn bench_prints_a_summary() {
     );
 }
 
+#[tokio::test]
+async fn bench_lease_mode_measures_leased_calls_and_revocation_across_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = daemon(dir.path()).await;
+    let ep = d.endpoint();
+    let args = [
+        "bench",
+        "--mode",
+        "lease",
+        "--duration",
+        "300ms",
+        "--clients",
+        "6",
+        "--processes",
+        "3",
+        "--prefix",
+        "lb/",
+        "-o",
+        "json",
+    ];
+    let s = cbctl(&ep, &args).ok().json();
+    assert_eq!(s["mode"], "lease");
+    let runs = s["throughput"].as_array().expect("throughput runs");
+    let shape: Vec<(&str, u64)> = runs
+        .iter()
+        .map(|r| (r["path"].as_str().unwrap(), r["threads"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(shape, [("leased", 1), ("leased", 2), ("unary", 1)]);
+    for leased in &runs[..2] {
+        assert!(leased["calls"].as_u64().unwrap() > 0, "{s}");
+        assert_eq!(leased["rpc_decisions"], 0, "leased calls ask nothing: {s}");
+    }
+    let unary = &runs[2];
+    assert_eq!(
+        unary["rpc_decisions"], unary["calls"],
+        "one Acquire per unary call: {s}"
+    );
+    let ratio = s["ratio"].as_f64().unwrap();
+    let expected =
+        runs[0]["calls_per_sec"].as_f64().unwrap() / unary["calls_per_sec"].as_f64().unwrap();
+    assert!((ratio - expected).abs() <= 0.01 * expected + 0.01, "{s}");
+
+    let r = &s["revocation"];
+    assert_eq!(
+        (r["clients"].as_u64(), r["processes"].as_u64()),
+        (Some(6), Some(3))
+    );
+    let latency = &r["latency"];
+    assert!(
+        latency["p50_us"].as_f64().unwrap() > 0.0,
+        "refused after the trip: {s}"
+    );
+    assert!(latency["max_us"].as_f64().unwrap() >= latency["p99_us"].as_f64().unwrap());
+    let total = r["allowed_after_trip_total"].as_u64().unwrap();
+    assert!(
+        total <= 6 * r["allowed_after_trip_max"].as_u64().unwrap(),
+        "{s}"
+    );
+    let list = cbctl(&ep, &["list", "lb/", "-o", "json"]).ok().json();
+    assert_eq!(
+        list["breakers"].as_array().map_or(0, Vec::len),
+        0,
+        "deleted afterwards: {list}"
+    );
+}
+
 /// A running `cbctl watch`, its stdout and stderr lines on channels.
 struct Watcher {
     child: Child,

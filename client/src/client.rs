@@ -118,8 +118,6 @@ pub(crate) struct Inner {
     /// Whether CLOSED breakers whose spec sets `cache_ttl` are leased.
     pub(crate) leases: bool,
     pub(crate) lease_flush_interval: Duration,
-    /// The instant leases' deadlines are counted from (nanoseconds since it).
-    pub(crate) base: std::time::Instant,
     pub(crate) stats: Arc<Stats>,
     /// The lease session task, started on the first lease wanted.
     lease_session: std::sync::OnceLock<crate::lease_session::Handle>,
@@ -294,7 +292,6 @@ impl Client {
         let session = self.inner.lease_session.get_or_init(|| {
             crate::lease_session::start(
                 self.breakers_channel(),
-                self.inner.base,
                 self.inner.lease_flush_interval,
                 self.inner.stats.clone(),
             )
@@ -502,7 +499,6 @@ impl ClientBuilder {
                 breakers: Mutex::new(HashMap::new()),
                 leases: self.leases,
                 lease_flush_interval: self.lease_flush_interval,
-                base: std::time::Instant::now(),
                 stats: Arc::new(Stats::default()),
                 lease_session: std::sync::OnceLock::new(),
             }),

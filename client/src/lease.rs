@@ -63,8 +63,7 @@ pub(crate) struct LeaseSlot {
     /// Even while stable; odd while a grant is being written (a seqlock). Each grant
     /// takes the next even number, so a ticket names its lease.
     epoch: AtomicU64,
-    /// Until when (nanoseconds since the client's base instant) calls may be allowed
-    /// locally; 0: no lease.
+    /// Until when (on [`clock_nanos`]) calls may be allowed locally; 0: no lease.
     valid_until: AtomicU64,
     /// `slow_call_duration` of the current lease in nanoseconds; 0: none.
     slow_nanos: AtomicU64,
@@ -87,7 +86,22 @@ fn shard_count() -> usize {
 
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
 thread_local! {
-    static THREAD_INDEX: Cell<usize> = Cell::new(NEXT_THREAD.fetch_add(1, Ordering::Relaxed));
+    // `const`-initialised (a plain TLS load, no lazy-init check); numbered on first
+    // use.
+    static THREAD_INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// This thread's number, for picking a shard.
+#[inline]
+fn thread_index() -> usize {
+    THREAD_INDEX.with(|index| {
+        let mut i = index.get();
+        if i == usize::MAX {
+            i = NEXT_THREAD.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1);
+            index.set(i);
+        }
+        i
+    })
 }
 
 impl Default for LeaseSlot {
@@ -104,9 +118,31 @@ impl Default for LeaseSlot {
     }
 }
 
-/// Nanoseconds from `base` to `at` (0 before it).
-pub(crate) fn nanos_since(base: Instant, at: Instant) -> u64 {
-    u64::try_from(at.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+/// The clock leases are counted on, in nanoseconds: `CLOCK_BOOTTIME` on Linux, which
+/// also counts while the machine is suspended (so a lease cannot outlive a suspend
+/// that the monotonic clock, `Instant`'s, would not see), `CLOCK_MONOTONIC` on other
+/// Unix systems. Read straight from the vDSO and kept as one integer: converting an
+/// `Instant` to nanoseconds since a base took a fifth of a leased call.
+#[cfg(unix)]
+#[inline]
+pub(crate) fn clock_nanos() -> u64 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let id = rustix::time::ClockId::Boottime;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let id = rustix::time::ClockId::Monotonic;
+    let t = rustix::time::clock_gettime(id);
+    // Never negative; u64 nanoseconds last 584 years of uptime.
+    (t.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(t.tv_nsec as u64)
+}
+
+/// The clock leases are counted on: nanoseconds on `Instant`'s clock (never 0).
+#[cfg(not(unix))]
+pub(crate) fn clock_nanos() -> u64 {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX) + 1
 }
 
 impl LeaseSlot {
@@ -132,9 +168,10 @@ impl LeaseSlot {
     }
 
     /// Counts the outcome of a call decided with `ticket`.
+    #[inline]
     pub fn record(&self, ticket: Ticket, outcome: Outcome, duration: Option<Duration>) {
         let slow = matches!((ticket.slow, duration), (Some(t), Some(d)) if d > t);
-        let index = THREAD_INDEX.with(Cell::get) & (self.shards.len() - 1);
+        let index = thread_index() & (self.shards.len() - 1);
         let mut shard = self.shards[index].0.lock();
         if shard.epoch != ticket.epoch && !shard.outcomes.is_empty() {
             if ticket.epoch < shard.epoch {
@@ -173,7 +210,7 @@ impl LeaseSlot {
     }
 
     /// Makes a new lease current: its book first, then the decision fields.
-    /// `valid_until` is in nanoseconds since the client's base instant.
+    /// `valid_until` is on [`clock_nanos`].
     pub fn grant(&self, token: Vec<u8>, valid_until: u64, slow: Option<Duration>, now: Instant) {
         let epoch = self.epoch.load(Ordering::Acquire) + 2;
         {

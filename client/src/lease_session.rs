@@ -19,7 +19,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::{
     breaker::Shared,
     client::{AuthChannel, Stats},
-    lease::nanos_since,
+    lease::clock_nanos,
 };
 
 /// How long after it stopped being current a lease's book is kept for calls still
@@ -50,6 +50,8 @@ enum Asked {
     Lease {
         name: String,
         sent: Instant,
+        /// `sent` on the lease clock ([`clock_nanos`]).
+        sent_nanos: u64,
     },
     Outcomes {
         name: String,
@@ -60,7 +62,6 @@ enum Asked {
 
 struct Task {
     channel: AuthChannel,
-    base: Instant,
     flush_interval: Duration,
     stats: Arc<Stats>,
     breakers: HashMap<String, Arc<Shared>>,
@@ -72,16 +73,10 @@ struct Task {
 }
 
 /// Starts the task on the current runtime.
-pub(crate) fn start(
-    channel: AuthChannel,
-    base: Instant,
-    flush_interval: Duration,
-    stats: Arc<Stats>,
-) -> Handle {
+pub(crate) fn start(channel: AuthChannel, flush_interval: Duration, stats: Arc<Stats>) -> Handle {
     let (commands, rx) = mpsc::unbounded_channel();
     let task = Task {
         channel,
-        base,
         flush_interval,
         stats,
         breakers: HashMap::new(),
@@ -199,6 +194,7 @@ impl Task {
         let asked = Asked::Lease {
             name: name.to_owned(),
             sent: Instant::now(),
+            sent_nanos: clock_nanos(),
         };
         let kind = pb::session_request::Kind::Lease(pb::LeaseRequest {
             name: name.to_owned(),
@@ -274,9 +270,14 @@ impl Task {
             return;
         };
         match (asked, answer.kind) {
-            (Asked::Lease { name, sent }, Some(Kind::Lease(grant))) => {
-                self.granted(&name, sent, &grant)
-            }
+            (
+                Asked::Lease {
+                    name,
+                    sent,
+                    sent_nanos,
+                },
+                Some(Kind::Lease(grant)),
+            ) => self.granted(&name, (sent, sent_nanos), &grant),
             (Asked::Lease { name, .. }, _) => {
                 // An error (e.g. NOT_FOUND, UNAVAILABLE): per-call acquires go on.
                 if let Some(shared) = self.breakers.get(&name) {
@@ -337,7 +338,8 @@ impl Task {
         }
     }
 
-    fn granted(&mut self, name: &str, sent: Instant, grant: &pb::LeaseGrant) {
+    fn granted(&mut self, name: &str, sent: (Instant, u64), grant: &pb::LeaseGrant) {
+        let (sent, sent_nanos) = sent;
         let Some(shared) = self.breakers.get(name) else {
             return;
         };
@@ -357,7 +359,8 @@ impl Task {
             .and_then(|d| convert::duration_from_proto(d, "slow_call_duration").ok());
         // Counted from when the request left, which is before the daemon's now: the
         // lease ends here no later than it does at the daemon.
-        let valid_until = nanos_since(self.base, sent + length);
+        let valid_until =
+            sent_nanos.saturating_add(u64::try_from(length.as_nanos()).unwrap_or(u64::MAX));
         lease.used.store(false, Ordering::Relaxed);
         lease.grant(grant.lease.clone(), valid_until, slow, Instant::now());
         self.renew_at.insert(name.to_owned(), sent + length / 2);
@@ -380,7 +383,7 @@ impl Task {
                 continue;
             };
             let lease = shared.lease();
-            if lease.used.load(Ordering::Relaxed) && lease.holds(nanos_since(self.base, now)) {
+            if lease.used.load(Ordering::Relaxed) && lease.holds(clock_nanos()) {
                 self.ask_lease(tx, &name);
             } else {
                 lease.wanted.store(false, Ordering::Release);

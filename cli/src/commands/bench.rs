@@ -28,6 +28,8 @@ use crate::{
     parse_duration,
 };
 
+mod lease;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Breakers to spread the load over (named `<prefix>0` .. `<prefix>N-1`, created first).
@@ -68,6 +70,20 @@ pub struct Args {
     /// Leave the bench breakers in place afterwards (by default they are deleted).
     #[arg(long)]
     pub keep: bool,
+    /// Lease mode: leased clients in the revocation test.
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub clients: u32,
+    /// Lease mode: OS processes the revocation test's clients are spread over.
+    #[arg(long, default_value_t = 8, value_name = "P", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub processes: u32,
+    /// Lease mode: how often each client of the revocation test calls (a refusal is
+    /// seen up to one interval after the lease was voided; at least 1ms, the timer's
+    /// resolution).
+    #[arg(long, default_value = "1ms", value_name = "DUR", value_parser = parse_duration)]
+    pub call_interval: Duration,
+    /// Internal: run as a lease-mode worker process with this many clients.
+    #[arg(long, hide = true, value_name = "N")]
+    pub lease_worker: Option<u32>,
 }
 
 /// `--mode`.
@@ -80,6 +96,9 @@ pub enum Mode {
     Batch,
     /// One SetOverride per unit: a durable change (commit + fsync) each.
     Override,
+    /// Leases: leased calls/s through `Breaker::call` (1 and 2 threads) against the
+    /// unary path, and the revocation latency over many clients and processes.
+    Lease,
 }
 
 /// `--failure-rate`: a percentage, 0 to 100, fractions allowed.
@@ -159,7 +178,8 @@ struct LatencyJson {
 
 impl LatencyJson {
     fn new(sample: &'static str, h: &Histogram<u64>) -> Self {
-        let us = |ns: u64| (ns as f64 / 1000.0 * 10.0).round() / 10.0;
+        // Nanosecond precision: leased calls take well under a microsecond.
+        let us = |ns: u64| (ns as f64).round() / 1000.0;
         let q = |q: f64| {
             us(if h.is_empty() {
                 0
@@ -191,9 +211,11 @@ impl LatencyJson {
     }
 }
 
-/// 812µs, 1.23ms, 1.20s.
+/// 64ns, 812µs, 1.23ms, 1.20s.
 fn fmt_latency(us: f64) -> String {
-    if us < 1000.0 {
+    if us < 1.0 {
+        format!("{:.0}ns", us * 1000.0)
+    } else if us < 1000.0 {
         format!("{us:.0}µs")
     } else if us < 1_000_000.0 {
         format!("{:.2}ms", us / 1000.0)
@@ -248,6 +270,15 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     if args.duration.is_zero() {
         return Err(Error::Usage("--duration: must be more than zero".into()));
     }
+    if args.mode == Mode::Lease {
+        if args.call_interval < Duration::from_millis(1) {
+            return Err(Error::Usage("--call-interval: at least 1ms".into()));
+        }
+        return match args.lease_worker {
+            Some(clients) => lease::worker(ctx, &args, clients).await,
+            None => lease::run(ctx, &args).await,
+        };
+    }
     let channels = connect(ctx, args.connections).await?;
     let names: Arc<Vec<String>> = Arc::new(
         (0..args.breakers)
@@ -275,6 +306,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
         Mode::Unary => Workload::Unary,
         Mode::Batch => Workload::Batch,
         Mode::Override => Workload::Override,
+        Mode::Lease => unreachable!("lease mode runs on its own"),
     };
     let mut bench = run_phase(ctx, &args, &channels, &names, &stop, workload).await;
     if !args.keep {
@@ -291,6 +323,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
         Mode::Unary => "acquire+report pair",
         Mode::Batch => "acquire_batch+report_batch round",
         Mode::Override => "set_override (durable change)",
+        Mode::Lease => unreachable!("lease mode runs on its own"),
     };
     let pairs_per_sec = bench.rate(bench.done);
     let baseline_json = baseline.map(|b| {
@@ -354,6 +387,7 @@ fn summary_text(s: &SummaryJson) -> String {
         Mode::Override => {
             "override: SetOverride, one durable change per call (pairs = changes)".to_owned()
         }
+        Mode::Lease => unreachable!("lease mode prints its own summary"),
     };
     let mut rows = vec![
         (

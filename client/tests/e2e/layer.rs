@@ -181,3 +181,84 @@ async fn layer_around_a_tower_service_with_a_classifier() {
     );
     assert_eq!(status(&cbd, "layer/fn").await.state(), pb::State::Closed);
 }
+
+#[tokio::test]
+async fn layer_on_a_leased_closed_breaker_sends_no_acquire_and_counts_every_outcome_once() {
+    let (_dir, daemon) = daemon(&[]).await;
+    let cbd = cbd_client::Client::builder(daemon.endpoint())
+        .acquire_deadline(crate::support::RELAXED_DEADLINE)
+        .lease_flush_interval(std::time::Duration::from_millis(5))
+        .build()
+        .expect("client");
+    // CLOSED with cache_ttl: leasable; a rate condition the test's failures stay under.
+    let leasable = pb::BreakerSpec {
+        failure_rate_percent: Some(90),
+        minimum_calls: Some(20),
+        window: Some(pb::breaker_spec::Window::CountWindow(pb::CountWindow {
+            calls: 1000,
+        })),
+        open_duration: Some(cbd_tests::ms(60_000)),
+        cache_ttl: Some(cbd_tests::ms(10_000)),
+        ..Default::default()
+    };
+    put(&cbd, "layer/leased", leasable).await;
+    // Answers with the status code it is asked for.
+    let dependency = tower::service_fn(|code: u16| async move { Ok::<u16, std::io::Error>(code) });
+    let classify = |r: Result<&u16, &std::io::Error>| match r {
+        Ok(code) if *code >= 500 => Outcome::Failure,
+        Ok(code) if *code >= 400 => Outcome::Ignored,
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::Failure,
+    };
+    let mut svc = ServiceBuilder::new()
+        .layer(BreakerLayer::new(cbd.breaker("layer/leased")).classifier(classify))
+        .service(dependency);
+
+    // The first calls go by Acquire; the first CLOSED answer asks for a lease.
+    let mut successes = 0u32;
+    let deadline = std::time::Instant::now() + crate::support::WAIT;
+    while cbd.stats().leases_granted == 0 {
+        assert!(std::time::Instant::now() < deadline, "never leased");
+        let code = svc.ready().await.expect("ready").call(200).await;
+        assert_eq!(code.ok(), Some(200));
+        successes += 1;
+    }
+    cbd.flush().await;
+    let before = cbd.stats();
+    assert!(before.rpc_decisions >= 1, "the first call asked the daemon");
+
+    // Leased now: 300 calls through the layer, one in five failing, one in ten the
+    // caller's business.
+    let mut failures = 0u32;
+    let calls = 300u32;
+    for i in 0..calls {
+        let code = match i % 10 {
+            0 | 5 => 503,
+            3 => 404,
+            _ => 200,
+        };
+        let answer = svc.ready().await.expect("ready").call(code).await;
+        assert_eq!(answer.ok(), Some(code), "allowed, the dependency answered");
+        match code {
+            503 => failures += 1,
+            200 => successes += 1,
+            _ => {}
+        }
+    }
+    cbd.flush().await;
+    let after = cbd.stats();
+    assert_eq!(after.rpc_decisions, before.rpc_decisions, "no Acquire RPC");
+    assert_eq!(
+        after.leased_decisions - before.leased_decisions,
+        u64::from(calls),
+        "every call decided under the lease"
+    );
+    assert_eq!(after.fallback_decisions, 0);
+    let s = status(&cbd, "layer/leased").await;
+    assert_eq!(s.state(), pb::State::Closed);
+    assert_eq!(
+        (s.window_calls, s.window_failures),
+        (successes + failures, failures),
+        "the daemon counted each outcome once, ignored ones not at all"
+    );
+}

@@ -243,3 +243,95 @@ async fn half_open_is_never_leased_and_the_probe_cap_holds_across_clients() {
     assert_eq!(permits.len(), 2, "the fleet-wide probe cap");
     assert_eq!(rejected, 10);
 }
+
+/// Leased calls on `client`: `calls` of them, every fifth failing; returns the
+/// failures. Asserts each was decided under the lease (no Acquire RPC).
+async fn leased_calls(client: &Client, name: &str, calls: u32) -> u32 {
+    let rpcs = client.stats().rpc_decisions;
+    let breaker = client.breaker(name);
+    let mut failures = 0;
+    for i in 0..calls {
+        if i % 5 == 0 {
+            failures += 1;
+            assert!(matches!(breaker.call(fail).await, Err(CallError::Inner(_))));
+        } else {
+            breaker.call(ok).await.expect("allowed");
+        }
+    }
+    assert_eq!(client.stats().rpc_decisions, rpcs, "decided in process");
+    failures
+}
+
+#[tokio::test]
+async fn after_kill9_and_restart_on_the_same_port_clients_lease_again_and_nothing_counts_twice() {
+    let (dir, cbd) = daemon(&[]).await;
+    let addr = cbd.addr;
+    let clients: Vec<Client> = (0..4).map(|_| leasing_client(cbd.endpoint())).collect();
+    put(&clients[0], "boot", leasable(10_000)).await;
+    for client in &clients {
+        until_leased(client, "boot").await;
+        leased_calls(client, "boot", 25).await;
+        client.flush().await;
+    }
+    assert!(status(&clients[0], "boot").await.window_calls >= 100);
+
+    // Outcomes sent and never answered: the daemon is stopped, then killed. They
+    // stay unacknowledged and are resent, in order, to the next run of the daemon.
+    cbd.signal("STOP");
+    let mut cbd = cbd;
+    for client in &clients {
+        leased_calls(client, "boot", 10).await;
+        let flushed = tokio::time::timeout(Duration::from_millis(200), client.flush()).await;
+        assert!(flushed.is_err(), "a stopped daemon acknowledges nothing");
+    }
+    cbd.kill9();
+    drop(cbd);
+
+    let granted: Vec<u64> = clients.iter().map(|c| c.stats().leases_granted).collect();
+    let cbd = cbd_tests::Daemon::start_with(
+        &dir.path().join("data"),
+        &[],
+        cbd_tests::Options {
+            listen: Some(addr.to_string()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(cbd.addr, addr, "the same port");
+    // The old run's window is gone with it (in memory only).
+    assert_eq!(status(&clients[0], "boot").await.window_calls, 0);
+    for (client, before) in clients.iter().zip(granted) {
+        // Each client's session reconnects on its own and asks again for the lease
+        // it wanted: no call needed.
+        eventually("leased again after the restart", || async {
+            (client.stats().leases_granted > before).then_some(())
+        })
+        .await;
+    }
+
+    let mut calls = 0u32;
+    let mut failures = 0u32;
+    let mut leased_before = 0u64;
+    let mut leased_after = 0u64;
+    for client in &clients {
+        leased_before += client.stats().leased_decisions;
+        failures += leased_calls(client, "boot", 40).await;
+        calls += 40;
+        tokio::time::timeout(crate::support::WAIT, client.flush())
+            .await
+            .expect("the new run answers every outcome, resent ones included");
+        leased_after += client.stats().leased_decisions;
+    }
+    // The stopped run's unanswered aggregates were resent (the flush above waited for
+    // their answers) and answered stale: only the calls after the restart count.
+    assert_eq!(leased_after - leased_before, u64::from(calls));
+    let s = status(&clients[0], "boot").await;
+    assert_eq!(
+        (s.window_calls, s.window_failures),
+        (calls, failures),
+        "the daemon counted exactly the outcomes after the restart"
+    );
+    assert_eq!(s.state(), pb::State::Closed);
+    let fallbacks: u64 = clients.iter().map(|c| c.stats().fallback_decisions).sum();
+    assert_eq!(fallbacks, 0, "no call was made while the daemon was away");
+}
