@@ -12,8 +12,8 @@ See the package README for the API, the fallback policies, errors and leases;
 """
 
 from . import pb
-from .client import Admin, Breaker, Client, Permit, Snapshot, Watch
-from .errors import (AlreadyExists, BreakerOpen, Cancelled, CbdError, Compacted, DeadlineExceeded,
+from .client import Admin, Breaker, Client, Guard, Permit, Snapshot, Watch
+from .errors import (AlreadyExists, AlreadyReported, BreakerOpen, Cancelled, CbdError, Compacted, DeadlineExceeded,
                      FailedPrecondition, Internal, InvalidArgument, NotFound, PermissionDenied,
                      ResourceExhausted, RpcError, Unauthenticated, Unavailable)
 from .types import TLS, Fallback, Outcome, Reported, State
@@ -21,8 +21,8 @@ from .types import TLS, Fallback, Outcome, Reported, State
 __version__ = "0.1.0"
 
 __all__ = [
-    "Admin", "AlreadyExists", "Breaker", "BreakerOpen", "Cancelled", "CbdError", "Client",
-    "Compacted", "DeadlineExceeded", "FailedPrecondition", "Fallback", "Internal",
+    "Admin", "AlreadyExists", "AlreadyReported", "Breaker", "BreakerOpen", "Cancelled", "CbdError", "Client",
+    "Compacted", "DeadlineExceeded", "FailedPrecondition", "Fallback", "Guard", "Internal",
     "InvalidArgument", "NotFound", "Outcome", "PermissionDenied", "Permit", "Reported",
     "ResourceExhausted", "RpcError", "Snapshot", "State", "TLS", "Unauthenticated",
     "Unavailable", "Watch", "pb",

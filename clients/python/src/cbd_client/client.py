@@ -134,6 +134,15 @@ class Client:
         """Follow changes; see `Watch`. Without `start_revision` a `Snapshot` comes first."""
         return Watch(self, prefix, names, start_revision, progress_interval)
 
+    def wait_for_ready(self, timeout: float = 10.0) -> None:
+        """Waits until the current endpoint's channel is connected; raises
+        `Unavailable` after `timeout` seconds."""
+        try:
+            grpc.channel_ready_future(self._channel()).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise errors.Unavailable(grpc.StatusCode.UNAVAILABLE,
+                                     f"{self.endpoints[self._current]} not ready in {timeout} s") from None
+
     def flush(self, timeout: float = 1.0) -> bool:
         """Sends every leased outcome counted so far and waits (at most `timeout`
         seconds) until the daemon answered them. True when nothing is left unanswered."""
@@ -215,9 +224,11 @@ class Permit:
 
     def report(self, outcome: Outcome, duration_s: Optional[float] = None) -> Reported:
         """Reports `outcome` with `duration_s` seconds (None: unknown, never slow).
-        A second report of the same permit reports nowhere. Raises a typed
+        Raises `AlreadyReported` on a second report of the same permit, and a typed
         `RpcError` when the daemon's Report fails."""
         kind, self.kind = self.kind, "done"
+        if kind == "done":
+            raise errors.AlreadyReported(f"permit of {self.breaker.name!r} already reported")
         return self.breaker._report(kind, self.data, Outcome(outcome), duration_s)
 
     def __repr__(self):
@@ -247,6 +258,7 @@ class Breaker:
         self._lease = LeaseSlot()
         self._permits = contextvars.ContextVar(f"cbd-permits-{name}", default=())
         self._mu = threading.Lock()
+        self._guard = Guard(self, ())
 
     # -- spec and fallback --------------------------------------------------------
     @property
@@ -389,21 +401,64 @@ class Breaker:
     # -- wrappers -----------------------------------------------------------------
     def call(self, fn, *args, **kwargs):
         """Runs `fn(*args, **kwargs)` guarded by this breaker; returns its result."""
-        permit = self.acquire()
-        try:
-            result = fn(*args, **kwargs)
-        except Exception:
-            self._quiet(permit.failure)
-            raise
-        except BaseException:
-            self._quiet(permit.ignore)
-            raise
-        self._quiet(permit.success)
-        return result
+        return self._guard.call(fn, *args, **kwargs)
 
     def __call__(self, fn):
         """`@breaker` decorates `fn` so that every call of it goes through `call`."""
+        return self._guard(fn)
 
+    def __enter__(self) -> Permit:
+        return self._guard.__enter__()
+
+    def __exit__(self, exc_type, exc, tb):
+        return self._guard.__exit__(exc_type, exc, tb)
+
+    def ignoring(self, *exceptions) -> "Guard":
+        """The same wrappers (`call`, decorator, `with`), but an exception of one of
+        these types is reported IGNORED (the caller's own fault), not FAILURE:
+        `@breaker.ignoring(KeyError)`."""
+        return Guard(self, tuple(exceptions))
+
+    def __repr__(self):
+        return f"Breaker({self.name!r})"
+
+
+class Guard:
+    """The call wrappers of a breaker (see `Breaker`), with the exception types that
+    count as IGNORED instead of FAILURE."""
+
+    __slots__ = ("breaker", "ignore")
+
+    def __init__(self, breaker: Breaker, ignore: tuple):
+        self.breaker, self.ignore = breaker, ignore
+
+    def _outcome(self, exc_type) -> Outcome:
+        if exc_type is None:
+            return Outcome.SUCCESS
+        if issubclass(exc_type, Exception) and not (self.ignore and issubclass(exc_type, self.ignore)):
+            return Outcome.FAILURE
+        return Outcome.IGNORED  # KeyboardInterrupt, cancellation, or told to ignore
+
+    def _settle(self, permit: Permit, exc_type) -> None:
+        outcome = self._outcome(exc_type)
+        elapsed = None if outcome == Outcome.IGNORED else time.monotonic() - permit.acquired_at
+        try:
+            permit.report(outcome, elapsed)
+        except errors.CbdError as e:  # never raised over the call's own result
+            log.debug("report to %s failed: %s", self.breaker.name, e)
+
+    def call(self, fn, *args, **kwargs):
+        """Runs `fn(*args, **kwargs)` guarded by the breaker; returns its result."""
+        permit = self.breaker.acquire()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as e:
+            self._settle(permit, type(e))
+            raise
+        self._settle(permit, None)
+        return result
+
+    def __call__(self, fn):
         @functools.wraps(fn)
         def guarded(*args, **kwargs):
             return self.call(fn, *args, **kwargs)
@@ -411,32 +466,19 @@ class Breaker:
         return guarded
 
     def __enter__(self) -> Permit:
-        permit = self.acquire()
-        self._permits.set(self._permits.get() + (permit,))
+        permit = self.breaker.acquire()
+        stack = self.breaker._permits
+        stack.set(stack.get() + (permit,))
         return permit
 
     def __exit__(self, exc_type, exc, tb):
-        stack = self._permits.get()
-        permit = stack[-1]
-        self._permits.set(stack[:-1])
-        if permit.kind == "done":  # the block reported itself
-            return False
-        if exc_type is None:
-            self._quiet(permit.success)
-        elif issubclass(exc_type, Exception):
-            self._quiet(permit.failure)
-        else:
-            self._quiet(permit.ignore)
+        stack = self.breaker._permits
+        permits = stack.get()
+        permit = permits[-1]
+        stack.set(permits[:-1])
+        if permit.kind != "done":  # else the block reported itself
+            self._settle(permit, exc_type)
         return False
-
-    def _quiet(self, report):
-        try:
-            report()
-        except errors.CbdError as e:
-            log.debug("report to %s failed: %s", self.name, e)
-
-    def __repr__(self):
-        return f"Breaker({self.name!r})"
 
 
 class Admin:
@@ -477,12 +519,18 @@ class Admin:
     def reset_breaker(self, name: str, *, timeout: float = DEFAULT_ADMIN_DEADLINE):
         return self._call("ResetBreaker", admin_pb2.ResetBreakerRequest(name=name), timeout)
 
-    def list_breakers(self, prefix: str = "", *, timeout: float = DEFAULT_ADMIN_DEADLINE) -> List:
-        """Every breaker under `prefix` (all pages)."""
-        out, token = [], ""
+    def status(self, *, timeout: float = DEFAULT_ADMIN_DEADLINE):
+        """The daemon's cbd.v1.StatusResponse: version, revisions, breakers, sessions, leases."""
+        return self._call("Status", admin_pb2.StatusRequest(), timeout)
+
+    def list_breakers(self, prefix: str = "", *, page_size: int = 0, page_token: str = "",
+                      timeout: float = DEFAULT_ADMIN_DEADLINE) -> List:
+        """Every breaker under `prefix`, in name order, fetching page after page of
+        `page_size` (0: the daemon's 100) from `page_token` (empty: the first)."""
+        out, token = [], page_token
         while True:
             resp = self._call("ListBreakers", admin_pb2.ListBreakersRequest(
-                prefix=prefix, page_token=token), timeout)
+                prefix=prefix, page_size=page_size, page_token=token), timeout)
             out.extend(resp.breakers)
             token = resp.next_page_token
             if not token:

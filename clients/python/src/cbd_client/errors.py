@@ -34,6 +34,10 @@ class BreakerOpen(CbdError):
         super().__init__(text + ")")
 
 
+class AlreadyReported(CbdError):
+    """A permit's outcome was reported already: each permit is reported exactly once."""
+
+
 class RpcError(CbdError):
     """A gRPC call failed. `code` is the `grpc.StatusCode`, `details` the daemon's
     message (for people; decide by the class or `code`, never by this text)."""
