@@ -201,6 +201,9 @@ class Permit:
 
     `state` is the breaker's state as the decider saw it (None under fail-open);
     `fallback` is None when the daemon (or a lease) decided, else the policy that did.
+    `kind` says who decided: "daemon" (a per-call Acquire), "leased" (a lease, no
+    RPC), "local" (the LOCAL fallback's breaker), "unguarded" (fail open); "done"
+    once reported.
     """
 
     __slots__ = ("breaker", "kind", "data", "state", "fallback", "acquired_at")
@@ -259,6 +262,11 @@ class Breaker:
         self._permits = contextvars.ContextVar(f"cbd-permits-{name}", default=())
         self._mu = threading.Lock()
         self._guard = Guard(self, ())
+
+    @property
+    def leased(self) -> bool:
+        """Whether a valid lease decides this breaker's calls now (no RPC)."""
+        return self._lease.holds()
 
     # -- spec and fallback --------------------------------------------------------
     @property
@@ -560,6 +568,7 @@ class Watch:
         self._closed = False
         self._resync = False
         self._snapshot = []
+        self._deadline = None
         self.reconnects = 0
 
     def __iter__(self) -> Iterator:
@@ -584,11 +593,23 @@ class Watch:
         self._call = self._client._breakers_stub().Watch(
             req, metadata=self._client.metadata, wait_for_ready=self.reconnects > 0)
 
+    def next(self, timeout: Optional[float] = None):
+        """The next `Snapshot` or event, like `next(watch)`; with `timeout` (seconds)
+        raises `TimeoutError` when only progress messages came for that long (checked
+        as each message arrives, so ask for a `progress_interval` below it)."""
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            return self.__next__()
+        finally:
+            self._deadline = None
+
     def __next__(self):
         backoff = BACKOFF_FIRST
         while True:
             if self._closed:
                 raise StopIteration
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                raise TimeoutError("no watch item in time")
             if self._call is None:
                 self._open()
             try:
