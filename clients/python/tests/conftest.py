@@ -110,8 +110,15 @@ class Daemon:
                 total += int(float(line.rsplit(" ", 1)[1]))
         return total
 
+    def _proc_state(self) -> str:
+        # /proc/PID/stat: "pid (comm) S ...": the state letter follows the last ')'.
+        return Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
     def pause(self):
+        """SIGSTOP, and wait until every thread is stopped (the signal is delivered
+        asynchronously: a request could still be answered just after kill())."""
         self.proc.send_signal(signal.SIGSTOP)
+        until(lambda: self._proc_state() == "T", 5, "cbd to stop")
 
     def resume(self):
         if self.proc is not None and self.proc.poll() is None:

@@ -15,10 +15,14 @@ from ._pb.cbd.v1 import breakers_pb2
 
 log = logging.getLogger("cbd_client")
 RECONNECT_FIRST, RECONNECT_MAX = 0.05, 2.0
-_DROP_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
 
 
-class LeaseSession:
+class SessionState:
+    """What a lease session knows, apart from its transport (shared by the thread
+    of the sync client and the task of the asyncio one): the breakers it serves, the
+    requests in flight, and what an answer does. `requests` is the live stream's
+    outgoing queue (anything with `put_nowait`), None while the stream is down."""
+
     def __init__(self, client):
         self.client = client
         self.lock = threading.Lock()
@@ -27,103 +31,56 @@ class LeaseSession:
         self.asked = {}  # id -> ("lease", name, sent) | ("outcomes", name, token, sequence)
         self.renew_at = {}  # name -> monotonic time
         self.next_id = 0
-        self.requests = None  # queue.Queue of the live stream, None while down
+        self.requests = None
         self.closed = False
-        self.kick = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="cbd-lease-session", daemon=True)
-        self.thread.start()
+        self.answers = 0  # answers on the current stream (resets the reconnect backoff)
 
-    # -- called by the client -------------------------------------------------------
     def want(self, breaker):
+        """Serve `breaker`: ask for a lease on it now (or when the stream is up)."""
         with self.lock:
             self.breakers[breaker.name] = breaker
             if self.requests is not None:
                 self._ask_lease(breaker.name)
 
-    def flush(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        self._flush()
-        with self.cond:
-            while any(b._lease.has_unsent() for b in self.breakers.values()):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.cond.wait(min(left, self.client.lease_flush_interval))
-                self._flush_locked()
-        return True
+    def has_unsent(self) -> bool:
+        return any(b._lease.has_unsent() for b in list(self.breakers.values()))
 
-    def close(self):
-        self.flush(1.0)
+    def _opened(self, requests):
+        """A new stream: resend the unanswered outcomes in order, then ask again for
+        the leases that were wanted."""
         with self.lock:
-            self.closed = True
-            if self.requests is not None:
-                self.requests.put(None)
-        self.kick.set()
-        self.thread.join(2.0)
+            self.requests = requests
+            self.answers = 0
+            for name, b in self.breakers.items():
+                for item in sorted(b._lease.unacked(), key=lambda o: o.sequence):
+                    self._send(("outcomes", name, item.lease, item.sequence), outcomes=item)
+                with b._lease.lock:
+                    wanted = b._lease.wanted
+                if wanted:
+                    self._ask_lease(name)
 
-    # -- the stream -----------------------------------------------------------------
     def _send(self, asked, **kind):
         """Queues one request (lock held); returns False while the stream is down."""
         if self.requests is None:
             return False
         self.next_id += 1
         self.asked[self.next_id] = asked
-        self.requests.put(breakers_pb2.SessionRequest(id=self.next_id, **kind))
+        self.requests.put_nowait(breakers_pb2.SessionRequest(id=self.next_id, **kind))
         return True
 
     def _ask_lease(self, name):
         self._send(("lease", name, time.monotonic()), lease=breakers_pb2.LeaseRequest(name=name))
 
-    def _run(self):
-        backoff = RECONNECT_FIRST
-        while not self.closed:
-            requests = queue.Queue()
-            try:
-                call = self.client._breakers_stub().Session(
-                    iter(requests.get, None), metadata=self.client.metadata, wait_for_ready=True)
-            except Exception as e:  # the channel is closed
-                log.debug("session could not start: %s", e)
-                return
-            with self.lock:
-                if self.closed:
-                    return
-                self.requests = requests
-                # Resend the unanswered outcomes in order, then ask again for leases.
-                for name, b in self.breakers.items():
-                    for item in sorted(b._lease.unacked(), key=lambda o: o.sequence):
-                        self._send(("outcomes", name, item.lease, item.sequence), outcomes=item)
-                    with b._lease.lock:
-                        wanted = b._lease.wanted
-                    if wanted:
-                        self._ask_lease(name)
-            reader = threading.Thread(target=self._read, args=(call,), daemon=True)
-            reader.start()
-            while reader.is_alive() and not self.closed:
-                self.kick.wait(self.client.lease_flush_interval)
-                self.kick.clear()
-                self._flush()
-                self._renew()
-            if self.closed:
-                reader.join(1.0)
-                call.cancel()
-                return
-            time.sleep(backoff * (0.8 + 0.4 * (time.monotonic() % 1)))
-            backoff = min(backoff * 2, RECONNECT_MAX)
-
-    def _read(self, call):
-        try:
-            for answer in call:
-                self._answered(answer)
-        except grpc.RpcError as e:
-            log.debug("lease session lost: %s", e.code())
-        finally:
-            self._stream_lost()
+    def _next_backoff(self, backoff: float) -> float:
+        """The reconnect delay after this one: back to the first after a stream that
+        was answered, else doubled up to RECONNECT_MAX."""
+        return RECONNECT_FIRST if self.answers else min(backoff * 2, RECONNECT_MAX)
 
     def _stream_lost(self):
         """No push can arrive any more: no lease may be used."""
         with self.lock:
             if self.requests is not None:
-                self.requests.put(None)
+                self.requests.put_nowait(None)
             self.requests = None
             self.asked.clear()
             self.renew_at.clear()
@@ -136,6 +93,7 @@ class LeaseSession:
     def _answered(self, answer):
         kind = answer.WhichOneof("kind")
         with self.lock:
+            self.answers += 1
             if kind == "revoked":
                 b = self.breakers.get(answer.revoked.name)
                 if b is not None:
@@ -169,10 +127,12 @@ class LeaseSession:
                 b._lease.acked(token, sequence)
                 self.cond.notify_all()
                 return
-            err = errors.from_status_proto(answer.error) if kind == "error" else None
-            if err is not None and err.code in _DROP_CODES:
-                # Never countable (the breaker was deleted, the lease is bad): drop.
-                log.debug("leased outcomes of %s dropped: %s", name, err)
+            err = (errors.from_status_proto(answer.error) if kind == "error" else
+                   errors.Internal(grpc.StatusCode.INTERNAL, f"unexpected answer {kind}"))
+            if not err.transient:
+                # Never countable (the breaker was deleted, the lease is bad, a gap):
+                # resending would get the same answer, so drop it.
+                log.warning("leased outcomes of %s dropped: %s", name, err)
                 b._lease.acked(token, sequence)
                 self.cond.notify_all()
                 return
@@ -209,3 +169,71 @@ class LeaseSession:
                 else:
                     with slot.lock:
                         slot.wanted = False
+
+
+class LeaseSession(SessionState):
+    """The sync client's session: a thread owns the stream (with a reader thread for
+    the answers) and flushes and renews every flush interval."""
+
+    def __init__(self, client):
+        super().__init__(client)
+        self.kick = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="cbd-lease-session", daemon=True)
+        self.thread.start()
+
+    def flush(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        self._flush()
+        with self.cond:
+            while self.has_unsent():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(min(left, self.client.lease_flush_interval))
+                self._flush_locked()
+        return True
+
+    def close(self):
+        self.flush(1.0)
+        with self.lock:
+            self.closed = True
+            if self.requests is not None:
+                self.requests.put_nowait(None)
+        self.kick.set()
+        self.thread.join(2.0)
+
+    def _run(self):
+        backoff = RECONNECT_FIRST
+        while not self.closed:
+            requests = queue.Queue()
+            try:
+                call = self.client._breakers_stub().Session(
+                    iter(requests.get, None), metadata=self.client.metadata, wait_for_ready=True)
+            except Exception as e:  # the channel is closed
+                log.debug("session could not start: %s", e)
+                return
+            if self.closed:
+                return
+            self._opened(requests)
+            reader = threading.Thread(target=self._read, args=(call,), daemon=True)
+            reader.start()
+            while reader.is_alive() and not self.closed:
+                self.kick.wait(self.client.lease_flush_interval)
+                self.kick.clear()
+                self._flush()
+                self._renew()
+            if self.closed:
+                reader.join(1.0)
+                call.cancel()
+                return
+            backoff = self._next_backoff(backoff)
+            time.sleep(backoff * (0.8 + 0.4 * (time.monotonic() % 1)))
+
+    def _read(self, call):
+        try:
+            for answer in call:
+                self._answered(answer)
+        except grpc.RpcError as e:
+            log.debug("lease session lost: %s", e.code())
+        finally:
+            self._stream_lost()

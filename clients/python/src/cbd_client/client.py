@@ -97,7 +97,7 @@ class Client:
         #: Decision counters: per-call RPC, leased, fallback; lease grants and revocations.
         self.stats = {"rpc_decisions": 0, "leased_decisions": 0, "fallback_decisions": 0,
                       "leases_granted": 0, "leases_revoked": 0}
-        self.admin = Admin(self)
+        self.admin = self._admin_class(self)
 
     @staticmethod
     def _dial(endpoint: str, tls: Optional[TLS]) -> grpc.Channel:
@@ -126,7 +126,7 @@ class Client:
         with self._lock:
             b = self._breakers.get(name)
             if b is None:
-                b = self._breakers[name] = Breaker(self, name)
+                b = self._breakers[name] = self._breaker_class(self, name)
             return b
 
     def watch(self, prefix: str = "", names: Sequence[str] = (), start_revision: Optional[int] = None,
@@ -176,10 +176,13 @@ class Client:
             slot.wanted = True
         with self._lock:
             if self._session is None:
-                from ._lease_sync import LeaseSession
-
-                self._session = LeaseSession(self)
+                self._session = self._new_session()
         self._session.want(breaker)
+
+    def _new_session(self):
+        from ._lease_sync import LeaseSession
+
+        return LeaseSession(self)
 
 
 def _credentials(tls: TLS) -> grpc.ChannelCredentials:
@@ -250,6 +253,8 @@ class Breaker:
     `BreakerOpen` before the call runs.
     """
 
+    _permit_class = Permit
+
     def __init__(self, client: Client, name: str):
         self.client = client
         self.name = name
@@ -289,17 +294,23 @@ class Breaker:
         self._spec = status.spec
         return status.spec
 
-    def _spec_fetch_if_due(self) -> None:
-        """After a daemon answer: a background GetBreaker the first time, then every
-        `spec_refresh` (every second while unknown)."""
+    def _spec_due(self) -> bool:
+        """Whether a background GetBreaker is due now: the first time, then every
+        `spec_refresh` (every second while unknown); True marks one in flight."""
         with self._mu:
             if self._spec_in_flight:
-                return
+                return False
             every = self.client.spec_refresh if self._spec is not None else SPEC_RETRY
             if self._spec_at is not None and time.monotonic() - self._spec_at < every:
-                return
+                return False
             self._spec_in_flight = True
             self._spec_at = time.monotonic()
+            return True
+
+    def _spec_fetch_if_due(self) -> None:
+        """After a daemon answer: learn the spec (its fallback policy) in the background."""
+        if not self._spec_due():
+            return
         fut = self.client._admin_stub().GetBreaker.future(
             admin_pb2.GetBreakerRequest(name=self.name), timeout=DEFAULT_ADMIN_DEADLINE,
             metadata=self.client.metadata)
@@ -342,9 +353,9 @@ class Breaker:
                         "allow" if allowed else "reject")
             if not allowed:
                 raise errors.BreakerOpen(self.name, state, retry_after, Fallback.LOCAL)
-            return Permit(self, "local", (local, epoch, probe), state, Fallback.LOCAL)
+            return self._permit_class(self, "local", (local, epoch, probe), state, Fallback.LOCAL)
         log.warning("cbd unreachable (%s): %s fails open", cause, self.name)
-        return Permit(self, "unguarded", None, None, Fallback.FAIL_OPEN)
+        return self._permit_class(self, "unguarded", None, None, Fallback.FAIL_OPEN)
 
     # -- the two steps --------------------------------------------------------------
     def acquire(self) -> Permit:
@@ -355,21 +366,46 @@ class Breaker:
         error, the fallback policy decides. Other errors (NotFound, InvalidArgument,
         PermissionDenied, ...) are raised as they are.
         """
-        ticket = self._lease.ticket()
-        if ticket is not None:
-            return Permit(self, "leased", ticket[0], State.CLOSED)
+        permit = self._leased_permit()
+        if permit is not None:
+            return permit
         client = self.client
         try:
             answer = client._breakers_stub().Acquire(
                 breakers_pb2.AcquireRequest(name=self.name), timeout=client.acquire_deadline,
                 metadata=client.metadata)
         except grpc.RpcError as e:
-            err = errors.from_rpc_error(e)
-            if err.transient:
-                client._failed_over(err)
-                return self._fall_back(err)
-            self._daemon_answered()
-            raise err from None
+            return self._acquire_failed(e)
+        return self._acquired(answer)
+
+    def _report(self, kind, data, outcome: Outcome, duration_s: Optional[float]) -> Reported:
+        done = self._report_here(kind, data, outcome, duration_s)
+        if done is not None:
+            return done
+        client = self.client
+        try:
+            answer = client._breakers_stub().Report(
+                self._report_request(data, outcome, duration_s), timeout=client.report_deadline,
+                metadata=client.metadata)
+        except grpc.RpcError as e:
+            raise self._rpc_failed(e) from None
+        return self._reported(answer)
+
+    # The decisions around the RPCs, shared with cbd_client.aio.
+    def _leased_permit(self) -> Optional[Permit]:
+        ticket = self._lease.ticket()
+        return None if ticket is None else self._permit_class(self, "leased", ticket[0], State.CLOSED)
+
+    def _acquire_failed(self, e: grpc.RpcError) -> Permit:
+        err = errors.from_rpc_error(e)
+        if err.transient:
+            self.client._failed_over(err)
+            return self._fall_back(err)
+        self._daemon_answered()
+        raise err from None
+
+    def _acquired(self, answer) -> Permit:
+        client = self.client
         self._daemon_answered()
         self._spec_fetch_if_due()
         client.stats["rpc_decisions"] += 1
@@ -377,11 +413,12 @@ class Breaker:
             client._want_lease(self)  # CLOSED and cache_ttl set: the next calls can be leased
         state = state_of(answer.state)
         if answer.allowed:
-            return Permit(self, "daemon", answer.permit, state)
+            return self._permit_class(self, "daemon", answer.permit, state)
         retry = answer.retry_after.ToNanoseconds() / 1e9 if answer.HasField("retry_after") else None
         raise errors.BreakerOpen(self.name, state, retry)
 
-    def _report(self, kind, data, outcome: Outcome, duration_s: Optional[float]) -> Reported:
+    def _report_here(self, kind, data, outcome, duration_s) -> Optional[Reported]:
+        """Reports that need no RPC (leased, local, fail-open); None for a daemon permit."""
         if kind == "leased":
             self._lease.record(data, outcome, duration_s)
             return Reported("leased", State.CLOSED)
@@ -392,17 +429,21 @@ class Breaker:
             return Reported("local", local.report(outcome, probe))
         if kind != "daemon":
             return Reported("nowhere")
-        client = self.client
-        request = breakers_pb2.ReportRequest(permit=data, outcome=int(outcome))
+        return None
+
+    @staticmethod
+    def _report_request(permit: bytes, outcome: Outcome, duration_s: Optional[float]):
+        request = breakers_pb2.ReportRequest(permit=permit, outcome=int(outcome))
         if duration_s is not None:
             request.duration.CopyFrom(duration(max(0.0, duration_s)))
-        try:
-            answer = client._breakers_stub().Report(request, timeout=client.report_deadline,
-                                                     metadata=client.metadata)
-        except grpc.RpcError as e:
-            err = errors.from_rpc_error(e)
-            client._failed_over(err)
-            raise err from None
+        return request
+
+    def _rpc_failed(self, e: grpc.RpcError) -> errors.RpcError:
+        err = errors.from_rpc_error(e)
+        self.client._failed_over(err)
+        return err
+
+    def _reported(self, answer) -> Reported:
         self._daemon_answered()
         return Reported("daemon", state_of(answer.state), answer.stale, answer.generation)
 
@@ -585,13 +626,30 @@ class Watch:
     def __exit__(self, *exc):
         self.close()
 
-    def _open(self):
+    def _request(self):
+        """The request of the next stream (from the next revision wanted, if known)."""
         req = breakers_pb2.WatchRequest(filter=self._filter, progress_interval=duration(self._progress))
         if self._next is not None:
             req.start_revision = self._next
         self._snapshot = []
+        return req
+
+    def _open(self):
         self._call = self._client._breakers_stub().Watch(
-            req, metadata=self._client.metadata, wait_for_ready=self.reconnects > 0)
+            self._request(), metadata=self._client.metadata, wait_for_ready=self.reconnects > 0)
+
+    def _after_error(self, err: errors.RpcError) -> bool:
+        """After the stream failed with `err`: True to reconnect (after a backoff),
+        False to start over at once; raises when the error is not transient."""
+        self._call = None
+        if isinstance(err, errors.Compacted) and self._next is not None and self.reconnects:
+            self._next, self._resync = None, True  # lost events: start over from a snapshot
+            return False
+        if not err.transient:
+            raise err
+        self._client._failed_over(err)
+        self.reconnects += 1
+        return True
 
     def next(self, timeout: Optional[float] = None):
         """The next `Snapshot` or event, like `next(watch)`; with `timeout` (seconds)
@@ -624,18 +682,11 @@ class Watch:
                 if item is not None:
                     return item
                 continue
-            self._call = None
             if self._closed:
                 raise StopIteration
-            if isinstance(err, errors.Compacted) and self._next is not None and self.reconnects:
-                self._next, self._resync = None, True  # lost events: start over from a snapshot
-                continue
-            if not err.transient:
-                raise err
-            self._client._failed_over(err)
-            self.reconnects += 1
-            time.sleep(jitter(backoff))
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            if self._after_error(err):
+                time.sleep(jitter(backoff))
+                backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _handle(self, msg):
         kind = msg.WhichOneof("kind")
@@ -660,3 +711,8 @@ class Watch:
             self._next = snap.revision + 1
             return snap
         return None
+
+
+# Set here, after the classes exist; cbd_client.aio's Client sets its own.
+Client._breaker_class = Breaker
+Client._admin_class = Admin
