@@ -63,16 +63,16 @@ def test_lease_slot_ends_at_valid_until_and_numbers_outcomes():
     slot = LeaseSlot(clock)
     assert slot.ticket() is None
     slot.grant(b"lease-1", clock.now + 1.0, 0.5)
-    epoch, slow = slot.ticket()
-    assert slow == 0.5
-    slot.record(epoch, Outcome.SUCCESS, 0.1)
-    slot.record(epoch, Outcome.SUCCESS, 0.9)  # slower than the grant's threshold
-    slot.record(epoch, Outcome.FAILURE, 0.1)
+    ticket = slot.ticket()
+    assert ticket[2] == 0.5
+    slot.record(ticket, Outcome.SUCCESS, 0.1)
+    slot.record(ticket, Outcome.SUCCESS, 0.9)  # slower than the grant's threshold
+    slot.record(ticket, Outcome.FAILURE, 0.1)
     (first,) = slot.take_outgoing()
     assert (first.lease, first.sequence, first.successes, first.slow_successes, first.failures) == \
         (b"lease-1", 1, 1, 1, 1)
     assert slot.take_outgoing() == [], "nothing new: nothing sent"
-    slot.record(epoch, Outcome.IGNORED, None)
+    slot.record(ticket, Outcome.IGNORED, None)
     (second,) = slot.take_outgoing()
     assert (second.sequence, second.ignored) == (2, 1)
     assert [o.sequence for o in slot.unacked()] == [1, 2]
@@ -83,5 +83,10 @@ def test_lease_slot_ends_at_valid_until_and_numbers_outcomes():
     clock.now += 0.001
     assert slot.ticket() is None, "never used at or after valid_until"
     slot.grant(b"lease-2", clock.now + 1.0, None)
+    slot.record(ticket, Outcome.FAILURE, 0.1)  # a call allowed under lease-1, ending now
+    slot.record(slot.ticket(), Outcome.SUCCESS, 5.0)  # no slow threshold: never slow
+    by_lease = {o.lease: o for o in slot.take_outgoing()}
+    assert (by_lease[b"lease-1"].sequence, by_lease[b"lease-1"].failures) == (3, 1)
+    assert (by_lease[b"lease-2"].sequence, by_lease[b"lease-2"].successes) == (1, 1)
     slot.void()
     assert slot.ticket() is None, "a voided lease is not used again"

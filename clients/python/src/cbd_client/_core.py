@@ -58,15 +58,19 @@ class _Book:
 class LeaseSlot:
     """A breaker's current lease (if any) and the books of its recent leases.
 
-    The decision under a lease is one lock and one monotonic clock read: allowed
-    while a token is held and `now < valid_until`, where `valid_until` was counted
-    from when the lease request was *sent* (so it ends no later than the daemon's).
+    The decision under a lease reads one attribute, `current` (a tuple replaced as a
+    whole, so a reader sees one lease or none, never a mix: the analogue of the Rust
+    client's seqlock), and the monotonic clock: allowed while `now < valid_until`,
+    where `valid_until` was counted from when the lease request was *sent* (so it
+    ends no later than the daemon's).
     """
 
     def __init__(self, clock=time.monotonic):
         self.lock = threading.Lock()
         self.clock = clock
         self.epoch = 0
+        #: (epoch, valid_until, slow threshold or None, _Book) of the lease in force.
+        self.current = None
         self.token: Optional[bytes] = None
         self.valid_until = 0.0
         self.slow: Optional[float] = None
@@ -75,16 +79,17 @@ class LeaseSlot:
         self.books: Dict[int, _Book] = {}
 
     def ticket(self):
-        """(epoch, slow threshold) when a valid lease is held now, else None."""
-        with self.lock:
-            if self.token is not None and self.clock() < self.valid_until:
-                self.used = True
-                return self.epoch, self.slow
-            return None
+        """The `current` tuple when a valid lease is held now, else None (the hot path:
+        no lock)."""
+        cur = self.current
+        if cur is not None and self.clock() < cur[1]:
+            self.used = True  # a benign race: only read to decide on renewing
+            return cur
+        return None
 
     def holds(self) -> bool:
-        with self.lock:
-            return self.token is not None and self.clock() < self.valid_until
+        cur = self.current
+        return cur is not None and self.clock() < cur[1]
 
     def grant(self, token: bytes, valid_until: float, slow: Optional[float]) -> None:
         """Installs a new lease (a renewal too): a new epoch and a new book."""
@@ -92,11 +97,13 @@ class LeaseSlot:
             self._end_locked()
             self.epoch += 1
             self.token, self.valid_until, self.slow, self.used = token, valid_until, slow, False
-            self.books[self.epoch] = _Book(token)
+            book = self.books[self.epoch] = _Book(token)
+            self.current = (self.epoch, valid_until, slow, book)
 
     def void(self) -> None:
         """A push, a lost stream or a revocation: the lease must not be used again."""
         with self.lock:
+            self.current = None
             self._end_locked()
             self.token, self.valid_until = None, 0.0
 
@@ -105,15 +112,14 @@ class LeaseSlot:
         if book is not None and book.ended is None:
             book.ended = self.clock()
 
-    def record(self, epoch: int, outcome: Outcome, duration: Optional[float]) -> None:
-        """Counts an outcome of a call allowed under lease `epoch`."""
+    def record(self, ticket, outcome: Outcome, duration: Optional[float]) -> None:
+        """Counts an outcome of a call allowed under the lease of `ticket` (from
+        `ticket()`), in that lease's book even if a newer lease came meanwhile."""
+        slow = ticket[2]
+        is_slow = (outcome == Outcome.SUCCESS and slow is not None and duration is not None
+                   and duration > slow)
         with self.lock:
-            book = self.books.get(epoch)
-            if book is None:
-                return
-            slow = (outcome == Outcome.SUCCESS and self.slow is not None
-                    and duration is not None and duration > self.slow)
-            book.pending.record(outcome, slow)
+            ticket[3].pending.record(outcome, is_slow)
 
     def take_outgoing(self) -> List[breakers_pb2.LeasedOutcomes]:
         """Turns every book's pending counts into a numbered LeasedOutcomes (kept as

@@ -231,6 +231,20 @@ class Guard(_sync.Guard):
             log.debug("report to %s failed: %s", self.breaker.name, e)
 
     async def call(self, fn, *args, **kwargs):
+        slot = self.breaker._lease
+        ticket = slot.ticket()
+        if ticket is not None:  # the leased hot path, as in cbd_client.Guard.call
+            start = time.monotonic() if ticket[2] is not None else None
+            try:
+                result = fn(*args, **kwargs)
+                if hasattr(result, "__await__"):
+                    result = await result
+            except BaseException as e:
+                outcome = self._outcome(type(e))
+                slot.record(ticket, outcome, None if start is None else time.monotonic() - start)
+                raise
+            slot.record(ticket, Outcome.SUCCESS, None if start is None else time.monotonic() - start)
+            return result
         permit = await self.breaker.acquire()
         try:
             result = fn(*args, **kwargs)

@@ -37,6 +37,10 @@ CHANNEL_OPTIONS = [
 ]
 
 
+#: What every leased report answers (no daemon answer to carry).
+LEASED = Reported("leased", State.CLOSED)
+
+
 def jitter(d: float) -> float:
     """`d` scaled into [0.8, 1.2) so restarted daemons' clients do not all return at once."""
     return d * (0.8 + 0.4 * random.random())
@@ -394,7 +398,7 @@ class Breaker:
     # The decisions around the RPCs, shared with cbd_client.aio.
     def _leased_permit(self) -> Optional[Permit]:
         ticket = self._lease.ticket()
-        return None if ticket is None else self._permit_class(self, "leased", ticket[0], State.CLOSED)
+        return None if ticket is None else self._permit_class(self, "leased", ticket, State.CLOSED)
 
     def _acquire_failed(self, e: grpc.RpcError) -> Permit:
         err = errors.from_rpc_error(e)
@@ -421,7 +425,7 @@ class Breaker:
         """Reports that need no RPC (leased, local, fail-open); None for a daemon permit."""
         if kind == "leased":
             self._lease.record(data, outcome, duration_s)
-            return Reported("leased", State.CLOSED)
+            return LEASED
         if kind == "local":
             local, epoch, probe = data
             if epoch != self._local_epoch:
@@ -498,6 +502,20 @@ class Guard:
 
     def call(self, fn, *args, **kwargs):
         """Runs `fn(*args, **kwargs)` guarded by the breaker; returns its result."""
+        slot = self.breaker._lease
+        ticket = slot.ticket()
+        if ticket is not None:
+            # The leased hot path: no Permit, and no clock read for the duration
+            # when the grant has no slow threshold.
+            start = time.monotonic() if ticket[2] is not None else None
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as e:
+                outcome = self._outcome(type(e))
+                slot.record(ticket, outcome, None if start is None else time.monotonic() - start)
+                raise
+            slot.record(ticket, Outcome.SUCCESS, None if start is None else time.monotonic() - start)
+            return result
         permit = self.breaker.acquire()
         try:
             result = fn(*args, **kwargs)
