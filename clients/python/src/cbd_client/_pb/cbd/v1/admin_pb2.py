@@ -28,45 +28,49 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from cbd_client._pb.cbd.v1 import types_pb2 as cbd_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x63\x62\x64/v1/admin.proto\x12\x06\x63\x62\x64.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12\x63\x62\x64/v1/types.proto\"D\n\x11PutBreakerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.cbd.v1.BreakerSpec\"r\n\x12PutBreakerResponse\x12&\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x15.cbd.v1.BreakerStatus\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x11\n\tunchanged\x18\x03 \x01(\x08\x12\x10\n\x08revision\x18\x04 \x01(\x04\"!\n\x11GetBreakerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"N\n\x12GetBreakerResponse\x12&\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x15.cbd.v1.BreakerStatus\x12\x10\n\x08revision\x18\x02 \x01(\x04\"L\n\x13ListBreakersRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"j\n\x14ListBreakersResponse\x12\'\n\x08\x62reakers\x18\x01 \x03(\x0b\x32\x15.cbd.v1.BreakerStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\"$\n\x14\x44\x65leteBreakerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x15\x44\x65leteBreakerResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\"F\n\x12SetOverrideRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x08override\x18\x02 \x01(\x0e\x32\x10.cbd.v1.Override\"O\n\x13SetOverrideResponse\x12&\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x15.cbd.v1.BreakerStatus\x12\x10\n\x08revision\x18\x02 \x01(\x04\"#\n\x13ResetBreakerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"P\n\x14ResetBreakerResponse\x12&\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x15.cbd.v1.BreakerStatus\x12\x10\n\x08revision\x18\x02 \x01(\x04\"\x0f\n\rStatusRequest\"\xb3\x03\n\x0eStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\ngit_commit\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06uptime\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08revision\x18\x05 \x01(\x04\x12 \n\x18oldest_retained_revision\x18\x06 \x01(\x04\x12\x10\n\x08\x62reakers\x18\x07 \x01(\x04\x12\x10\n\x08watchers\x18\x08 \x01(\x04\x12\x10\n\x08sessions\x18\t \x01(\x04\x12\x0e\n\x06leases\x18\n \x01(\x04\x12\x1d\n\x10store_size_bytes\x18\x0b \x01(\x04H\x00\x88\x01\x01\x12\'\n\x0blast_commit\x18\x0c \x01(\x0b\x32\x12.cbd.v1.LastCommit\x12\x13\n\x0bstore_fault\x18\r \x01(\t\x12%\n\x04role\x18\x0e \x01(\x0e\x32\x17.cbd.v1.ReplicationRole\x12\x0e\n\x06leader\x18\x0f \x01(\tB\x13\n\x11_store_size_bytes\"\x8d\x01\n\nLastCommit\x12\x30\n\x0c\x63ommitted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x65vents\x18\x03 \x01(\r\x12\x10\n\x08revision\x18\x04 \x01(\x04*T\n\x0fReplicationRole\x12 \n\x1cREPLICATION_ROLE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bREPLICATION_ROLE_STANDALONE\x10\x01\x32\xf6\x03\n\x05\x41\x64min\x12\x43\n\nPutBreaker\x12\x19.cbd.v1.PutBreakerRequest\x1a\x1a.cbd.v1.PutBreakerResponse\x12\x43\n\nGetBreaker\x12\x19.cbd.v1.GetBreakerRequest\x1a\x1a.cbd.v1.GetBreakerResponse\x12I\n\x0cListBreakers\x12\x1b.cbd.v1.ListBreakersRequest\x1a\x1c.cbd.v1.ListBreakersResponse\x12L\n\rDeleteBreaker\x12\x1c.cbd.v1.DeleteBreakerRequest\x1a\x1d.cbd.v1.DeleteBreakerResponse\x12\x46\n\x0bSetOverride\x12\x1a.cbd.v1.SetOverrideRequest\x1a\x1b.cbd.v1.SetOverrideResponse\x12I\n\x0cResetBreaker\x12\x1b.cbd.v1.ResetBreakerRequest\x1a\x1c.cbd.v1.ResetBreakerResponse\x12\x37\n\x06Status\x12\x15.cbd.v1.StatusRequest\x1a\x16.cbd.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x63\x62\x64/v1/admin.proto\x12\x06\x63\x62\x64.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12\x63\x62\x64/v1/types.proto\"T\n\x11PutBreakerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.cbd.v1.BreakerSpec\x12\x0e\n\x06reason\x18\x03 \x01(\t\"r\n\x12PutBreakerResponse\x12&\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x15.cbd.v1.BreakerStatus\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x11\n\tunchanged\x18\x03 \x01(\x08\x12\x10\n\x08revision\x18\x04 \x01(\x04\"!\n\x11GetBreakerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"N\n\x12GetBreakerResponse\x12&\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x15.cbd.v1.BreakerStatus\x12\x10\n\x08revision\x18\x02 \x01(\x04\"L\n\x13ListBreakersRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"j\n\x14ListBreakersResponse\x12\'\n\x08\x62reakers\x18\x01 \x03(\x0b\x32\x15.cbd.v1.BreakerStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\"4\n\x14\x44\x65leteBreakerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\")\n\x15\x44\x65leteBreakerResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\"\x83\x01\n\x12SetOverrideRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x08override\x18\x02 \x01(\x0e\x32\x10.cbd.v1.Override\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"O\n\x13SetOverrideResponse\x12&\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x15.cbd.v1.BreakerStatus\x12\x10\n\x08revision\x18\x02 \x01(\x04\"3\n\x13ResetBreakerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"P\n\x14ResetBreakerResponse\x12&\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x15.cbd.v1.BreakerStatus\x12\x10\n\x08revision\x18\x02 \x01(\x04\"\x0f\n\rStatusRequest\"\xb3\x03\n\x0eStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\ngit_commit\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06uptime\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08revision\x18\x05 \x01(\x04\x12 \n\x18oldest_retained_revision\x18\x06 \x01(\x04\x12\x10\n\x08\x62reakers\x18\x07 \x01(\x04\x12\x10\n\x08watchers\x18\x08 \x01(\x04\x12\x10\n\x08sessions\x18\t \x01(\x04\x12\x0e\n\x06leases\x18\n \x01(\x04\x12\x1d\n\x10store_size_bytes\x18\x0b \x01(\x04H\x00\x88\x01\x01\x12\'\n\x0blast_commit\x18\x0c \x01(\x0b\x32\x12.cbd.v1.LastCommit\x12\x13\n\x0bstore_fault\x18\r \x01(\t\x12%\n\x04role\x18\x0e \x01(\x0e\x32\x17.cbd.v1.ReplicationRole\x12\x0e\n\x06leader\x18\x0f \x01(\tB\x13\n\x11_store_size_bytes\"\x8d\x01\n\nLastCommit\x12\x30\n\x0c\x63ommitted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x65vents\x18\x03 \x01(\r\x12\x10\n\x08revision\x18\x04 \x01(\x04\"s\n\x11ListEventsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"\x80\x01\n\x12ListEventsResponse\x12\x1d\n\x06\x65vents\x18\x01 \x03(\x0b\x32\r.cbd.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12 \n\x18oldest_retained_revision\x18\x04 \x01(\x04*T\n\x0fReplicationRole\x12 \n\x1cREPLICATION_ROLE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bREPLICATION_ROLE_STANDALONE\x10\x01\x32\xbb\x04\n\x05\x41\x64min\x12\x43\n\nPutBreaker\x12\x19.cbd.v1.PutBreakerRequest\x1a\x1a.cbd.v1.PutBreakerResponse\x12\x43\n\nGetBreaker\x12\x19.cbd.v1.GetBreakerRequest\x1a\x1a.cbd.v1.GetBreakerResponse\x12I\n\x0cListBreakers\x12\x1b.cbd.v1.ListBreakersRequest\x1a\x1c.cbd.v1.ListBreakersResponse\x12L\n\rDeleteBreaker\x12\x1c.cbd.v1.DeleteBreakerRequest\x1a\x1d.cbd.v1.DeleteBreakerResponse\x12\x46\n\x0bSetOverride\x12\x1a.cbd.v1.SetOverrideRequest\x1a\x1b.cbd.v1.SetOverrideResponse\x12I\n\x0cResetBreaker\x12\x1b.cbd.v1.ResetBreakerRequest\x1a\x1c.cbd.v1.ResetBreakerResponse\x12\x37\n\x06Status\x12\x15.cbd.v1.StatusRequest\x1a\x16.cbd.v1.StatusResponse\x12\x43\n\nListEvents\x12\x19.cbd.v1.ListEventsRequest\x1a\x1a.cbd.v1.ListEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cbd.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPLICATIONROLE']._serialized_start=1554
-  _globals['_REPLICATIONROLE']._serialized_end=1638
+  _globals['_REPLICATIONROLE']._serialized_start=1912
+  _globals['_REPLICATIONROLE']._serialized_end=1996
   _globals['_PUTBREAKERREQUEST']._serialized_start=115
-  _globals['_PUTBREAKERREQUEST']._serialized_end=183
-  _globals['_PUTBREAKERRESPONSE']._serialized_start=185
-  _globals['_PUTBREAKERRESPONSE']._serialized_end=299
-  _globals['_GETBREAKERREQUEST']._serialized_start=301
-  _globals['_GETBREAKERREQUEST']._serialized_end=334
-  _globals['_GETBREAKERRESPONSE']._serialized_start=336
-  _globals['_GETBREAKERRESPONSE']._serialized_end=414
-  _globals['_LISTBREAKERSREQUEST']._serialized_start=416
-  _globals['_LISTBREAKERSREQUEST']._serialized_end=492
-  _globals['_LISTBREAKERSRESPONSE']._serialized_start=494
-  _globals['_LISTBREAKERSRESPONSE']._serialized_end=600
-  _globals['_DELETEBREAKERREQUEST']._serialized_start=602
-  _globals['_DELETEBREAKERREQUEST']._serialized_end=638
-  _globals['_DELETEBREAKERRESPONSE']._serialized_start=640
-  _globals['_DELETEBREAKERRESPONSE']._serialized_end=681
-  _globals['_SETOVERRIDEREQUEST']._serialized_start=683
-  _globals['_SETOVERRIDEREQUEST']._serialized_end=753
-  _globals['_SETOVERRIDERESPONSE']._serialized_start=755
-  _globals['_SETOVERRIDERESPONSE']._serialized_end=834
-  _globals['_RESETBREAKERREQUEST']._serialized_start=836
-  _globals['_RESETBREAKERREQUEST']._serialized_end=871
-  _globals['_RESETBREAKERRESPONSE']._serialized_start=873
-  _globals['_RESETBREAKERRESPONSE']._serialized_end=953
-  _globals['_STATUSREQUEST']._serialized_start=955
-  _globals['_STATUSREQUEST']._serialized_end=970
-  _globals['_STATUSRESPONSE']._serialized_start=973
-  _globals['_STATUSRESPONSE']._serialized_end=1408
-  _globals['_LASTCOMMIT']._serialized_start=1411
-  _globals['_LASTCOMMIT']._serialized_end=1552
-  _globals['_ADMIN']._serialized_start=1641
-  _globals['_ADMIN']._serialized_end=2143
+  _globals['_PUTBREAKERREQUEST']._serialized_end=199
+  _globals['_PUTBREAKERRESPONSE']._serialized_start=201
+  _globals['_PUTBREAKERRESPONSE']._serialized_end=315
+  _globals['_GETBREAKERREQUEST']._serialized_start=317
+  _globals['_GETBREAKERREQUEST']._serialized_end=350
+  _globals['_GETBREAKERRESPONSE']._serialized_start=352
+  _globals['_GETBREAKERRESPONSE']._serialized_end=430
+  _globals['_LISTBREAKERSREQUEST']._serialized_start=432
+  _globals['_LISTBREAKERSREQUEST']._serialized_end=508
+  _globals['_LISTBREAKERSRESPONSE']._serialized_start=510
+  _globals['_LISTBREAKERSRESPONSE']._serialized_end=616
+  _globals['_DELETEBREAKERREQUEST']._serialized_start=618
+  _globals['_DELETEBREAKERREQUEST']._serialized_end=670
+  _globals['_DELETEBREAKERRESPONSE']._serialized_start=672
+  _globals['_DELETEBREAKERRESPONSE']._serialized_end=713
+  _globals['_SETOVERRIDEREQUEST']._serialized_start=716
+  _globals['_SETOVERRIDEREQUEST']._serialized_end=847
+  _globals['_SETOVERRIDERESPONSE']._serialized_start=849
+  _globals['_SETOVERRIDERESPONSE']._serialized_end=928
+  _globals['_RESETBREAKERREQUEST']._serialized_start=930
+  _globals['_RESETBREAKERREQUEST']._serialized_end=981
+  _globals['_RESETBREAKERRESPONSE']._serialized_start=983
+  _globals['_RESETBREAKERRESPONSE']._serialized_end=1063
+  _globals['_STATUSREQUEST']._serialized_start=1065
+  _globals['_STATUSREQUEST']._serialized_end=1080
+  _globals['_STATUSRESPONSE']._serialized_start=1083
+  _globals['_STATUSRESPONSE']._serialized_end=1518
+  _globals['_LASTCOMMIT']._serialized_start=1521
+  _globals['_LASTCOMMIT']._serialized_end=1662
+  _globals['_LISTEVENTSREQUEST']._serialized_start=1664
+  _globals['_LISTEVENTSREQUEST']._serialized_end=1779
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=1782
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=1910
+  _globals['_ADMIN']._serialized_start=1999
+  _globals['_ADMIN']._serialized_end=2570
 # @@protoc_insertion_point(module_scope)

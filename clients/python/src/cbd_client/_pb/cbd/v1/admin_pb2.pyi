@@ -21,12 +21,14 @@ REPLICATION_ROLE_UNSPECIFIED: ReplicationRole
 REPLICATION_ROLE_STANDALONE: ReplicationRole
 
 class PutBreakerRequest(_message.Message):
-    __slots__ = ("name", "spec")
+    __slots__ = ("name", "spec", "reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     spec: _types_pb2.BreakerSpec
-    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[_types_pb2.BreakerSpec, _Mapping]] = ...) -> None: ...
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[_types_pb2.BreakerSpec, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PutBreakerResponse(_message.Message):
     __slots__ = ("breaker", "created", "unchanged", "revision")
@@ -75,10 +77,12 @@ class ListBreakersResponse(_message.Message):
     def __init__(self, breakers: _Optional[_Iterable[_Union[_types_pb2.BreakerStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class DeleteBreakerRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class DeleteBreakerResponse(_message.Message):
     __slots__ = ("revision",)
@@ -87,12 +91,16 @@ class DeleteBreakerResponse(_message.Message):
     def __init__(self, revision: _Optional[int] = ...) -> None: ...
 
 class SetOverrideRequest(_message.Message):
-    __slots__ = ("name", "override")
+    __slots__ = ("name", "override", "reason", "duration")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     override: _types_pb2.Override
-    def __init__(self, name: _Optional[str] = ..., override: _Optional[_Union[_types_pb2.Override, str]] = ...) -> None: ...
+    reason: str
+    duration: _duration_pb2.Duration
+    def __init__(self, name: _Optional[str] = ..., override: _Optional[_Union[_types_pb2.Override, str]] = ..., reason: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SetOverrideResponse(_message.Message):
     __slots__ = ("breaker", "revision")
@@ -103,10 +111,12 @@ class SetOverrideResponse(_message.Message):
     def __init__(self, breaker: _Optional[_Union[_types_pb2.BreakerStatus, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class ResetBreakerRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ResetBreakerResponse(_message.Message):
     __slots__ = ("breaker", "revision")
@@ -165,3 +175,27 @@ class LastCommit(_message.Message):
     events: int
     revision: int
     def __init__(self, committed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., events: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class ListEventsRequest(_message.Message):
+    __slots__ = ("name", "since", "page_size", "page_token")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    since: _timestamp_pb2.Timestamp
+    page_size: int
+    page_token: str
+    def __init__(self, name: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListEventsResponse(_message.Message):
+    __slots__ = ("events", "next_page_token", "revision", "oldest_retained_revision")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_RETAINED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_types_pb2.Event]
+    next_page_token: str
+    revision: int
+    oldest_retained_revision: int
+    def __init__(self, events: _Optional[_Iterable[_Union[_types_pb2.Event, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., revision: _Optional[int] = ..., oldest_retained_revision: _Optional[int] = ...) -> None: ...

@@ -72,6 +72,11 @@ class AdminStub:
                 request_serializer=cbd_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
                 response_deserializer=cbd_dot_v1_dot_admin__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/cbd.v1.Admin/ListEvents',
+                request_serializer=cbd_dot_v1_dot_admin__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=cbd_dot_v1_dot_admin__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -112,7 +117,8 @@ class AdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetOverride(self, request, context):
-        """Set or clear an operator override. Errors: INVALID_ARGUMENT, NOT_FOUND.
+        """Set or clear an operator override, for good or for a duration. Errors:
+        INVALID_ARGUMENT (naming `reason` or `duration`), NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +136,17 @@ class AdminServicer:
         """The daemon itself: version, uptime, revisions, what it holds, the store's size
         and its last commit (`cbctl status`, like `etcdctl endpoint status`). Read-only:
         the `client` role may call it, as it may GetBreaker and ListBreakers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvents(self, request, context):
+        """One breaker's history from the event log: its transitions and the operator
+        changes, with actors and reasons, oldest first, in pages. Reads the retained
+        log (`--watch-retention` events), so it costs a scan of it, and a deleted
+        breaker's history stays readable until compacted. Read-only: the `client` role
+        may call it. Errors: INVALID_ARGUMENT (bad name, page size or token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -172,6 +189,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=cbd_dot_v1_dot_admin__pb2.StatusRequest.FromString,
                     response_serializer=cbd_dot_v1_dot_admin__pb2.StatusResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=cbd_dot_v1_dot_admin__pb2.ListEventsRequest.FromString,
+                    response_serializer=cbd_dot_v1_dot_admin__pb2.ListEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -365,6 +387,33 @@ class Admin:
             '/cbd.v1.Admin/Status',
             cbd_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
             cbd_dot_v1_dot_admin__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cbd.v1.Admin/ListEvents',
+            cbd_dot_v1_dot_admin__pb2.ListEventsRequest.SerializeToString,
+            cbd_dot_v1_dot_admin__pb2.ListEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

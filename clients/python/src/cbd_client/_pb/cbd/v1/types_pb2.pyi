@@ -49,6 +49,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_OVERRIDE_SET: _ClassVar[EventKind]
     EVENT_KIND_OVERRIDE_CLEARED: _ClassVar[EventKind]
     EVENT_KIND_RESET: _ClassVar[EventKind]
+    EVENT_KIND_OVERRIDE_EXPIRED: _ClassVar[EventKind]
 STATE_UNSPECIFIED: State
 STATE_CLOSED: State
 STATE_OPEN: State
@@ -73,6 +74,7 @@ EVENT_KIND_DELETED: EventKind
 EVENT_KIND_OVERRIDE_SET: EventKind
 EVENT_KIND_OVERRIDE_CLEARED: EventKind
 EVENT_KIND_RESET: EventKind
+EVENT_KIND_OVERRIDE_EXPIRED: EventKind
 
 class CountWindow(_message.Message):
     __slots__ = ("calls",)
@@ -121,7 +123,7 @@ class BreakerSpec(_message.Message):
     def __init__(self, consecutive_failures: _Optional[int] = ..., failure_rate_percent: _Optional[int] = ..., slow_call_rate_percent: _Optional[int] = ..., slow_call_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., minimum_calls: _Optional[int] = ..., count_window: _Optional[_Union[CountWindow, _Mapping]] = ..., time_window: _Optional[_Union[TimeWindow, _Mapping]] = ..., open_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_open_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., half_open_permits: _Optional[int] = ..., success_threshold: _Optional[int] = ..., permit_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., fallback: _Optional[_Union[Fallback, str]] = ..., cache_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class BreakerStatus(_message.Message):
-    __slots__ = ("name", "spec", "state", "override", "generation", "window_calls", "window_failures", "window_slow_calls", "consecutive_failures", "open_until", "backoff_level", "probes_in_flight", "half_open_successes", "mod_revision")
+    __slots__ = ("name", "spec", "state", "override", "generation", "window_calls", "window_failures", "window_slow_calls", "consecutive_failures", "open_until", "backoff_level", "probes_in_flight", "half_open_successes", "mod_revision", "override_operator", "override_until")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +138,8 @@ class BreakerStatus(_message.Message):
     PROBES_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     HALF_OPEN_SUCCESSES_FIELD_NUMBER: _ClassVar[int]
     MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_UNTIL_FIELD_NUMBER: _ClassVar[int]
     name: str
     spec: BreakerSpec
     state: State
@@ -150,10 +154,22 @@ class BreakerStatus(_message.Message):
     probes_in_flight: int
     half_open_successes: int
     mod_revision: int
-    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[BreakerSpec, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., override: _Optional[_Union[Override, str]] = ..., generation: _Optional[int] = ..., window_calls: _Optional[int] = ..., window_failures: _Optional[int] = ..., window_slow_calls: _Optional[int] = ..., consecutive_failures: _Optional[int] = ..., open_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backoff_level: _Optional[int] = ..., probes_in_flight: _Optional[int] = ..., half_open_successes: _Optional[int] = ..., mod_revision: _Optional[int] = ...) -> None: ...
+    override_operator: Operator
+    override_until: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[BreakerSpec, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., override: _Optional[_Union[Override, str]] = ..., generation: _Optional[int] = ..., window_calls: _Optional[int] = ..., window_failures: _Optional[int] = ..., window_slow_calls: _Optional[int] = ..., consecutive_failures: _Optional[int] = ..., open_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backoff_level: _Optional[int] = ..., probes_in_flight: _Optional[int] = ..., half_open_successes: _Optional[int] = ..., mod_revision: _Optional[int] = ..., override_operator: _Optional[_Union[Operator, _Mapping]] = ..., override_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Operator(_message.Message):
+    __slots__ = ("actor", "peer", "reason")
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    actor: str
+    peer: str
+    reason: str
+    def __init__(self, actor: _Optional[str] = ..., peer: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("revision", "name", "kind", "previous_state", "state", "override", "generation", "reason", "time", "spec")
+    __slots__ = ("revision", "name", "kind", "previous_state", "state", "override", "generation", "reason", "time", "spec", "operator", "override_until")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +180,8 @@ class Event(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_UNTIL_FIELD_NUMBER: _ClassVar[int]
     revision: int
     name: str
     kind: EventKind
@@ -174,4 +192,6 @@ class Event(_message.Message):
     reason: str
     time: _timestamp_pb2.Timestamp
     spec: BreakerSpec
-    def __init__(self, revision: _Optional[int] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., previous_state: _Optional[_Union[State, str]] = ..., state: _Optional[_Union[State, str]] = ..., override: _Optional[_Union[Override, str]] = ..., generation: _Optional[int] = ..., reason: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spec: _Optional[_Union[BreakerSpec, _Mapping]] = ...) -> None: ...
+    operator: Operator
+    override_until: _timestamp_pb2.Timestamp
+    def __init__(self, revision: _Optional[int] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., previous_state: _Optional[_Union[State, str]] = ..., state: _Optional[_Union[State, str]] = ..., override: _Optional[_Union[Override, str]] = ..., generation: _Optional[int] = ..., reason: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spec: _Optional[_Union[BreakerSpec, _Mapping]] = ..., operator: _Optional[_Union[Operator, _Mapping]] = ..., override_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
