@@ -57,6 +57,20 @@ def test_put_get_list_override_reset_delete(client):
         client.admin.delete_breaker("adm.a")
 
 
+def test_an_override_keeps_its_reason_and_expiry(client):
+    client.admin.put_breaker("adm.why", consecutive_failures=3)
+    forced = client.admin.set_override("adm.why", pb.OVERRIDE_FORCED_OPEN, reason="INC-123", duration=600)
+    b = forced.breaker
+    assert (b.override_operator.actor, b.override_operator.reason) == ("anonymous", "INC-123")
+    assert b.override_until.ToNanoseconds() > 0
+    with pytest.raises(InvalidArgument) as info:
+        client.admin.set_override("adm.why", pb.OVERRIDE_UNSPECIFIED, duration=5)
+    assert "duration" in info.value.details
+    with pytest.raises(InvalidArgument) as info:
+        client.admin.reset_breaker("adm.why", reason="x" * 257)
+    assert "reason" in info.value.details
+
+
 def test_status(client):
     client.admin.put_breaker("adm.status")
     s = client.admin.status()

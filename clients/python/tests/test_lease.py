@@ -3,6 +3,7 @@ decided with no RPC (the daemon's own Acquire counter does not move), outcomes s
 aggregates the daemon counts exactly, revoked at once by a trip or an override, and
 never used past valid_until when the daemon goes silent."""
 
+import threading
 import time
 
 import pytest
@@ -93,15 +94,24 @@ def test_a_forced_open_revokes_the_lease_at_once(client):
 
 
 def test_a_silent_daemon_lease_is_used_until_valid_until_never_after(daemon, client):
-    b = leased(client, "lease.silent", consecutive_failures=5, cache_ttl=0.4,
+    # A lease long enough to outlast pausing the daemon on a loaded machine.
+    b = leased(client, "lease.silent", consecutive_failures=5, cache_ttl=1.5,
                fallback=Fallback.FAIL_CLOSED)
     b.refresh_spec()
     # Record the lease clock's readings: the one a decision was made on is the last.
-    reads = []
-    b._lease.clock = lambda: reads.append(time.monotonic()) or reads[-1]
+    # Only this thread's readings: the session thread reads the same clock.
+    reads, me = [0.0], threading.get_ident()
+
+    def clock():
+        t = time.monotonic()
+        if threading.get_ident() == me:
+            reads[0] = t
+        return t
+
+    b._lease.clock = clock
     daemon.pause()
-    leased_at = []
-    deadline = time.monotonic() + 3
+    last_leased = None  # the lease clock's reading of the last leased decision
+    deadline = time.monotonic() + 10
     while True:
         assert time.monotonic() < deadline, "the lease never ended"
         try:
@@ -110,11 +120,11 @@ def test_a_silent_daemon_lease_is_used_until_valid_until_never_after(daemon, cli
             rejected_at, err = time.monotonic(), e
             break
         assert permit.kind == "leased", "allowed only under the lease"
-        leased_at.append(reads[-1])
+        last_leased = reads[0]
         permit.success()
     valid_until = b._lease.valid_until  # counted from when the lease request was sent
-    assert leased_at, "the lease was used while valid"
-    assert max(leased_at) < valid_until <= rejected_at, "never used at or after valid_until"
+    assert last_leased is not None, "the lease was used while valid"
+    assert last_leased < valid_until <= rejected_at, "never used at or after valid_until"
     assert err.fallback == Fallback.FAIL_CLOSED
 
 

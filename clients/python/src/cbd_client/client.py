@@ -579,12 +579,19 @@ class Admin:
     def delete_breaker(self, name: str, *, timeout: float = DEFAULT_ADMIN_DEADLINE):
         return self._call("DeleteBreaker", admin_pb2.DeleteBreakerRequest(name=name), timeout)
 
-    def set_override(self, name: str, override: int, *, timeout: float = DEFAULT_ADMIN_DEADLINE):
-        """Sets an override (types_pb2.OVERRIDE_*); OVERRIDE_UNSPECIFIED clears it."""
-        return self._call("SetOverride", admin_pb2.SetOverrideRequest(name=name, override=override), timeout)
+    def set_override(self, name: str, override: int, *, reason: str = "",
+                     duration: Optional[float] = None, timeout: float = DEFAULT_ADMIN_DEADLINE):
+        """Sets an override (types_pb2.OVERRIDE_*); OVERRIDE_UNSPECIFIED clears it.
+        `reason` goes to the event log with who made the change; `duration` (seconds)
+        makes the override clear itself after that long (None: until cleared)."""
+        request = admin_pb2.SetOverrideRequest(name=name, override=override, reason=reason)
+        if duration is not None:
+            request.duration.FromNanoseconds(int(duration * 1e9))
+        return self._call("SetOverride", request, timeout)
 
-    def reset_breaker(self, name: str, *, timeout: float = DEFAULT_ADMIN_DEADLINE):
-        return self._call("ResetBreaker", admin_pb2.ResetBreakerRequest(name=name), timeout)
+    def reset_breaker(self, name: str, *, reason: str = "", timeout: float = DEFAULT_ADMIN_DEADLINE):
+        """Back to CLOSED with an empty window; `reason` as for `set_override`."""
+        return self._call("ResetBreaker", admin_pb2.ResetBreakerRequest(name=name, reason=reason), timeout)
 
     def status(self, *, timeout: float = DEFAULT_ADMIN_DEADLINE):
         """The daemon's cbd.v1.StatusResponse: version, revisions, breakers, sessions, leases."""
