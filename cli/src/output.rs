@@ -205,6 +205,28 @@ pub fn operator_cell(op: &pb::Operator) -> String {
     }
 }
 
+/// `by alice@127.0.0.1:50312: "INC-123"` (the reason only when one was given).
+pub fn by_operator(op: &pb::Operator) -> String {
+    let mut text = format!("by {}", operator_cell(op));
+    if !op.reason.is_empty() {
+        text.push_str(&format!(": {:?}", op.reason));
+    }
+    text
+}
+
+/// An event's state: `OPEN`, or `CLOSED -> OPEN` when it changed.
+pub fn state_change_cell(e: &pb::Event) -> String {
+    if e.previous_state() == e.state() {
+        short(e.state().as_str_name()).to_owned()
+    } else {
+        format!(
+            "{} -> {}",
+            short(e.previous_state().as_str_name()),
+            short(e.state().as_str_name())
+        )
+    }
+}
+
 /// `Operator` in JSON.
 #[derive(Debug, Serialize)]
 pub struct OperatorJson {

@@ -107,10 +107,8 @@ fn override_detail(b: &pb::BreakerStatus) -> String {
         cell.push_str(&format!(" until {}", output::fmt_timestamp(until)));
     }
     if let Some(op) = &b.override_operator {
-        cell.push_str(&format!(", by {}", output::operator_cell(op)));
-        if !op.reason.is_empty() {
-            cell.push_str(&format!(": {:?}", op.reason));
-        }
+        cell.push_str(", ");
+        cell.push_str(&output::by_operator(op));
     }
     cell
 }

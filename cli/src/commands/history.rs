@@ -111,15 +111,7 @@ impl Show for History {
 /// machine's own changes; WHY is the operator's reason when one was given, else
 /// what the machine recorded ("5 consecutive failures").
 fn row(e: &pb::Event) -> Vec<String> {
-    let state = if e.previous_state() == e.state() {
-        output::short(e.state().as_str_name()).to_owned()
-    } else {
-        format!(
-            "{} -> {}",
-            output::short(e.previous_state().as_str_name()),
-            output::short(e.state().as_str_name())
-        )
-    };
+    let state = output::state_change_cell(e);
     let mut over = output::override_cell(e.r#override());
     if let Some(until) = &e.override_until {
         over.push_str(&format!(" until {}", output::fmt_timestamp(until)));

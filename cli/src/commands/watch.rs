@@ -197,15 +197,7 @@ pub fn event_line(e: &pb::Event) -> String {
         .as_ref()
         .map(output::fmt_timestamp)
         .unwrap_or_else(|| "-".into());
-    let state = if e.previous_state() == e.state() {
-        output::short(e.state().as_str_name()).to_owned()
-    } else {
-        format!(
-            "{} -> {}",
-            output::short(e.previous_state().as_str_name()),
-            output::short(e.state().as_str_name())
-        )
-    };
+    let state = output::state_change_cell(e);
     let mut line = format!(
         "{}  {time}  {}  {}  {state}",
         e.revision,
@@ -227,10 +219,8 @@ pub fn event_line(e: &pb::Event) -> String {
         line.push_str(&format!("  until {}", output::fmt_timestamp(until)));
     }
     if let Some(op) = &e.operator {
-        line.push_str(&format!("  by {}", output::operator_cell(op)));
-        if !op.reason.is_empty() {
-            line.push_str(&format!(": {:?}", op.reason));
-        }
+        line.push_str("  ");
+        line.push_str(&output::by_operator(op));
     }
     line
 }
