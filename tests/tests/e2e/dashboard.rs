@@ -62,15 +62,26 @@ async fn put(
 /// Trips `name` (a breaker that opens on one failure): Acquire, then Report a
 /// failure. Returns the state the report answered.
 async fn trip(client: &mut BreakersClient<Channel>, token: Option<&str>, name: &str) -> pb::State {
+    call(client, token, name, pb::Outcome::Failure).await
+}
+
+/// One allowed call of `name`: Acquire (it must be allowed), then Report `outcome`.
+/// Returns the state the report answered.
+async fn call(
+    client: &mut BreakersClient<Channel>,
+    token: Option<&str>,
+    name: &str,
+    outcome: pb::Outcome,
+) -> pb::State {
     let acquired = client
         .acquire(request(pb::AcquireRequest { name: name.into() }, token))
         .await
         .expect("acquire")
         .into_inner();
-    assert!(acquired.allowed, "{name} is closed before the trip");
+    assert!(acquired.allowed, "{name} is closed before the call");
     let report = pb::ReportRequest {
         permit: acquired.permit,
-        outcome: pb::Outcome::Failure as i32,
+        outcome: outcome as i32,
         duration: None,
     };
     client
@@ -428,25 +439,13 @@ async fn dashboard_actions_need_an_admin_token_and_change_the_breaker() {
     // Window counts change without events (reports that trip nothing): the page
     // re-reads them.
     for _ in 0..3 {
-        let acquired = client
-            .acquire(request(
-                pb::AcquireRequest {
-                    name: "inventory/reserve".into(),
-                },
-                admin_token,
-            ))
-            .await
-            .expect("acquire")
-            .into_inner();
-        let report = pb::ReportRequest {
-            permit: acquired.permit,
-            outcome: pb::Outcome::Success as i32,
-            duration: None,
-        };
-        client
-            .report(request(report, admin_token))
-            .await
-            .expect("report");
+        call(
+            &mut client,
+            admin_token,
+            "inventory/reserve",
+            pb::Outcome::Success,
+        )
+        .await;
     }
     browser
         .wait_text(
