@@ -210,11 +210,9 @@ fn read_port(driver: &mut Child) -> u16 {
 /// SIGKILL to the process group `driver` leads (chromedriver and its browsers),
 /// then reap chromedriver.
 fn kill_group(driver: &mut Child) {
-    let _ = Command::new("kill")
-        .arg("-KILL")
-        .arg(format!("-{}", driver.id()))
-        .stderr(Stdio::null())
-        .status();
+    // killpg(2) directly: `kill -KILL -PID` with procps-ng 4.0.2's kill signalled
+    // far more than the group here (the CI runner died with it).
+    let _ = crate::signal_group(driver.id(), crate::Signal::KILL);
     let _ = driver.kill();
     let _ = driver.wait();
 }

@@ -11,6 +11,9 @@ use std::{
 
 pub mod browser;
 
+/// Signals for [`Daemon::signal`] and [`signal_process`].
+pub use rustix::process::Signal;
+
 use cbd_proto::v1::{self as pb, admin_client::AdminClient, breakers_client::BreakersClient};
 use tonic::transport::{Channel, ClientTlsConfig};
 use tonic_health::pb::{
@@ -338,14 +341,10 @@ impl Daemon {
         self.child.as_ref().expect("running").id()
     }
 
-    /// Sends a signal by name (`TERM`, `STOP`, `CONT`, ...).
-    pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
+    /// Sends `sig` to the daemon process (a direct `kill(2)`, never a `kill` command
+    /// line, whose argument parsing is a trap for negative ids).
+    pub fn signal(&self, sig: Signal) {
+        signal_process(self.pid(), sig);
     }
 
     /// SIGKILL, and reap it.
@@ -620,4 +619,24 @@ pub async fn cbctl(daemon: &Daemon, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// Sends `sig` to process `pid`. Panics if it cannot be sent (the process is gone).
+pub fn signal_process(pid: u32, sig: Signal) {
+    let id = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .unwrap_or_else(|| panic!("not a process id: {pid}"));
+    rustix::process::kill_process(id, sig).unwrap_or_else(|e| panic!("kill({pid}, {sig:?}): {e}"));
+}
+
+/// Sends `sig` to the process group `pgid` leads. A group id of 0 or 1 would mean
+/// "our own group" or "every process" to `kill(2)`; it is refused rather than sent.
+pub fn signal_group(pgid: u32, sig: Signal) -> std::io::Result<()> {
+    let id = i32::try_from(pgid)
+        .ok()
+        .filter(|&id| id > 1)
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| std::io::Error::other(format!("not a process group id: {pgid}")))?;
+    rustix::process::kill_process_group(id, sig).map_err(std::io::Error::from)
 }

@@ -152,7 +152,7 @@ async fn check_fallbacks(client: &Client) {
 async fn stalled_daemon_acquire_meets_its_deadline_and_falls_back() {
     let (_dir, daemon, client) = setup().await;
     {
-        daemon.signal("STOP");
+        daemon.signal(cbd_tests::Signal::STOP);
         let _cont = ContOnDrop(&daemon);
         check_fallbacks(&client).await;
     }

@@ -187,7 +187,7 @@ async fn while_the_daemon_is_stopped_a_lease_ends_at_valid_until_and_the_fallbac
     })
     .await;
 
-    cbd.signal("STOP");
+    cbd.signal(cbd_tests::Signal::STOP);
     let _cont = ContOnDrop(&cbd);
     let rejected = eventually("the fallback decides", || async {
         match breaker.call(ok).await {
@@ -202,7 +202,7 @@ async fn while_the_daemon_is_stopped_a_lease_ends_at_valid_until_and_the_fallbac
     // valid_until (no push could come from a stopped daemon).
     assert!(client.stats().fallback_decisions >= 1);
 
-    cbd.signal("CONT");
+    cbd.signal(cbd_tests::Signal::CONT);
     let before = client.stats().leases_granted;
     eventually("leased again once the daemon is back", || async {
         let _ = breaker.call(ok).await;
@@ -278,7 +278,7 @@ async fn after_kill9_and_restart_on_the_same_port_clients_lease_again_and_nothin
 
     // Outcomes sent and never answered: the daemon is stopped, then killed. They
     // stay unacknowledged and are resent, in order, to the next run of the daemon.
-    cbd.signal("STOP");
+    cbd.signal(cbd_tests::Signal::STOP);
     let mut cbd = cbd;
     for client in &clients {
         leased_calls(client, "boot", 10).await;

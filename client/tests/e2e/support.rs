@@ -86,7 +86,7 @@ pub struct ContOnDrop<'a>(pub &'a Daemon);
 
 impl Drop for ContOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.signal("CONT");
+        self.0.signal(cbd_tests::Signal::CONT);
     }
 }
 

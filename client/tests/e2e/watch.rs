@@ -221,7 +221,7 @@ async fn watch_survives_a_stalled_daemon() {
         panic!("snapshot first");
     };
     {
-        daemon.signal("STOP");
+        daemon.signal(cbd_tests::Signal::STOP);
         let _cont = ContOnDrop(&daemon);
         // Longer than the stream's idle timeout (2 x 100 ms + 1 s): it gives up on
         // the silent stream and keeps trying.

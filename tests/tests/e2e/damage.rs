@@ -96,7 +96,7 @@ async fn populated(data: &Path) -> (BTreeMap<PathBuf, Vec<u8>>, u64) {
         );
     }
     assert_eq!(contents(&daemon).await, (BREAKERS, revision));
-    daemon.signal("TERM");
+    daemon.signal(cbd_tests::Signal::TERM);
     let status = daemon.wait_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "clean exit on SIGTERM: {status}");
     (files(data), revision)
@@ -143,7 +143,7 @@ async fn assert_never_serves_less(case: &str, data: &Path, acknowledged: u64) ->
                     "{case}, start {start}: SERVING with {n} breakers at revision {revision}, \
                      but {BREAKERS} at revision {acknowledged} were acknowledged"
                 );
-                daemon.signal("TERM");
+                daemon.signal(cbd_tests::Signal::TERM);
                 daemon.wait_exit(Duration::from_secs(20)).await;
                 return refusals;
             }
@@ -267,7 +267,7 @@ async fn force_recover_serves_what_is_left_with_fresh_revisions() {
     let mut admin = daemon.admin().await;
     let next = put(&mut admin, "after/recovery", pb::BreakerSpec::default()).await;
     assert!(next.revision > revision, "{} > {revision}", next.revision);
-    daemon.signal("TERM");
+    daemon.signal(cbd_tests::Signal::TERM);
     assert!(daemon.wait_exit(Duration::from_secs(20)).await.success());
 
     // Recovered is healthy again: a plain start serves it.
@@ -284,6 +284,6 @@ async fn a_store_without_a_manifest_is_adopted() {
     let mut daemon = Daemon::start(&data, &[]).await;
     assert_eq!(contents(&daemon).await, (BREAKERS, acknowledged));
     assert!(data.join("MANIFEST").exists(), "a manifest is written");
-    daemon.signal("TERM");
+    daemon.signal(cbd_tests::Signal::TERM);
     assert!(daemon.wait_exit(Duration::from_secs(20)).await.success());
 }

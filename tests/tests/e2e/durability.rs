@@ -99,7 +99,7 @@ async fn sigterm_restart_brings_everything_back() {
         .into_inner()
         .revision;
 
-    daemon.signal("TERM");
+    daemon.signal(cbd_tests::Signal::TERM);
     let status = daemon.wait_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "clean exit on SIGTERM: {status}");
 
@@ -136,7 +136,7 @@ async fn health_turns_not_serving_on_sigterm_before_exit() {
     let first = updates.next().await.expect("an update").expect("ok");
     assert_eq!(first.status(), ServingStatus::Serving);
 
-    daemon.signal("TERM");
+    daemon.signal(cbd_tests::Signal::TERM);
     let next = tokio::time::timeout(Duration::from_secs(10), updates.next())
         .await
         .expect("an update after SIGTERM")

@@ -111,12 +111,7 @@ async fn a_commit_is_fdatasynced_before_it_is_answered() {
     put(&mut admin, PROBE, pb::BreakerSpec::default()).await;
 
     let cbd = child_of(daemon.pid());
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(cbd.to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    cbd_tests::signal_process(cbd, cbd_tests::Signal::TERM);
     daemon.wait_exit(Duration::from_secs(20)).await;
     check(&std::fs::read_to_string(&trace_path).expect("trace"), &data);
 }

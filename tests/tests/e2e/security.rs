@@ -61,7 +61,7 @@ async fn tls_clients_connect_and_plaintext_clients_fail() {
     assert!(health_ok(daemon.try_channel_with(Some(pki.client_tls(false))).await).await);
 
     // Without --auth-file, SIGHUP is logged and ignored: the daemon stays up.
-    daemon.signal("HUP");
+    daemon.signal(cbd_tests::Signal::HUP);
     let d = &daemon;
     eventually(WAIT, "SIGHUP logged", || async move {
         d.log().contains("nothing to reload").then_some(())
@@ -242,7 +242,7 @@ async fn tokens_have_roles_and_sighup_reloads_them() {
         &tokens,
         "[[token]]\nrole = \"admin\"\ntoken = \"admin-token-2\"\n",
     );
-    daemon.signal("HUP");
+    daemon.signal(cbd_tests::Signal::HUP);
     eventually(WAIT, "old admin token revoked after SIGHUP", || {
         let mut admin = admin.clone();
         async move {
@@ -265,7 +265,7 @@ async fn tokens_have_roles_and_sighup_reloads_them() {
 
     // A bad file on SIGHUP keeps the tokens in force, and says so in the log.
     write_tokens(&tokens, "this is [ not toml");
-    daemon.signal("HUP");
+    daemon.signal(cbd_tests::Signal::HUP);
     let d = &daemon;
     eventually(WAIT, "reload failure logged", || async move {
         d.log().contains("auth file not reloaded").then_some(())
