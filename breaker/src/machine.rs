@@ -60,6 +60,8 @@ struct Limits {
     /// `spec.slow_call_threshold()`.
     slow_threshold: Option<Duration>,
     cache_ttl: Option<Duration>,
+    /// `spec.slow_includes_failures`.
+    slow_failures: bool,
 }
 
 impl Limits {
@@ -71,6 +73,7 @@ impl Limits {
             slow_call_rate_percent: spec.slow_call_rate_percent,
             slow_threshold: spec.slow_call_threshold(),
             cache_ttl: spec.cache_ttl,
+            slow_failures: spec.slow_includes_failures,
         }
     }
 }
@@ -82,7 +85,18 @@ struct Cold {
     /// How long the current open period was set to last (for `OpenElapsed`).
     open_for: Duration,
     backoff_level: u32,
+    /// Probes of this half-open trial that succeeded (slow ones included under the
+    /// rate rule, where a slow success does not re-open by itself).
     half_open_successes: u32,
+    /// Under the rate rule: probes of this trial that failed or expired.
+    half_open_failures: u32,
+    /// Under the rate rule: probes of this trial that were slow.
+    half_open_slow: u32,
+    /// Probes admitted since HALF_OPEN began (for `half_open_max_wait`).
+    half_open_taken: u32,
+    /// When HALF_OPEN began; `None` when not HALF_OPEN, or HALF_OPEN as restored
+    /// (then the next timer run starts the wait: a restart never shortens it).
+    half_open_since: Option<Timestamp>,
     /// When the override clears by itself; `None`: it holds until cleared.
     override_until: Option<Timestamp>,
     /// Half-open probes in flight; capacity `half_open_permits`, reserved up front.
@@ -121,6 +135,10 @@ impl Breaker {
                 open_for: spec.open_duration,
                 backoff_level: 0,
                 half_open_successes: 0,
+                half_open_failures: 0,
+                half_open_slow: 0,
+                half_open_taken: 0,
+                half_open_since: None,
                 override_until: None,
                 probes: Vec::with_capacity(probe_slots(&spec)),
                 spec,
@@ -286,8 +304,8 @@ impl Breaker {
     }
 
     /// When [`tick`](Self::tick) must next run: the override's expiry if it has one,
-    /// else `open_until` while OPEN, the earliest probe expiry while HALF_OPEN (also
-    /// under `SHADOW`, whichever is earlier); `None` when no timer is pending (CLOSED,
+    /// else `open_until` while OPEN, the earliest probe expiry or the end of
+    /// `half_open_max_wait` while HALF_OPEN (also under `SHADOW`, whichever is earlier); `None` when no timer is pending (CLOSED,
     /// or under `FORCED_OPEN`, `FORCED_CLOSED` and `DISABLED` without an expiry).
     pub fn next_deadline(&self) -> Option<Timestamp> {
         let machine = if self.timers_frozen() {
@@ -296,7 +314,13 @@ impl Breaker {
             match self.state {
                 State::Closed => None,
                 State::Open => self.open_until,
-                State::HalfOpen => self.cold.probes.iter().map(|p| p.expires_at).min(),
+                State::HalfOpen => {
+                    let expiry = self.cold.probes.iter().map(|p| p.expires_at).min();
+                    match (expiry, self.max_wait_deadline()) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                }
             }
         };
         match (machine, self.cold.override_until) {
@@ -405,13 +429,14 @@ impl Breaker {
                 retry_after: self.open_until.map(|u| u.saturating_duration_since(now)),
             },
             State::HalfOpen => {
-                if self.cold.probes.len() >= self.cold.spec.half_open_permits as usize {
+                if !self.probe_room() {
                     let earliest = self.cold.probes.iter().map(|p| p.expires_at).min();
                     return Admission::Rejected {
                         retry_after: earliest.map(|e| e.saturating_duration_since(now)),
                     };
                 }
                 let permit = self.permit(true);
+                self.cold.half_open_taken = self.cold.half_open_taken.saturating_add(1);
                 self.cold.probes.push(Probe {
                     serial: permit.serial,
                     expires_at: now.saturating_add(self.cold.spec.permit_ttl),
@@ -468,7 +493,8 @@ impl Breaker {
                 self.consecutive_failures = 0;
             }
             Outcome::Failure => {
-                self.window.record(now, true, false);
+                let slow = self.limits.slow_failures && self.is_slow(duration);
+                self.window.record(now, true, slow);
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
             }
         }
@@ -527,6 +553,9 @@ impl Breaker {
         duration: Option<Duration>,
         now: Timestamp,
     ) -> Option<Transition> {
+        if let Some(percent) = self.cold.spec.half_open_failure_rate_percent {
+            return self.trial_outcome(percent, outcome, duration, now);
+        }
         match outcome {
             Outcome::Ignored => None,
             Outcome::Failure => Some(self.reopen(Reason::ProbeFailed, now)),
@@ -594,10 +623,148 @@ impl Breaker {
                 })
             }
             State::HalfOpen => {
+                let since = *self.cold.half_open_since.get_or_insert(now);
+                if let Some(wait) = self.cold.spec.half_open_max_wait
+                    && self.cold.half_open_taken == 0
+                    && now >= since.saturating_add(wait)
+                {
+                    return Some(self.half_open_timed_out(wait, now));
+                }
                 let expired = self.cold.probes.iter().any(|p| p.expires_at <= now);
-                expired.then(|| self.reopen(Reason::ProbeExpired, now))
+                if !expired {
+                    return None;
+                }
+                match self.cold.spec.half_open_failure_rate_percent {
+                    None => Some(self.reopen(Reason::ProbeExpired, now)),
+                    Some(percent) => {
+                        // Each expired probe is a failed one of the trial.
+                        let before = self.cold.probes.len();
+                        self.cold.probes.retain(|p| p.expires_at > now);
+                        let gone = (before - self.cold.probes.len()) as u32;
+                        self.cold.half_open_failures += gone;
+                        self.judge_trial(percent, now)
+                    }
+                }
             }
         }
+    }
+
+    /// The end of `half_open_max_wait` while no probe was taken: `Some(epoch)` (due
+    /// now) when the wait has not started yet, after a restore.
+    fn max_wait_deadline(&self) -> Option<Timestamp> {
+        let wait = self.cold.spec.half_open_max_wait?;
+        if self.cold.half_open_taken > 0 {
+            return None;
+        }
+        Some(
+            self.cold
+                .half_open_since
+                .map_or(Timestamp::default(), |since| since.saturating_add(wait)),
+        )
+    }
+
+    /// HALF_OPEN for `half_open_max_wait` with no probe: to CLOSED afresh, or back to
+    /// OPEN at the same backoff level (nothing failed).
+    fn half_open_timed_out(&mut self, waited: Duration, now: Timestamp) -> Transition {
+        if self.cold.spec.half_open_max_wait_closes {
+            self.cold.backoff_level = 0;
+            let reason = Reason::HalfOpenMaxWait {
+                waited,
+                to: State::Closed,
+            };
+            return self.switch(State::Closed, self.override_, reason, now);
+        }
+        self.trip(
+            Reason::HalfOpenMaxWait {
+                waited,
+                to: State::Open,
+            },
+            now,
+        )
+    }
+
+    /// Whether HALF_OPEN may admit another probe: a free slot, and under the rate
+    /// rule a place left in the trial of `half_open_permits` probes.
+    #[inline]
+    fn probe_room(&self) -> bool {
+        let permits = self.cold.spec.half_open_permits as usize;
+        let in_flight = self.cold.probes.len();
+        if in_flight >= permits {
+            return false;
+        }
+        match self.cold.spec.half_open_failure_rate_percent {
+            None => true,
+            Some(_) => {
+                let judged =
+                    (self.cold.half_open_successes + self.cold.half_open_failures) as usize;
+                judged + in_flight < permits
+            }
+        }
+    }
+
+    /// A probe's outcome under the rate rule (its slot is already free).
+    fn trial_outcome(
+        &mut self,
+        percent: u32,
+        outcome: Outcome,
+        duration: Option<Duration>,
+        now: Timestamp,
+    ) -> Option<Transition> {
+        let slow = self.is_slow(duration);
+        match outcome {
+            Outcome::Ignored => return None,
+            Outcome::Success => self.cold.half_open_successes += 1,
+            Outcome::Failure => self.cold.half_open_failures += 1,
+        }
+        let counts_slow = match outcome {
+            Outcome::Failure => self.limits.slow_failures,
+            _ => true,
+        };
+        if slow && counts_slow {
+            self.cold.half_open_slow += 1;
+        }
+        self.judge_trial(percent, now)
+    }
+
+    /// The rate rule's verdict so far: re-open as soon as the failures (or the slow
+    /// probes) reach their threshold of the whole trial, which more probes cannot
+    /// undo; close once every probe of the trial is in; else wait.
+    fn judge_trial(&mut self, percent: u32, now: Timestamp) -> Option<Transition> {
+        let probes = self.cold.spec.half_open_permits;
+        let reached = |count: u32, threshold: u32| {
+            u64::from(count) * 100 >= u64::from(threshold) * u64::from(probes)
+        };
+        let failures = self.cold.half_open_failures;
+        if reached(failures, percent) {
+            let reason = Reason::ProbeFailureRate {
+                failures,
+                probes,
+                threshold_percent: percent,
+            };
+            return Some(self.reopen(reason, now));
+        }
+        if let (Some(threshold), Some(_)) = (
+            self.limits.slow_call_rate_percent,
+            self.limits.slow_threshold,
+        ) && reached(self.cold.half_open_slow, threshold)
+        {
+            let reason = Reason::ProbeSlowRate {
+                slow: self.cold.half_open_slow,
+                probes,
+                threshold_percent: threshold,
+            };
+            return Some(self.reopen(reason, now));
+        }
+        if self.cold.half_open_successes + failures < probes {
+            return None;
+        }
+        self.cold.backoff_level = 0;
+        let reason = Reason::ProbeTrialPassed {
+            failures,
+            probes,
+            threshold_percent: percent,
+        };
+        Some(self.switch(State::Closed, self.override_, reason, now))
     }
 
     /// HALF_OPEN → OPEN, one backoff level up.
@@ -647,6 +814,10 @@ impl Breaker {
         self.cold.probes.clear();
         self.ledger.clear();
         self.cold.half_open_successes = 0;
+        self.cold.half_open_failures = 0;
+        self.cold.half_open_slow = 0;
+        self.cold.half_open_taken = 0;
+        self.cold.half_open_since = (state == State::HalfOpen).then_some(now);
         // Saturating: 2^64 changes will not happen; a restored record might be corrupt.
         self.generation = self.generation.saturating_add(1);
         Transition {

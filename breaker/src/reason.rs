@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::Override;
+use crate::{Override, State};
 
 /// Why a [`Transition`](crate::Transition) happened. `Display` gives the text events
 /// and logs carry, e.g. `failure rate 62% >= 50% over 100 calls`.
@@ -52,6 +52,43 @@ pub enum Reason {
     },
     /// HALF_OPEN → OPEN: a probe went unreported for `permit_ttl`.
     ProbeExpired,
+    /// HALF_OPEN → OPEN under the rate rule: failed (or expired) probes reached
+    /// `half_open_failure_rate_percent` of the trial.
+    ProbeFailureRate {
+        /// Probes of the trial that failed or expired.
+        failures: u32,
+        /// The trial's size (`half_open_permits`).
+        probes: u32,
+        /// The spec's `half_open_failure_rate_percent`.
+        threshold_percent: u32,
+    },
+    /// HALF_OPEN → OPEN under the rate rule: slow probes reached
+    /// `slow_call_rate_percent` of the trial.
+    ProbeSlowRate {
+        /// Probes of the trial that were slow.
+        slow: u32,
+        /// The trial's size (`half_open_permits`).
+        probes: u32,
+        /// The spec's `slow_call_rate_percent`.
+        threshold_percent: u32,
+    },
+    /// HALF_OPEN → CLOSED under the rate rule: every probe of the trial is in and
+    /// the failures stayed below `half_open_failure_rate_percent`.
+    ProbeTrialPassed {
+        /// Probes of the trial that failed or expired.
+        failures: u32,
+        /// The trial's size (`half_open_permits`).
+        probes: u32,
+        /// The spec's `half_open_failure_rate_percent`.
+        threshold_percent: u32,
+    },
+    /// HALF_OPEN → OPEN or CLOSED: no probe was taken for `half_open_max_wait`.
+    HalfOpenMaxWait {
+        /// The spec's `half_open_max_wait`.
+        waited: Duration,
+        /// Where the spec sends the breaker (`half_open_max_wait_closes`).
+        to: State,
+    },
     /// An operator set this override.
     OverrideSet(Override),
     /// An operator cleared the override.
@@ -89,6 +126,39 @@ impl fmt::Display for Reason {
             Self::ProbeFailed => f.write_str("probe failed"),
             Self::ProbeSlow { threshold } => write!(f, "probe slower than {}", Human(*threshold)),
             Self::ProbeExpired => f.write_str("probe expired"),
+            Self::ProbeFailureRate {
+                failures,
+                probes,
+                threshold_percent,
+            } => write!(
+                f,
+                "{failures} of {probes} probes failed (>= {threshold_percent}%)"
+            ),
+            Self::ProbeSlowRate {
+                slow,
+                probes,
+                threshold_percent,
+            } => write!(
+                f,
+                "{slow} of {probes} probes slow (>= {threshold_percent}%)"
+            ),
+            Self::ProbeTrialPassed {
+                failures,
+                probes,
+                threshold_percent,
+            } => write!(
+                f,
+                "{failures} of {probes} probes failed (< {threshold_percent}%)"
+            ),
+            Self::HalfOpenMaxWait { waited, to } => write!(
+                f,
+                "no probe in {} of half-open, back to {}",
+                Human(*waited),
+                match to {
+                    State::Closed => "closed",
+                    _ => "open",
+                }
+            ),
             Self::OverrideSet(o) => f.write_str(match o {
                 Override::ForcedOpen => "forced open by operator",
                 Override::ForcedClosed => "forced closed by operator",
@@ -187,6 +257,44 @@ mod tests {
     #[test]
     fn reasons_read_like_the_design() {
         let cases = [
+            (
+                Reason::ProbeFailureRate {
+                    failures: 2,
+                    probes: 4,
+                    threshold_percent: 50,
+                },
+                "2 of 4 probes failed (>= 50%)",
+            ),
+            (
+                Reason::ProbeSlowRate {
+                    slow: 3,
+                    probes: 4,
+                    threshold_percent: 60,
+                },
+                "3 of 4 probes slow (>= 60%)",
+            ),
+            (
+                Reason::ProbeTrialPassed {
+                    failures: 1,
+                    probes: 4,
+                    threshold_percent: 50,
+                },
+                "1 of 4 probes failed (< 50%)",
+            ),
+            (
+                Reason::HalfOpenMaxWait {
+                    waited: Duration::from_secs(30),
+                    to: State::Open,
+                },
+                "no probe in 30s of half-open, back to open",
+            ),
+            (
+                Reason::HalfOpenMaxWait {
+                    waited: Duration::from_secs(90),
+                    to: State::Closed,
+                },
+                "no probe in 1m30s of half-open, back to closed",
+            ),
             (
                 Reason::ConsecutiveFailures { count: 5 },
                 "5 consecutive failures",

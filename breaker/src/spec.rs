@@ -96,6 +96,27 @@ pub struct Spec {
     /// A half-open probe not reported within this counts as a failure, and its slot
     /// is freed (up to 24 h). Default 10 s.
     pub permit_ttl: Duration,
+    /// How a half-open trial is judged. `None` (default): any failed or slow probe
+    /// re-opens at once, and `success_threshold` successes close. `Some(pct)`
+    /// (1..=100, resilience4j's rule): the trial is `half_open_permits` probes; it
+    /// re-opens as soon as failures reach `pct` percent of them (or slow successes
+    /// reach `slow_call_rate_percent`, with a slow-call condition) and closes when all
+    /// of them are in otherwise. `success_threshold` is then unused; an ignored probe
+    /// frees its place for another, an expired one counts as a failure
+    /// (docs/DESIGN.md §3.1).
+    pub half_open_failure_rate_percent: Option<u32>,
+    /// `None` (default): HALF_OPEN waits for its first probe as long as it takes.
+    /// `Some(d)` (up to 24 h, resilience4j's `maxWaitDurationInHalfOpenState`): a
+    /// breaker HALF_OPEN for `d` with no probe taken goes back to OPEN (or CLOSED,
+    /// with `half_open_max_wait_closes`).
+    pub half_open_max_wait: Option<Duration>,
+    /// Where `half_open_max_wait` sends a breaker: OPEN (`false`, default; the same
+    /// backoff level, since nothing failed) or CLOSED (`true`).
+    pub half_open_max_wait_closes: bool,
+    /// Whether a failure slower than `slow_call_duration` also counts as a slow call
+    /// (resilience4j counts it). Default `false`: only slow successes are slow. Such a
+    /// breaker is not leased: lease outcomes carry the slowness of successes only.
+    pub slow_includes_failures: bool,
     /// What a client does when the daemon is unreachable. Default `FailOpen`.
     pub fallback: Fallback,
     /// `None` = off (default). `Some(ttl)`: a CLOSED answer may be reused by the
@@ -117,6 +138,10 @@ impl Default for Spec {
             half_open_permits: 1,
             success_threshold: 1,
             permit_ttl: Duration::from_secs(10),
+            half_open_failure_rate_percent: None,
+            half_open_max_wait: None,
+            half_open_max_wait_closes: false,
+            slow_includes_failures: false,
             fallback: Fallback::default(),
             cache_ttl: None,
         }
@@ -206,6 +231,23 @@ impl Spec {
             );
         }
         duration("permit_ttl", self.permit_ttl, MAX_OPEN_DURATION)?;
+        percent(
+            "half_open_failure_rate_percent",
+            self.half_open_failure_rate_percent,
+        )?;
+        match self.half_open_max_wait {
+            Some(d) => duration("half_open_max_wait", d, MAX_OPEN_DURATION)?,
+            None if self.half_open_max_wait_closes => {
+                return invalid("half_open_max_wait_closes", "needs half_open_max_wait");
+            }
+            None => {}
+        }
+        if self.slow_includes_failures && self.slow_call_threshold().is_none() {
+            return invalid(
+                "slow_includes_failures",
+                "needs a slow-call condition (slow_call_rate_percent and slow_call_duration)",
+            );
+        }
         if let Some(ttl) = self.cache_ttl {
             duration("cache_ttl", ttl, MAX_CACHE_TTL)?;
         }
@@ -585,6 +627,55 @@ mod tests {
             field(with(|s| s.permit_ttl = MAX_OPEN_DURATION + S)),
             "permit_ttl"
         );
+    }
+
+    #[test]
+    fn half_open_compatibility_knobs_are_checked() {
+        assert_eq!(
+            field(with(|s| s.half_open_failure_rate_percent = Some(0))),
+            "half_open_failure_rate_percent"
+        );
+        assert_eq!(
+            field(with(|s| s.half_open_failure_rate_percent = Some(101))),
+            "half_open_failure_rate_percent"
+        );
+        assert_eq!(
+            field(with(|s| s.half_open_max_wait = Some(Duration::ZERO))),
+            "half_open_max_wait"
+        );
+        assert_eq!(
+            field(with(|s| s.half_open_max_wait = Some(MAX_OPEN_DURATION + S))),
+            "half_open_max_wait"
+        );
+        assert_eq!(
+            field(with(|s| s.half_open_max_wait_closes = true)),
+            "half_open_max_wait_closes"
+        );
+        with(|s| {
+            s.half_open_failure_rate_percent = Some(50);
+            s.half_open_max_wait = Some(MAX_OPEN_DURATION);
+            s.half_open_max_wait_closes = true;
+        })
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn slow_failures_need_a_slow_call_condition() {
+        assert_eq!(
+            field(with(|s| {
+                s.slow_includes_failures = true;
+                s.slow_call_duration = Some(S);
+            })),
+            "slow_includes_failures"
+        );
+        with(|s| {
+            s.slow_includes_failures = true;
+            s.slow_call_duration = Some(S);
+            s.slow_call_rate_percent = Some(50);
+        })
+        .validate()
+        .unwrap();
     }
 
     #[test]

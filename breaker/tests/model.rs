@@ -52,6 +52,12 @@ struct Model {
     /// Serials of the plain permits of this generation not yet reported.
     plain: Vec<u64>,
     successes: u32,
+    /// Under the rate rule, the probes of this trial judged so far: (failed, slow).
+    trial: Vec<(bool, bool)>,
+    /// Probes admitted since HALF_OPEN began.
+    taken: u32,
+    /// When HALF_OPEN began.
+    half_open_since: Option<u64>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -76,6 +82,9 @@ impl Model {
             probes: Vec::new(),
             plain: Vec::new(),
             successes: 0,
+            trial: Vec::new(),
+            taken: 0,
+            half_open_since: None,
         }
     }
 
@@ -144,6 +153,9 @@ impl Model {
         self.probes.clear();
         self.plain.clear();
         self.successes = 0;
+        self.trial.clear();
+        self.taken = 0;
+        self.half_open_since = None;
         t
     }
 
@@ -165,18 +177,89 @@ impl Model {
             return None;
         }
         match self.state {
-            State::Open if now >= self.open_until.unwrap() => Some(self.change(
-                State::HalfOpen,
-                self.ov,
-                Reason::OpenElapsed {
-                    open_for: self.open_for,
-                },
-            )),
-            State::HalfOpen if self.probes.iter().any(|&(_, exp)| exp <= now) => {
-                Some(self.reopen(Reason::ProbeExpired, now))
+            State::Open if now >= self.open_until.unwrap() => {
+                let t = self.change(
+                    State::HalfOpen,
+                    self.ov,
+                    Reason::OpenElapsed {
+                        open_for: self.open_for,
+                    },
+                );
+                self.half_open_since = Some(now);
+                Some(t)
+            }
+            State::HalfOpen => {
+                if let Some(wait) = self.max_wait_deadline()
+                    && now >= wait
+                {
+                    let waited = self.spec.half_open_max_wait.unwrap();
+                    return Some(if self.spec.half_open_max_wait_closes {
+                        self.backoff = 0;
+                        let to = State::Closed;
+                        self.change(to, self.ov, Reason::HalfOpenMaxWait { waited, to })
+                    } else {
+                        let to = State::Open;
+                        self.trip(Reason::HalfOpenMaxWait { waited, to }, now)
+                    });
+                }
+                if !self.probes.iter().any(|&(_, exp)| exp <= now) {
+                    return None;
+                }
+                if self.spec.half_open_failure_rate_percent.is_none() {
+                    return Some(self.reopen(Reason::ProbeExpired, now));
+                }
+                while let Some(i) = self.probes.iter().position(|&(_, exp)| exp <= now) {
+                    self.probes.remove(i);
+                    self.trial.push((true, false));
+                }
+                self.verdict(now)
             }
             _ => None,
         }
+    }
+
+    /// `half_open_max_wait`'s end while HALF_OPEN with no probe taken.
+    fn max_wait_deadline(&self) -> Option<u64> {
+        let wait = self.spec.half_open_max_wait?;
+        (self.state == State::HalfOpen && self.taken == 0)
+            .then(|| self.half_open_since.unwrap() + wait.as_nanos() as u64)
+    }
+
+    /// The rate rule over the whole trial of `half_open_permits` probes.
+    fn verdict(&mut self, now: u64) -> Option<ExpectedTransition> {
+        let pct = self.spec.half_open_failure_rate_percent.unwrap();
+        let probes = self.spec.half_open_permits;
+        let failures = self.trial.iter().filter(|t| t.0).count() as u32;
+        let slow = self.trial.iter().filter(|t| t.1).count() as u32;
+        if failures * 100 >= pct * probes {
+            let threshold_percent = pct;
+            let reason = Reason::ProbeFailureRate {
+                failures,
+                probes,
+                threshold_percent,
+            };
+            return Some(self.reopen(reason, now));
+        }
+        if let Some(threshold_percent) = self.spec.slow_call_rate_percent
+            && slow * 100 >= threshold_percent * probes
+        {
+            let reason = Reason::ProbeSlowRate {
+                slow,
+                probes,
+                threshold_percent,
+            };
+            return Some(self.reopen(reason, now));
+        }
+        if self.trial.len() < probes as usize {
+            return None;
+        }
+        self.backoff = 0;
+        let reason = Reason::ProbeTrialPassed {
+            failures,
+            probes,
+            threshold_percent: pct,
+        };
+        Some(self.change(State::Closed, self.ov, reason))
     }
 
     fn enforce(&self, now: u64) -> Admit {
@@ -185,7 +268,12 @@ impl Model {
             State::Open => Admit::No {
                 retry_after: Some(Duration::from_nanos(self.open_until.unwrap() - now)),
             },
-            State::HalfOpen if self.probes.len() < self.spec.half_open_permits as usize => {
+            State::HalfOpen
+                if self.probes.len() < self.spec.half_open_permits as usize
+                    && (self.spec.half_open_failure_rate_percent.is_none()
+                        || self.trial.len() + self.probes.len()
+                            < self.spec.half_open_permits as usize) =>
+            {
                 Admit::Probe
             }
             State::HalfOpen => Admit::No {
@@ -224,10 +312,11 @@ impl Model {
                 true
             }
             Outcome::Failure => {
+                let slow = self.spec.slow_includes_failures && self.slow(duration);
                 self.outcomes.push(Rec {
                     at: now,
                     failure: true,
-                    slow: false,
+                    slow,
                 });
                 self.consecutive += 1;
                 true
@@ -315,6 +404,23 @@ impl Model {
                     return (true, None);
                 };
                 self.probes.remove(i);
+                if self.spec.half_open_failure_rate_percent.is_some() {
+                    let slow = self.slow(duration);
+                    let t = match outcome {
+                        Outcome::Ignored => None,
+                        Outcome::Success => {
+                            self.successes += 1;
+                            self.trial.push((false, slow));
+                            self.verdict(now)
+                        }
+                        Outcome::Failure => {
+                            self.trial
+                                .push((true, slow && self.spec.slow_includes_failures));
+                            self.verdict(now)
+                        }
+                    };
+                    return (false, t);
+                }
                 let t = match outcome {
                     Outcome::Ignored => None,
                     Outcome::Failure => Some(self.reopen(Reason::ProbeFailed, now)),
@@ -432,13 +538,19 @@ fn spec() -> impl Strategy<Value = Spec> {
             any::<u32>(),
             1u64..=5,
         ),
-        proptest::option::of(1u64..=5),
+        (
+            proptest::option::of(1u64..=5),
+            rate(),
+            proptest::option::of(1u64..=5),
+            any::<bool>(),
+            any::<bool>(),
+        ),
     )
         .prop_map(
             |(
                 (consecutive, failure_rate, slow_rate, min),
                 (window, open, max, permits, threshold, ttl),
-                cache,
+                (cache, half_open_rate, max_wait, max_wait_closes, slow_failures),
             )| {
                 let limit = match window {
                     WindowSpec::Count { calls } => calls,
@@ -457,6 +569,10 @@ fn spec() -> impl Strategy<Value = Spec> {
                     success_threshold: 1 + threshold % permits,
                     permit_ttl: Duration::from_secs(ttl),
                     cache_ttl: cache.map(Duration::from_secs),
+                    half_open_failure_rate_percent: half_open_rate,
+                    half_open_max_wait: max_wait.map(Duration::from_secs),
+                    half_open_max_wait_closes: max_wait.is_some() && max_wait_closes,
+                    slow_includes_failures: slow_rate.is_some() && slow_failures,
                     ..Spec::default()
                 };
                 spec.validate().expect("strategy makes valid specs");
@@ -523,7 +639,12 @@ fn check_status(b: &Breaker, m: &Model, window_at: Option<u64>) {
         match m.state {
             State::Closed => None,
             State::Open => m.open_until,
-            State::HalfOpen => m.probes.iter().map(|&(_, e)| e).min(),
+            State::HalfOpen => m
+                .probes
+                .iter()
+                .map(|&(_, e)| e)
+                .chain(m.max_wait_deadline())
+                .min(),
         }
     };
     assert_eq!(b.next_deadline(), next.map(ts), "next_deadline");
@@ -563,9 +684,11 @@ fn check_acquire(a: &Acquired, m: &mut Model, now: u64, expected_t: Option<Expec
         .map(|ttl| ts(now + ttl.as_nanos() as u64));
     assert_eq!(a.valid_until, valid_until, "valid_until");
     match a.permit {
-        Some(p) if p.probe => m
-            .probes
-            .push((p.serial, now + m.spec.permit_ttl.as_nanos() as u64)),
+        Some(p) if p.probe => {
+            m.taken += 1;
+            m.probes
+                .push((p.serial, now + m.spec.permit_ttl.as_nanos() as u64));
+        }
         Some(p) => m.plain.push(p.serial),
         None => {}
     }
@@ -703,7 +826,7 @@ fn run(spec: Spec, ops: Vec<Op>) {
                 let expected_t = m.timers(now);
                 let t = b.tick(ts(now));
                 check_transition(&t, &expected_t, now);
-                if probe_due {
+                if probe_due && spec.half_open_failure_rate_percent.is_none() {
                     // An unreported probe past its ttl frees its slot and re-opens.
                     let t = t.as_ref().expect("expired probe re-opens");
                     assert_eq!((t.to, &t.reason), (State::Open, &Reason::ProbeExpired));

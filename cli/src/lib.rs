@@ -115,7 +115,7 @@ pub enum Command {
     /// Show one breaker's spec and status.
     Get(get::Args),
     /// Create a breaker or replace its spec (unset keys take their defaults).
-    Put(put::Args),
+    Put(Box<put::Args>),
     /// Create or update the breakers of a TOML or YAML file; prints created / updated / unchanged.
     Apply(apply::Args),
     /// Delete a breaker (its outstanding permits become invalid).
@@ -224,7 +224,7 @@ async fn dispatch(ctx: Ctx, command: Command) -> Result<(), Error> {
     match command {
         Command::List(a) => list::run(&ctx, a).await,
         Command::Get(a) => get::run(&ctx, a).await,
-        Command::Put(a) => put::run(&ctx, a).await,
+        Command::Put(a) => put::run(&ctx, *a).await,
         Command::Apply(a) => apply::run(&ctx, a).await,
         Command::Delete(a) => delete::run(&ctx, a).await,
         Command::ForceOpen(a) => overrides::run(&ctx, a, Override::ForcedOpen).await,

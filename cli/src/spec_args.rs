@@ -64,8 +64,8 @@ fn flag(k: &'static Knob) -> Arg {
     arg
 }
 
-/// Parses a flag's value as its knob does; lists the fallback names for help and
-/// completions.
+/// Parses a flag's value as its knob does; lists the fallback names and `true` /
+/// `false` for help and completions.
 #[derive(Clone, Copy, Debug)]
 struct KnobParser(&'static Knob);
 
@@ -91,6 +91,9 @@ impl TypedValueParser for KnobParser {
                     PossibleValue::new(*name).help(*help)
                 })))
             }
+            Kind::Flag(..) => Some(Box::new(
+                ["true", "false"].into_iter().map(PossibleValue::new),
+            )),
             _ => None,
         }
     }

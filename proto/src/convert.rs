@@ -109,6 +109,10 @@ pub fn spec_from_proto(p: &pb::BreakerSpec) -> Result<Spec, Error> {
             }
         })?),
         cache_ttl: opt_duration(p.cache_ttl.as_ref(), "cache_ttl")?,
+        half_open_failure_rate_percent: p.half_open_failure_rate_percent,
+        half_open_max_wait: opt_duration(p.half_open_max_wait.as_ref(), "half_open_max_wait")?,
+        half_open_max_wait_closes: p.half_open_max_wait_closes,
+        slow_includes_failures: p.slow_includes_failures,
     };
     spec.validate()?;
     Ok(spec)
@@ -141,6 +145,10 @@ pub fn spec_to_proto(s: &Spec) -> pb::BreakerSpec {
         permit_ttl: Some(duration_to_proto(s.permit_ttl)),
         fallback: fallback_to_proto(s.fallback) as i32,
         cache_ttl: s.cache_ttl.map(duration_to_proto),
+        half_open_failure_rate_percent: s.half_open_failure_rate_percent,
+        half_open_max_wait: s.half_open_max_wait.map(duration_to_proto),
+        half_open_max_wait_closes: s.half_open_max_wait_closes,
+        slow_includes_failures: s.slow_includes_failures,
     }
 }
 
@@ -247,9 +255,14 @@ mod tests {
             success_threshold: 2,
             fallback: Fallback::Local,
             cache_ttl: Some(Duration::from_millis(100)),
+            half_open_failure_rate_percent: Some(50),
+            half_open_max_wait: Some(Duration::from_secs(20)),
+            half_open_max_wait_closes: true,
+            slow_includes_failures: true,
             ..Spec::default()
         };
         let back = spec_from_proto(&spec_to_proto(&spec)).expect("valid");
+        assert_eq!(back, spec);
         assert_eq!(back.failure_rate_percent, Some(50));
         assert_eq!(back.window, spec.window);
         assert_eq!(back.fallback, Fallback::Local);

@@ -30,6 +30,8 @@ pub enum Kind {
     Duration(Get<Duration>, Set<Duration>),
     /// The fallback policy, by one of the names of [`FALLBACKS`].
     Fallback,
+    /// On or off (`true`, `false`); off is the wire's default, shown as not set.
+    Flag(Get<bool>, Set<bool>),
 }
 
 /// One knob of the spec.
@@ -106,6 +108,9 @@ macro_rules! field {
             |p| p.$f.as_ref().map(std_duration),
             |p, v| p.$f = Some(wire_duration(v)),
         )
+    };
+    (Flag $f:ident) => {
+        Kind::Flag(|p| p.$f.then_some(true), |p, v| p.$f = v)
     };
 }
 
@@ -276,6 +281,36 @@ pub const KNOBS: &[Knob] = &[
         "Clients may reuse a CLOSED answer for this long without asking (at most 60s)",
         "100ms",
     ),
+    entry(
+        "half_open_failure_rate",
+        field!(Percent half_open_failure_rate_percent),
+        "Judge a half-open trial of half_open_permits probes by rate: re-open at PCT percent failed, else close (resilience4j's rule; success_threshold unused)",
+        "50",
+    )
+    .names(
+        "half_open_failure_rate_percent",
+        "half_open_failure_rate_percent",
+    ),
+    entry(
+        "half_open_max_wait",
+        field!(Duration half_open_max_wait),
+        "Half-open this long with no probe taken: back to open (at most 24h)",
+        "1m",
+    ),
+    entry(
+        "half_open_max_wait_closes",
+        field!(Flag half_open_max_wait_closes),
+        "half_open_max_wait closes the breaker instead of re-opening it",
+        "true",
+    )
+    .requires("half_open_max_wait"),
+    entry(
+        "slow_includes_failures",
+        field!(Flag slow_includes_failures),
+        "A failure slower than slow_call_duration is a slow call too (resilience4j's rule; not leased)",
+        "true",
+    )
+    .requires("slow_call_rate"),
 ];
 
 /// Every key, in schema order (for "expected one of" errors).
@@ -391,6 +426,7 @@ impl Knob {
             Kind::Percent(..) => "PCT",
             Kind::Duration(..) => "DUR",
             Kind::Fallback => "FALLBACK",
+            Kind::Flag(..) => "BOOL",
         }
     }
 
@@ -418,6 +454,11 @@ impl Knob {
                 let names: Vec<&str> = FALLBACKS.iter().map(|(n, _, _)| *n).collect();
                 format!("{text:?} is not one of {}", names.join(", "))
             }),
+            Kind::Flag(..) => match text.trim() {
+                "true" => Ok(Value::Flag(true)),
+                "false" => Ok(Value::Flag(false)),
+                _ => Err(format!("{text:?} is not true or false")),
+            },
         }
     }
 
@@ -428,6 +469,7 @@ impl Knob {
             (Kind::Count(..) | Kind::Percent(..), Value::Count(_))
                 | (Kind::Duration(..), Value::Duration(_))
                 | (Kind::Fallback, Value::Fallback(_))
+                | (Kind::Flag(..), Value::Flag(_))
         )
     }
 
@@ -440,6 +482,7 @@ impl Knob {
             Kind::Fallback => Some(Value::Fallback(crate::convert::fallback_from_proto(
                 p.fallback(),
             ))),
+            Kind::Flag(get, _) => get(p).map(Value::Flag),
         }
     }
 
@@ -451,6 +494,7 @@ impl Knob {
             (Kind::Fallback, Value::Fallback(f)) => {
                 p.fallback = crate::convert::fallback_to_proto(f) as i32;
             }
+            (Kind::Flag(_, set), Value::Flag(on)) => set(p, on),
             (_, other) => return Err(format!("{}: {other:?} is of the wrong type", self.key)),
         }
         Ok(())
@@ -466,6 +510,8 @@ pub enum Value {
     Duration(Duration),
     /// Of the [`Kind::Fallback`] knob.
     Fallback(Fallback),
+    /// Of a [`Kind::Flag`] knob.
+    Flag(bool),
 }
 
 impl Value {
@@ -476,6 +522,7 @@ impl Value {
             Value::Count(n) => n.to_string(),
             Value::Duration(d) => format!("{:?}", humantime::format_duration(*d).to_string()),
             Value::Fallback(f) => format!("{:?}", fallback_name(*f)),
+            Value::Flag(on) => on.to_string(),
         }
     }
 
@@ -489,6 +536,7 @@ impl Value {
                     .as_str_name()
                     .to_owned(),
             ),
+            Value::Flag(on) => JsonScalar::Flag(*on),
         }
     }
 }
@@ -501,4 +549,6 @@ pub enum JsonScalar {
     Number(u32),
     /// A string.
     Text(String),
+    /// `true` or `false`.
+    Flag(bool),
 }

@@ -170,6 +170,7 @@ impl Serialize for SpecFields {
                     map.serialize_entry(k.key, &humantime::format_duration(d).to_string())?;
                 }
                 Value::Fallback(f) => map.serialize_entry(k.key, fallback_name(f))?,
+                Value::Flag(on) => map.serialize_entry(k.key, &on)?,
             }
         }
         map.end()
@@ -209,6 +210,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 Kind::Count(..) | Kind::Percent(..) => {
                     Value::Count(map.next_value::<u32>().map_err(named)?)
                 }
+                Kind::Flag(..) => Value::Flag(map.next_value::<bool>().map_err(named)?),
                 Kind::Duration(..) => {
                     let text = map.next_value::<String>().map_err(named)?;
                     k.parse(&text)

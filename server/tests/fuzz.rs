@@ -210,6 +210,7 @@ fn spec() -> BoxedStrategy<pb::BreakerSpec> {
     (
         (n(), n(), n(), d(), n(), window),
         (d(), d(), n(), n(), d(), enum_value(), d()),
+        (n(), d(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
@@ -230,6 +231,12 @@ fn spec() -> BoxedStrategy<pb::BreakerSpec> {
                     fallback,
                     cache_ttl,
                 ),
+                (
+                    half_open_failure_rate_percent,
+                    half_open_max_wait,
+                    half_open_max_wait_closes,
+                    slow_includes_failures,
+                ),
             )| pb::BreakerSpec {
                 consecutive_failures,
                 failure_rate_percent,
@@ -244,6 +251,10 @@ fn spec() -> BoxedStrategy<pb::BreakerSpec> {
                 permit_ttl,
                 fallback,
                 cache_ttl,
+                half_open_failure_rate_percent,
+                half_open_max_wait,
+                half_open_max_wait_closes,
+                slow_includes_failures,
             },
         )
         .boxed()
@@ -264,6 +275,8 @@ fn sane_spec() -> BoxedStrategy<pb::BreakerSpec> {
         option::of(ms(1..5000)),
         option::of(1u32..4),
         enum_value(),
+        option::of(1u32..=100),
+        option::of(ms(1..5000)),
     )
         .prop_map(
             |(
@@ -273,6 +286,8 @@ fn sane_spec() -> BoxedStrategy<pb::BreakerSpec> {
                 open_duration,
                 half_open_permits,
                 fallback,
+                half_open_failure_rate_percent,
+                half_open_max_wait,
             )| {
                 pb::BreakerSpec {
                     consecutive_failures,
@@ -281,6 +296,8 @@ fn sane_spec() -> BoxedStrategy<pb::BreakerSpec> {
                     open_duration,
                     half_open_permits,
                     fallback: fallback % 4,
+                    half_open_failure_rate_percent,
+                    half_open_max_wait,
                     ..Default::default()
                 }
             },

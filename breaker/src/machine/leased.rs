@@ -16,7 +16,8 @@ pub enum Lease {
         generation: u64,
         slow_call_duration: Option<Duration>,
     },
-    /// The spec sets no `cache_ttl`.
+    /// The spec sets no `cache_ttl`, or counts slow failures
+    /// (`slow_includes_failures`): a lease's outcomes carry successes' slowness only.
     NotLeasable,
     /// Not CLOSED, or under an override.
     NotClosed,
@@ -28,7 +29,7 @@ impl Breaker {
     /// nothing: a lease is a promise that every change to the breaker is pushed to its
     /// holder, which the daemon keeps, not the machine.
     pub fn lease(&self, now: Timestamp) -> Lease {
-        let Some(ttl) = self.limits.cache_ttl else {
+        let Some(ttl) = self.limits.cache_ttl.filter(|_| !self.limits.slow_failures) else {
             return Lease::NotLeasable;
         };
         if self.state != State::Closed || self.override_.is_some() {

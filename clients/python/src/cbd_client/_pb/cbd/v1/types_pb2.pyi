@@ -91,7 +91,7 @@ class TimeWindow(_message.Message):
     def __init__(self, duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., buckets: _Optional[int] = ...) -> None: ...
 
 class BreakerSpec(_message.Message):
-    __slots__ = ("consecutive_failures", "failure_rate_percent", "slow_call_rate_percent", "slow_call_duration", "minimum_calls", "count_window", "time_window", "open_duration", "max_open_duration", "half_open_permits", "success_threshold", "permit_ttl", "fallback", "cache_ttl")
+    __slots__ = ("consecutive_failures", "failure_rate_percent", "slow_call_rate_percent", "slow_call_duration", "minimum_calls", "count_window", "time_window", "open_duration", "max_open_duration", "half_open_permits", "success_threshold", "permit_ttl", "fallback", "cache_ttl", "half_open_failure_rate_percent", "half_open_max_wait", "half_open_max_wait_closes", "slow_includes_failures")
     CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
     FAILURE_RATE_PERCENT_FIELD_NUMBER: _ClassVar[int]
     SLOW_CALL_RATE_PERCENT_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,10 @@ class BreakerSpec(_message.Message):
     PERMIT_TTL_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
     CACHE_TTL_FIELD_NUMBER: _ClassVar[int]
+    HALF_OPEN_FAILURE_RATE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    HALF_OPEN_MAX_WAIT_FIELD_NUMBER: _ClassVar[int]
+    HALF_OPEN_MAX_WAIT_CLOSES_FIELD_NUMBER: _ClassVar[int]
+    SLOW_INCLUDES_FAILURES_FIELD_NUMBER: _ClassVar[int]
     consecutive_failures: int
     failure_rate_percent: int
     slow_call_rate_percent: int
@@ -120,7 +124,11 @@ class BreakerSpec(_message.Message):
     permit_ttl: _duration_pb2.Duration
     fallback: Fallback
     cache_ttl: _duration_pb2.Duration
-    def __init__(self, consecutive_failures: _Optional[int] = ..., failure_rate_percent: _Optional[int] = ..., slow_call_rate_percent: _Optional[int] = ..., slow_call_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., minimum_calls: _Optional[int] = ..., count_window: _Optional[_Union[CountWindow, _Mapping]] = ..., time_window: _Optional[_Union[TimeWindow, _Mapping]] = ..., open_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_open_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., half_open_permits: _Optional[int] = ..., success_threshold: _Optional[int] = ..., permit_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., fallback: _Optional[_Union[Fallback, str]] = ..., cache_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    half_open_failure_rate_percent: int
+    half_open_max_wait: _duration_pb2.Duration
+    half_open_max_wait_closes: bool
+    slow_includes_failures: bool
+    def __init__(self, consecutive_failures: _Optional[int] = ..., failure_rate_percent: _Optional[int] = ..., slow_call_rate_percent: _Optional[int] = ..., slow_call_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., minimum_calls: _Optional[int] = ..., count_window: _Optional[_Union[CountWindow, _Mapping]] = ..., time_window: _Optional[_Union[TimeWindow, _Mapping]] = ..., open_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_open_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., half_open_permits: _Optional[int] = ..., success_threshold: _Optional[int] = ..., permit_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., fallback: _Optional[_Union[Fallback, str]] = ..., cache_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., half_open_failure_rate_percent: _Optional[int] = ..., half_open_max_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., half_open_max_wait_closes: _Optional[bool] = ..., slow_includes_failures: _Optional[bool] = ...) -> None: ...
 
 class BreakerStatus(_message.Message):
     __slots__ = ("name", "spec", "state", "override", "generation", "window_calls", "window_failures", "window_slow_calls", "consecutive_failures", "open_until", "backoff_level", "probes_in_flight", "half_open_successes", "mod_revision", "override_operator", "override_until")
