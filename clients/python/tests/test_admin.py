@@ -30,6 +30,15 @@ def test_put_get_list_override_reset_delete(client):
     assert client.breaker("adm.a").refresh_spec().fallback == pb.FALLBACK_FAIL_CLOSED
     assert client.breaker("adm.a").fallback == cbd_client.Fallback.FAIL_CLOSED
 
+    compat = client.admin.put_breaker("adm.compat", pb.spec(
+        half_open_permits=4, half_open_failure_rate_percent=50, half_open_max_wait=60,
+        half_open_max_wait_closes=True, slow_call_rate_percent=50, slow_call_duration=2,
+        slow_includes_failures=True))
+    got = compat.breaker.spec
+    assert got.half_open_failure_rate_percent == 50
+    assert got.half_open_max_wait.seconds == 60
+    assert got.half_open_max_wait_closes and got.slow_includes_failures
+
     for i in range(3):
         client.admin.put_breaker(f"adm.list.{i}")
     names = [b.name for b in client.admin.list_breakers("adm.list.", page_size=2)]
