@@ -8,4 +8,7 @@ export CBD_BIN
 npm ci --no-audit --no-fund
 node --test test/*.test.js   # includes test/quickstart.test.js: runs examples/quickstart.js
 ./node_modules/.bin/tsc -p test/types/tsconfig.json
+# The bench compares with a Redis-Lua breaker; a short run proves it still runs.
+echo "== clients/node: bench.js smoke (0.2 s per row)"
+node bench.js 0.2 16
 echo "clients/node: ok"

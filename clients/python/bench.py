@@ -1,22 +1,33 @@
-"""Guarded calls/s in one process: per-call Acquire+Report vs leases, sync and
-asyncio, and pybreaker (in process, memory storage) on the same loop.
+"""Guarded calls/s in one process, in one run: cbd per call (Acquire + Report) and
+leased, sync and asyncio; the shared-state breakers peers use, a Redis-Lua breaker
+(redis-py) and pybreaker with CircuitRedisStorage, against a redis-server the bench
+starts; and pybreaker in process (memory storage).
 
-    CBD_BIN=/work/bin/cbd clients/python/.venv/bin/python clients/python/bench.py [seconds=3] [threads=8] [tasks=64]
+    CBD_BIN=target/release/cbd clients/python/.venv/bin/python clients/python/bench.py [seconds=3] [threads=8] [tasks=64]
+
+The Redis rows need `redis-server` on PATH (Debian's redis-server); without it they
+are skipped, saying so.
 """
 
 import asyncio
+import shutil
 import sys
 import threading
 import time
 from pathlib import Path
 
 import pybreaker
+import redis
+from importlib.metadata import version
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "tests"))
 import cbd_client  # noqa: E402
 import cbd_client.aio  # noqa: E402
 from conftest import Daemon, until  # noqa: E402
+from redis_breaker import RedisLuaBreaker, RedisServer, Rejected  # noqa: E402
+
+PYBREAKER = version("pybreaker")  # pybreaker has no __version__
 
 
 def noop():
@@ -57,6 +68,23 @@ async def tasks_rate(call, seconds, tasks):
     return count / seconds
 
 
+def check_trips(breaker: RedisLuaBreaker) -> None:
+    """The comparison is with a working breaker: 5 failures trip it, then it rejects."""
+    def fail():
+        raise RuntimeError("down")
+
+    for _ in range(5):
+        try:
+            breaker.call(fail)
+        except RuntimeError:
+            pass
+    try:
+        breaker.call(noop)
+    except Rejected:
+        return
+    raise AssertionError("the Redis-Lua breaker did not trip after 5 failures")
+
+
 def main():
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 3
     threads = int(sys.argv[2]) if len(sys.argv) > 2 else 8
@@ -94,10 +122,30 @@ def main():
                                  await tasks_rate(lambda: lb.call(noop), seconds, tasks)))
 
             asyncio.run(aio_rows())
+            if shutil.which("redis-server"):
+                server = RedisServer()
+                try:
+                    lua = RedisLuaBreaker(server.client(), "bench.lua")
+                    rows.append((f"Redis-Lua breaker (redis-py {redis.__version__}), 1 thread",
+                                 threaded(lambda: lua.call(noop), seconds, 1)))
+                    rows.append((f"Redis-Lua breaker (redis-py {redis.__version__}), {threads} threads",
+                                 threaded(lambda: lua.call(noop), seconds, threads)))
+                    check_trips(RedisLuaBreaker(server.client(), "bench.lua.check"))
+                    storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, server.client(),
+                                                            namespace="bench")
+                    shared = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30, state_storage=storage)
+                    rows.append((f"pybreaker {PYBREAKER} + CircuitRedisStorage, 1 thread",
+                                 threaded(lambda: shared.call(noop), seconds, 1)))
+                    rows.append((f"pybreaker {PYBREAKER} + CircuitRedisStorage, {threads} threads",
+                                 threaded(lambda: shared.call(noop), seconds, threads)))
+                finally:
+                    server.stop()
+            else:
+                print("redis-server not on PATH (Debian package redis-server): Redis rows skipped")
             pb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30)
-            rows.append(("pybreaker 1.4.1 in process (memory storage), 1 thread",
+            rows.append((f"pybreaker {PYBREAKER} in process (memory storage), 1 thread",
                          threaded(lambda: pb.call(noop), seconds, 1)))
-            rows.append((f"pybreaker 1.4.1 in process (memory storage), {threads} threads",
+            rows.append((f"pybreaker {PYBREAKER} in process (memory storage), {threads} threads",
                          threaded(lambda: pb.call(noop), seconds, threads)))
         finally:
             daemon.stop()
@@ -106,6 +154,13 @@ def main():
     print("| mode | guarded calls/s |\n|---|---|")
     for name, rate in rows:
         print(f"| {name} | {rate:,.0f} |")
+    rate = dict(rows)
+    unary = rate[f"sync, per call (Acquire + Report), {threads} threads"]
+    leased = rate[f"sync, leased, {threads} threads"]
+    in_process = rate[f"pybreaker {PYBREAKER} in process (memory storage), 1 thread"]
+    print(f"leased / per call, {threads} threads: {leased / unary:,.0f}x; "
+          f"leased 1 thread / pybreaker in process 1 thread: "
+          f"{rate['sync, leased, 1 thread'] / in_process:.2f}x")
 
 
 if __name__ == "__main__":

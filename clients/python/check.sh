@@ -27,4 +27,8 @@ pip install -r requirements-dev.txt
 pip install --force-reinstall --no-deps .
 echo "== clients/python: pytest ($(.venv/bin/python --version))"
 .venv/bin/python -m pytest
+# The bench compares with Redis breakers; a short run proves it still runs (numbers
+# from it are not the README's: those take seconds per row, on a release build).
+echo "== clients/python: bench.py smoke (0.2 s per row)"
+.venv/bin/python bench.py 0.2 4 16
 echo "clients/python: ok"

@@ -90,3 +90,21 @@ def test_lease_slot_ends_at_valid_until_and_numbers_outcomes():
     assert (by_lease[b"lease-2"].sequence, by_lease[b"lease-2"].successes) == (1, 1)
     slot.void()
     assert slot.ticket() is None, "a voided lease is not used again"
+
+
+def test_lease_slot_success_counts_as_record_success_does():
+    clock = Clock()
+    fast, general = LeaseSlot(clock), LeaseSlot(clock)
+    for slot in (fast, general):
+        slot.grant(b"lease", clock.now + 1.0, 0.5)
+    calls = [(Outcome.FAILURE, 0.1), (Outcome.SUCCESS, 0.1), (Outcome.SUCCESS, 0.9),
+             (Outcome.SUCCESS, None), (Outcome.FAILURE, 0.1), (Outcome.FAILURE, 0.2)]
+    for outcome, duration in calls:
+        general.record(general.ticket(), outcome, duration)
+        if outcome == Outcome.SUCCESS:
+            fast.success(fast.ticket(), duration)
+        else:
+            fast.record(fast.ticket(), outcome, duration)
+    (a,), (b,) = fast.take_outgoing(), general.take_outgoing()
+    assert a == b
+    assert (a.successes, a.slow_successes, a.failures, a.trailing_failures) == (2, 1, 3, 2)

@@ -243,7 +243,7 @@ class Guard(_sync.Guard):
                 outcome = self._outcome(type(e))
                 slot.record(ticket, outcome, None if start is None else time.monotonic() - start)
                 raise
-            slot.record(ticket, Outcome.SUCCESS, None if start is None else time.monotonic() - start)
+            slot.success(ticket, None if start is None else time.monotonic() - start)
             return result
         permit = await self.breaker.acquire()
         try:
