@@ -23,6 +23,7 @@
 
 mod aggregate;
 mod answer;
+mod callers;
 mod error;
 mod ledger;
 mod machine;
@@ -34,6 +35,7 @@ mod time;
 mod window;
 
 pub use aggregate::Aggregate;
+pub use callers::{CallerId, CallerTally, MAX_CALLERS, TOP_FAILING_CALLERS};
 pub use answer::{Acquired, PermitToken, Persisted, Reported, Status, Transition};
 pub use error::Error;
 pub use ledger::MAX_SPAN as MAX_PERMIT_SPAN;
