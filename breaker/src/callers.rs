@@ -287,10 +287,12 @@ impl Callers {
     /// The callers with failures in the window, most failures first (then most
     /// calls, then by id), at most `limit`.
     pub fn failing_callers(&self, window: Counts, limit: usize) -> Vec<CallerTally> {
-        let named: Tally = self.totals[1..].iter().fold(Tally::default(), |a, t| Tally {
-            calls: a.calls + t.calls,
-            failures: a.failures + t.failures,
-        });
+        let named: Tally = self.totals[1..]
+            .iter()
+            .fold(Tally::default(), |a, t| Tally {
+                calls: a.calls + t.calls,
+                failures: a.failures + t.failures,
+            });
         let mut all: Vec<CallerTally> = Vec::new();
         if window.failures > named.failures {
             all.push(CallerTally {
@@ -429,6 +431,9 @@ mod tests {
         assert_eq!(c.id(Some("a")), a, "still in the run: same id");
         c.end_run();
         assert_eq!(c.in_run(), 0);
-        assert!(c.names.iter().all(Option::is_none), "freed once the run ended");
+        assert!(
+            c.names.iter().all(Option::is_none),
+            "freed once the run ended"
+        );
     }
 }

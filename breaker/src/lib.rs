@@ -35,8 +35,8 @@ mod time;
 mod window;
 
 pub use aggregate::Aggregate;
-pub use callers::{CallerId, CallerTally, MAX_CALLERS, TOP_FAILING_CALLERS};
 pub use answer::{Acquired, PermitToken, Persisted, Reported, Status, Transition};
+pub use callers::{CallerId, CallerTally, MAX_CALLERS, TOP_FAILING_CALLERS};
 pub use error::Error;
 pub use ledger::MAX_SPAN as MAX_PERMIT_SPAN;
 pub use machine::{Breaker, Lease};

@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use cbd_breaker::{
-    Aggregate, Breaker, CallerId, MAX_CALLERS, Outcome, Reason, Spec, State, Timestamp,
-    WindowSpec,
+    Aggregate, Breaker, CallerId, MAX_CALLERS, Outcome, Reason, Spec, State, Timestamp, WindowSpec,
 };
 
 fn at(ms: u64) -> Timestamp {
@@ -104,7 +103,10 @@ fn callers_beyond_the_cap_count_as_one() {
     for i in 0..MAX_CALLERS {
         call(&mut b, Some(&format!("ok-{i}")), Outcome::Success);
     }
-    assert_eq!(call(&mut b, Some("over-1"), Outcome::Failure), State::Closed);
+    assert_eq!(
+        call(&mut b, Some("over-1"), Outcome::Failure),
+        State::Closed
+    );
     assert_eq!(
         call(&mut b, Some("over-2"), Outcome::Failure),
         State::Closed,
@@ -112,7 +114,10 @@ fn callers_beyond_the_cap_count_as_one() {
     );
     let top = b.failing_callers();
     assert_eq!(top.len(), 1);
-    assert_eq!((top[0].caller.clone(), top[0].failures), (CallerId::Overflow, 2));
+    assert_eq!(
+        (top[0].caller.clone(), top[0].failures),
+        (CallerId::Overflow, 2)
+    );
     assert_eq!(call(&mut b, Some("ok-0"), Outcome::Failure), State::Open);
 }
 

@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use cbd_breaker::{
-    Acquired, Breaker, CallerId, CallerTally, TOP_FAILING_CALLERS, Error, Outcome, Override, PermitToken, Reason, Spec, State, Status,
-    Timestamp, Transition, WindowSpec,
+    Acquired, Breaker, CallerId, CallerTally, Error, Outcome, Override, PermitToken, Reason, Spec,
+    State, Status, TOP_FAILING_CALLERS, Timestamp, Transition, WindowSpec,
 };
 use proptest::prelude::*;
 
@@ -509,7 +509,10 @@ fn spec() -> impl Strategy<Value = Spec> {
             any::<u32>(),
             1u64..=5,
         ),
-        (proptest::option::of(1u64..=5), prop_oneof![2 => Just(1u32), 1 => 2u32..=3]),
+        (
+            proptest::option::of(1u64..=5),
+            prop_oneof![2 => Just(1u32), 1 => 2u32..=3],
+        ),
     )
         .prop_map(
             |(

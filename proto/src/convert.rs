@@ -109,6 +109,9 @@ pub fn spec_from_proto(p: &pb::BreakerSpec) -> Result<Spec, Error> {
             }
         })?),
         cache_ttl: opt_duration(p.cache_ttl.as_ref(), "cache_ttl")?,
+        min_distinct_callers: p
+            .min_distinct_callers
+            .unwrap_or(defaults.min_distinct_callers),
     };
     spec.validate()?;
     Ok(spec)
@@ -141,8 +144,29 @@ pub fn spec_to_proto(s: &Spec) -> pb::BreakerSpec {
         permit_ttl: Some(duration_to_proto(s.permit_ttl)),
         fallback: fallback_to_proto(s.fallback) as i32,
         cache_ttl: s.cache_ttl.map(duration_to_proto),
+        min_distinct_callers: Some(s.min_distinct_callers),
     }
 }
+
+/// The wire form of a breaker's failing callers (`BreakerStatus.failing_callers`):
+/// anonymous calls show as `""`, the overflow of callers beyond the cap as `"*"`.
+pub fn failing_callers_to_proto(callers: &[cbd_breaker::CallerTally]) -> Vec<pb::CallerFailures> {
+    callers
+        .iter()
+        .map(|t| pb::CallerFailures {
+            caller: match &t.caller {
+                cbd_breaker::CallerId::Anonymous => String::new(),
+                cbd_breaker::CallerId::Named(name) => name.clone(),
+                cbd_breaker::CallerId::Overflow => OVERFLOW_CALLER.to_owned(),
+            },
+            failures: t.failures,
+            calls: t.calls,
+        })
+        .collect()
+}
+
+/// How `CallerFailures.caller` names every caller beyond the tracked cap, together.
+pub const OVERFLOW_CALLER: &str = "*";
 
 /// The wire form of a state.
 pub fn state_to_proto(s: State) -> pb::State {

@@ -276,6 +276,13 @@ pub const KNOBS: &[Knob] = &[
         "Clients may reuse a CLOSED answer for this long without asking (at most 60s)",
         "100ms",
     ),
+    entry(
+        "min_distinct_callers",
+        field!(Count min_distinct_callers),
+        "Trip on consecutive failures or the failure rate only when at least N distinct callers failed (1-64)",
+        "2",
+    )
+    .default("1"),
 ];
 
 /// Every key, in schema order (for "expected one of" errors).

@@ -244,6 +244,7 @@ fn spec() -> BoxedStrategy<pb::BreakerSpec> {
                 permit_ttl,
                 fallback,
                 cache_ttl,
+                min_distinct_callers: None,
             },
         )
         .boxed()
@@ -337,7 +338,10 @@ fn report() -> BoxedStrategy<Report> {
 }
 
 fn acquire() -> impl Strategy<Value = pb::AcquireRequest> {
-    name().prop_map(|name| pb::AcquireRequest { name })
+    name().prop_map(|name| pb::AcquireRequest {
+        name,
+        caller: String::new(),
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -610,6 +614,7 @@ impl Harness {
             permit: self.permit(&r.permit).0,
             outcome: r.outcome,
             duration: r.duration,
+            caller: String::new(),
         }
     }
 
@@ -706,6 +711,7 @@ impl Harness {
                     permit,
                     outcome: r.outcome,
                     duration: r.duration,
+                    caller: String::new(),
                 };
                 let answer = b.report(Request::new(req)).await;
                 if tampered {
@@ -723,7 +729,13 @@ impl Harness {
             }
             Call::AcquireBatch(items) => self.acquire_batch(items).await,
             Call::AcquireBatchTooLarge => {
-                let items = vec![pb::AcquireRequest { name: "a".into() }; 1001];
+                let items = vec![
+                    pb::AcquireRequest {
+                        name: "a".into(),
+                        caller: String::new()
+                    };
+                    1001
+                ];
                 let r = b
                     .acquire_batch(Request::new(pb::AcquireBatchRequest { items }))
                     .await;
@@ -1053,6 +1065,7 @@ fn no_request_panics_and_every_answer_has_a_documented_code() {
     let answer =
         h.rt.block_on(h.breakers.acquire(Request::new(pb::AcquireRequest {
             name: "t/after".into(),
+            caller: String::new(),
         })));
     let code = answer.err().map(|s| s.code()).unwrap_or(Code::Ok);
     assert!(

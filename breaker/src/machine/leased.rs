@@ -110,7 +110,11 @@ impl Breaker {
         let successes = a.successes + a.slow_successes;
         if successes + a.failures == 0 {
             // Only ignored outcomes: nothing counts, the run stays as it was.
-            return if self.callers_in_run() >= quorum { before } else { 0 };
+            return if self.callers_in_run() >= quorum {
+                before
+            } else {
+                0
+            };
         }
         let leading = if successes == 0 {
             a.failures
@@ -126,7 +130,11 @@ impl Breaker {
         };
         let continued = (
             before + leading,
-            if leading > 0 { with_caller } else { before_callers },
+            if leading > 0 {
+                with_caller
+            } else {
+                before_callers
+            },
         );
         // A run inside the aggregate, after a success, is this caller's alone.
         let inside = (

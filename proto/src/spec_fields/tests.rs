@@ -108,6 +108,7 @@ fn errors_name_the_key() {
         ("success_threshold", "0"),
         ("permit_ttl", "25h"),
         ("cache_ttl", "61s"),
+        ("min_distinct_callers", "0"),
     ];
     for k in KNOBS {
         if matches!(k.kind, Kind::Fallback) {

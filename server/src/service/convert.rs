@@ -196,6 +196,31 @@ pub fn prefix(field: &str, prefix: &str) -> Result<(), Error> {
     })
 }
 
+/// The caller a request acts as (docs/DESIGN.md §3.7): `given`, checked like a
+/// breaker name (INVALID_ARGUMENT naming `caller`), or when empty the token's name
+/// (`None`: anonymous). A token with a name may not claim another caller
+/// (PERMISSION_DENIED naming `caller`).
+pub fn caller<'a>(
+    identity: Option<&'a crate::auth::Identity>,
+    given: &'a str,
+) -> Result<Option<&'a str>, Error> {
+    let token = identity.and_then(|id| id.name.as_deref());
+    if given.is_empty() {
+        return Ok(token);
+    }
+    cbd_breaker::validate_name(given).map_err(|e| match e {
+        cbd_breaker::Error::InvalidName { reason } => Error::invalid("caller", reason),
+        other => Error::invalid("caller", other.to_string()),
+    })?;
+    match token {
+        Some(name) if name != given => Err(Error::CallerNotYours {
+            token: name.to_owned(),
+            claimed: given.to_owned(),
+        }),
+        _ => Ok(Some(given)),
+    }
+}
+
 /// Longest reason an operator may give (`Operator.reason`), in bytes.
 pub const MAX_REASON_BYTES: usize = 256;
 /// Longest an override may be set for (`SetOverrideRequest.duration`).
