@@ -291,6 +291,20 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
             },
             "fallback",
         ),
+        (
+            pb::BreakerSpec {
+                min_distinct_callers: Some(0),
+                ..Default::default()
+            },
+            "min_distinct_callers",
+        ),
+        (
+            pb::BreakerSpec {
+                min_distinct_callers: Some(65),
+                ..Default::default()
+            },
+            "min_distinct_callers",
+        ),
     ];
     for (spec, field) in bad_specs {
         let result = admin
