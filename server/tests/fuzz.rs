@@ -338,10 +338,9 @@ fn report() -> BoxedStrategy<Report> {
 }
 
 fn acquire() -> impl Strategy<Value = pb::AcquireRequest> {
-    name().prop_map(|name| pb::AcquireRequest {
-        name,
-        caller: String::new(),
-    })
+    // Mostly no caller; else one drawn like a name (valid or not).
+    let caller = prop_oneof![3 => Just(String::new()), 1 => name()];
+    (name(), caller).prop_map(|(name, caller)| pb::AcquireRequest { name, caller })
 }
 
 #[derive(Clone, Debug)]
@@ -501,9 +500,10 @@ fn documented(rpc: &str) -> &'static [Code] {
 /// Fields an INVALID_ARGUMENT of the RPC may name (`spec.` covers every spec field).
 fn fields(rpc: &str) -> &'static [&'static str] {
     match rpc {
-        "Acquire" | "GetBreaker" => &["name"],
+        "Acquire" => &["name", "caller"],
+        "GetBreaker" => &["name"],
         "DeleteBreaker" | "ResetBreaker" => &["name", "reason"],
-        "Report" => &["permit", "outcome", "duration"],
+        "Report" => &["permit", "outcome", "duration", "caller"],
         "AcquireBatch" | "ReportBatch" => &["items"],
         "Watch" => &[
             "filter.prefix",
@@ -515,7 +515,7 @@ fn fields(rpc: &str) -> &'static [&'static str] {
         "ListEvents" => &["name", "since", "page_size", "page_token"],
         "ListBreakers" => &["prefix", "page_size", "page_token"],
         "SetOverride" => &["name", "override", "reason", "duration"],
-        "SessionItem" => &["kind", "name", "permit", "outcome", "duration"],
+        "SessionItem" => &["kind", "name", "permit", "outcome", "duration", "caller"],
         other => panic!("no fields for {other}"),
     }
 }
