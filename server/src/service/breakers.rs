@@ -49,10 +49,10 @@ impl BreakersService {
         req: &pb::AcquireRequest,
         identity: Option<&Identity>,
     ) -> Result<pb::AcquireResponse, Error> {
-        // Checked only: outcomes are attributed by the report's caller.
-        convert::caller(identity, &req.caller)?;
+        // Carried in the permit: a report without a caller is attributed to it.
+        let caller = convert::caller(identity, &req.caller)?;
         let answer = self.registry.acquire(&req.name).await?;
-        Ok(convert::acquire_response(&self.permits, &answer))
+        Ok(convert::acquire_response(&self.permits, &answer, caller))
     }
 
     pub(super) async fn report_one(
@@ -60,8 +60,9 @@ impl BreakersService {
         req: &pb::ReportRequest,
         identity: Option<&Identity>,
     ) -> Result<pb::ReportResponse, Error> {
-        let caller = convert::caller(identity, &req.caller)?;
+        let checked = convert::caller(identity, &req.caller)?;
         let permit = self.permits.decode(&req.permit)?;
+        let caller = convert::report_caller(checked, &req.caller, permit.caller);
         let outcome = convert::outcome(req.outcome)?;
         let duration = convert::duration(req.duration.as_ref())?;
         let answer = if permit.this_boot {

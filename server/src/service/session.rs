@@ -254,10 +254,10 @@ impl BreakersService {
         req: &pb::LeaseRequest,
         identity: Option<&Identity>,
     ) -> Result<pb::LeaseGrant, Error> {
-        // Checked only: leased outcomes carry their own caller.
-        convert::caller(identity, &req.caller)?;
+        // Carried in the lease: outcomes without a caller are attributed to it.
+        let caller = convert::caller(identity, &req.caller)?;
         let answer = self.registry().lease(&req.name).await?;
-        Ok(convert::lease_grant(self.permits(), &answer))
+        Ok(convert::lease_grant(self.permits(), &answer, caller))
     }
 
     async fn outcomes_one(
@@ -265,8 +265,9 @@ impl BreakersService {
         req: &pb::LeasedOutcomes,
         identity: Option<&Identity>,
     ) -> Result<pb::LeasedOutcomesAnswer, Error> {
-        let caller = convert::caller(identity, &req.caller)?;
+        let checked = convert::caller(identity, &req.caller)?;
         let lease = self.permits().decode_lease(&req.lease)?;
+        let caller = convert::report_caller(checked, &req.caller, lease.caller);
         let outcomes = convert::aggregate(req);
         if !lease.this_boot {
             let answer = self

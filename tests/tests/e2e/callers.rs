@@ -354,3 +354,46 @@ async fn a_bad_caller_is_invalid_argument_naming_caller_on_every_form() {
     let r = cbd_tests::report(&mut client, &permit, pb::Outcome::Success).await;
     assert!(!r.stale);
 }
+
+#[tokio::test]
+async fn a_report_without_a_caller_is_attributed_to_the_acquires() {
+    let daemon = Daemon::fresh(&[]).await;
+    let mut admin = daemon.admin().await;
+    let mut client = daemon.breakers().await;
+    put(&mut admin, "p", rate_spec(1)).await;
+    for (acquired_as, reported_as) in [("cron", ""), ("cron", "batch"), ("", "")] {
+        let a = client
+            .acquire(pb::AcquireRequest {
+                name: "p".into(),
+                caller: acquired_as.into(),
+            })
+            .await
+            .expect("acquire")
+            .into_inner();
+        client
+            .report(pb::ReportRequest {
+                permit: a.permit,
+                outcome: pb::Outcome::Failure as i32,
+                duration: None,
+                caller: reported_as.into(),
+            })
+            .await
+            .expect("report");
+    }
+    let b = get_breaker(&mut admin, "p").await;
+    let mut seen: Vec<(String, u64)> = b
+        .failing_callers
+        .into_iter()
+        .map(|c| (c.caller, c.failures))
+        .collect();
+    seen.sort();
+    // The permit's caller when the report names none; the report's own otherwise.
+    assert_eq!(
+        seen,
+        [
+            (String::new(), 1),
+            ("batch".to_owned(), 1),
+            ("cron".to_owned(), 1)
+        ]
+    );
+}
