@@ -60,6 +60,27 @@ fn single(c: &mut Criterion) {
             pair(&mut b, now);
         })
     });
+    // Reports that name one of 8 callers: the cost of attribution (docs/DESIGN.md §3.7).
+    let callers: Vec<String> = (0..8).map(|i| format!("svc-{i}")).collect();
+    let mut b = Breaker::new(Spec {
+        min_distinct_callers: 2,
+        ..Spec::default()
+    });
+    c.bench_function("pair/one_breaker_named_callers", |bench| {
+        bench.iter(|| {
+            now += 1_000;
+            let at = Timestamp::from_unix_nanos(now);
+            let caller = &callers[(now / 1_000 % 8) as usize];
+            if let Some(permit) = b.acquire(at).permit {
+                let outcome = if now.is_multiple_of(8_000) {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                };
+                black_box(b.report_as(permit, outcome, None, Some(caller), at).ok());
+            }
+        })
+    });
 }
 
 fn many(c: &mut Criterion) {

@@ -23,6 +23,7 @@
 
 mod aggregate;
 mod answer;
+mod callers;
 mod error;
 mod ledger;
 mod machine;
@@ -35,6 +36,7 @@ mod window;
 
 pub use aggregate::Aggregate;
 pub use answer::{Acquired, PermitToken, Persisted, Reported, Status, Transition};
+pub use callers::{CallerId, CallerTally, MAX_CALLERS, TOP_FAILING_CALLERS};
 pub use error::Error;
 pub use ledger::MAX_SPAN as MAX_PERMIT_SPAN;
 pub use machine::{Breaker, Lease};

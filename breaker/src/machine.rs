@@ -7,6 +7,7 @@ mod leased;
 
 pub use leased::Lease;
 
+use crate::callers::{CallerId, CallerTally, Callers, TOP_FAILING_CALLERS};
 use crate::ledger::Ledger;
 use crate::spec::MAX_HALF_OPEN_PERMITS;
 use crate::window::Window;
@@ -33,6 +34,8 @@ pub struct Breaker {
     // What every acquire + report pair reads or writes, first and together.
     state: State,
     override_: Option<Override>,
+    /// `cold.callers` is `Some`: a named caller was seen (in what was padding).
+    tracks_callers: bool,
     consecutive_failures: u32,
     generation: u64,
     /// The serial of the next permit, plain or probe; never reused by this machine.
@@ -62,6 +65,7 @@ struct Limits {
     cache_ttl: Option<Duration>,
     /// `spec.slow_includes_failures`.
     slow_failures: bool,
+    min_distinct_callers: u32,
 }
 
 impl Limits {
@@ -74,6 +78,7 @@ impl Limits {
             slow_threshold: spec.slow_call_threshold(),
             cache_ttl: spec.cache_ttl,
             slow_failures: spec.slow_includes_failures,
+            min_distinct_callers: spec.min_distinct_callers,
         }
     }
 }
@@ -101,6 +106,8 @@ struct Cold {
     override_until: Option<Timestamp>,
     /// Half-open probes in flight; capacity `half_open_permits`, reserved up front.
     probes: Vec<Probe>,
+    /// Who the window's outcomes came from; made when a named caller first reports.
+    callers: Option<Box<Callers>>,
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -124,6 +131,7 @@ impl Breaker {
         Self {
             state: State::Closed,
             override_: None,
+            tracks_callers: false,
             consecutive_failures: 0,
             generation: 1,
             next_serial: 1,
@@ -141,6 +149,7 @@ impl Breaker {
                 half_open_since: None,
                 override_until: None,
                 probes: Vec::with_capacity(probe_slots(&spec)),
+                callers: None,
                 spec,
             }),
         }
@@ -181,6 +190,8 @@ impl Breaker {
     pub fn set_spec(&mut self, spec: Spec) {
         if spec.window != self.cold.spec.window {
             self.window = Window::new(spec.window);
+            self.cold.callers = None;
+            self.tracks_callers = false;
         }
         // Reserved now so that admitting a probe never allocates.
         self.cold
@@ -255,6 +266,21 @@ impl Breaker {
         duration: Option<Duration>,
         now: Timestamp,
     ) -> Result<Reported, Error> {
+        self.report_as(permit, outcome, duration, None, now)
+    }
+
+    /// [`report`](Self::report) by `caller` (`None`: anonymous): a counted outcome is
+    /// attributed to it, for `min_distinct_callers` and
+    /// [`failing_callers`](Self::failing_callers). The name is not checked here.
+    #[inline]
+    pub fn report_as(
+        &mut self,
+        permit: PermitToken,
+        outcome: Outcome,
+        duration: Option<Duration>,
+        caller: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Reported, Error> {
         if permit.generation > self.generation {
             return Err(Error::PermitFromFuture {
                 permit: permit.generation,
@@ -272,11 +298,13 @@ impl Breaker {
                 Some(Override::ForcedClosed | Override::Disabled) if permit.probe => (true, None),
                 Some(Override::Disabled) => (false, None),
                 Some(Override::ForcedClosed) => {
-                    self.count(outcome, duration, now);
+                    self.count(outcome, duration, caller, now);
                     (false, None)
                 }
-                Some(Override::Shadow) => self.machine_report(permit, outcome, duration, now, true),
-                None => self.machine_report(permit, outcome, duration, now, false),
+                Some(Override::Shadow) => {
+                    self.machine_report(permit, outcome, duration, caller, now, true)
+                }
+                None => self.machine_report(permit, outcome, duration, caller, now, false),
             }
         };
         Ok(Reported {
@@ -292,7 +320,7 @@ impl Breaker {
     /// Also drops a time window's old buckets. Does nothing to the state under
     /// `FORCED_OPEN`, `FORCED_CLOSED` and `DISABLED`.
     pub fn tick(&mut self, now: Timestamp) -> Option<Transition> {
-        self.window.advance(now);
+        self.advance_window(now);
         self.run_timers(now)
     }
 
@@ -300,7 +328,31 @@ impl Breaker {
     /// [`status`](Self::status) shows the window as of `now`. Runs no timer and
     /// changes nothing else: a read may call it.
     pub fn expire_window(&mut self, now: Timestamp) {
+        self.advance_window(now);
+    }
+
+    /// The callers with failures in the window, most failures first, at most
+    /// [`TOP_FAILING_CALLERS`](crate::TOP_FAILING_CALLERS) (docs/DESIGN.md §3.7).
+    /// Calls reported without a caller show as [`CallerId::Anonymous`](crate::CallerId).
+    pub fn failing_callers(&self) -> Vec<CallerTally> {
+        let counts = self.window.counts();
+        match &self.cold.callers {
+            Some(c) => c.failing_callers(counts, TOP_FAILING_CALLERS),
+            None if counts.failures > 0 => vec![CallerTally {
+                caller: CallerId::Anonymous,
+                calls: counts.calls,
+                failures: counts.failures,
+            }],
+            None => Vec::new(),
+        }
+    }
+
+    /// Moves the window (and its caller mirror) on to `now`.
+    fn advance_window(&mut self, now: Timestamp) {
         self.window.advance(now);
+        if let Some(c) = &mut self.cold.callers {
+            c.advance(now);
+        }
     }
 
     /// When [`tick`](Self::tick) must next run: the override's expiry if it has one,
@@ -453,12 +505,13 @@ impl Breaker {
         permit: PermitToken,
         outcome: Outcome,
         duration: Option<Duration>,
+        caller: Option<&str>,
         now: Timestamp,
         shadow: bool,
     ) -> (bool, Option<Transition>) {
         match (self.state, permit.probe) {
             (State::Closed, false) => {
-                let counted = self.count(outcome, duration, now);
+                let counted = self.count(outcome, duration, caller, now);
                 let reason = if counted { self.trip_reason() } else { None };
                 (false, reason.map(|r| self.trip(r, now)))
             }
@@ -484,7 +537,19 @@ impl Breaker {
 
     /// Counts a CLOSED outcome; returns whether it was counted (IGNORED is not).
     #[inline(always)]
-    fn count(&mut self, outcome: Outcome, duration: Option<Duration>, now: Timestamp) -> bool {
+    fn count(
+        &mut self,
+        outcome: Outcome,
+        duration: Option<Duration>,
+        caller: Option<&str>,
+        now: Timestamp,
+    ) -> bool {
+        if outcome == Outcome::Ignored {
+            return false;
+        }
+        if caller.is_some() || self.tracks_callers {
+            self.count_caller(caller, outcome == Outcome::Failure, 1, now);
+        }
         match outcome {
             Outcome::Ignored => return false,
             Outcome::Success => {
@@ -501,6 +566,69 @@ impl Breaker {
         true
     }
 
+    /// Attributes `n` counted outcomes, all failures or all successes, to `caller`
+    /// (before the failure run is updated). Out of line: only breakers whose
+    /// callers name themselves come here.
+    #[inline(never)]
+    fn count_caller(&mut self, caller: Option<&str>, failure: bool, n: u64, now: Timestamp) {
+        let run_so_far = self.consecutive_failures > 0;
+        let spec = self.cold.spec.window;
+        let callers = self.cold.callers.get_or_insert_with(|| {
+            let mut c = Box::new(Callers::new(spec));
+            // The run so far was anonymous: nobody named themselves before.
+            if run_so_far {
+                let anonymous = c.id(None);
+                c.failed_in_run(anonymous);
+            }
+            c
+        });
+        self.tracks_callers = true;
+        // First: moving on may free the slot of this very name.
+        callers.advance(now);
+        let id = callers.id(caller);
+        callers.record(now, id, failure, n);
+        if failure {
+            callers.failed_in_run(id);
+        } else if n > 0 {
+            callers.end_run();
+        }
+    }
+
+    /// Distinct callers among the failures of the current run, were `caller` to
+    /// fail next.
+    fn callers_in_run_with(&mut self, caller: Option<&str>, now: Timestamp) -> u32 {
+        // Tracks the caller from here on (a no-op record makes the mirror).
+        self.count_caller(caller, false, 0, now);
+        let c = self.cold.callers.as_mut().expect("made just above");
+        c.advance(now);
+        let id = c.id(caller);
+        c.in_run_with(id)
+    }
+
+    /// Ends the callers' failure run (a success ended the breaker's).
+    fn end_caller_run(&mut self) {
+        if let Some(c) = &mut self.cold.callers {
+            c.end_run();
+        }
+    }
+
+    /// Distinct callers among the failures of the current run.
+    fn callers_in_run(&self) -> u32 {
+        match &self.cold.callers {
+            Some(c) => c.in_run(),
+            None => u32::from(self.consecutive_failures > 0),
+        }
+    }
+
+    /// Distinct callers with a failure in the window.
+    fn failing_callers_in_window(&self) -> u32 {
+        let counts = self.window.counts();
+        match &self.cold.callers {
+            Some(c) => c.failing(counts),
+            None => u32::from(counts.failures > 0),
+        }
+    }
+
     #[inline]
     fn is_slow(&self, duration: Option<Duration>) -> bool {
         matches!((self.limits.slow_threshold, duration), (Some(t), Some(d)) if d > t)
@@ -509,8 +637,10 @@ impl Breaker {
     /// The first trip condition that holds, if any.
     #[inline]
     fn trip_reason(&self) -> Option<Reason> {
+        let quorum = self.limits.min_distinct_callers;
         if let Some(n) = self.limits.consecutive_threshold
             && self.consecutive_failures >= n
+            && (quorum <= 1 || self.callers_in_run() >= quorum)
         {
             return Some(Reason::ConsecutiveFailures {
                 count: self.consecutive_failures,
@@ -527,6 +657,7 @@ impl Breaker {
         let rounded = |count: u64| ((count * 100 + c.calls / 2) / c.calls) as u32;
         if let Some(t) = self.limits.failure_rate_percent
             && reached(c.failures, t)
+            && (quorum <= 1 || self.failing_callers_in_window() >= quorum)
         {
             return Some(Reason::FailureRate {
                 rate_percent: rounded(c.failures),
@@ -811,6 +942,9 @@ impl Breaker {
         self.open_until = None;
         self.consecutive_failures = 0;
         self.window.clear();
+        if let Some(c) = &mut self.cold.callers {
+            c.clear();
+        }
         self.cold.probes.clear();
         self.ledger.clear();
         self.cold.half_open_successes = 0;

@@ -122,6 +122,14 @@ pub struct Spec {
     /// `None` = off (default). `Some(ttl)`: a CLOSED answer may be reused by the
     /// client until `now + ttl` without asking again (up to 60 s).
     pub cache_ttl: Option<Duration>,
+    /// The consecutive-failure and failure-rate conditions trip only when the
+    /// failures they count come from at least this many distinct callers
+    /// (1..=[`MAX_CALLERS`](crate::MAX_CALLERS)): for `consecutive_failures`, the
+    /// callers among the failures of the current run; for `failure_rate_percent`, the
+    /// callers with a failure in the window. Calls without a caller count as one
+    /// caller, and so do all callers beyond the tracked cap. The slow-call rate is
+    /// not gated. Default 1: any failures trip, as without callers.
+    pub min_distinct_callers: u32,
 }
 
 impl Default for Spec {
@@ -144,6 +152,7 @@ impl Default for Spec {
             slow_includes_failures: false,
             fallback: Fallback::default(),
             cache_ttl: None,
+            min_distinct_callers: 1,
         }
     }
 }
@@ -250,6 +259,16 @@ impl Spec {
         }
         if let Some(ttl) = self.cache_ttl {
             duration("cache_ttl", ttl, MAX_CACHE_TTL)?;
+        }
+        if !(1..=crate::MAX_CALLERS as u32).contains(&self.min_distinct_callers) {
+            return invalid(
+                "min_distinct_callers",
+                format!(
+                    "{} is not in 1..={}",
+                    self.min_distinct_callers,
+                    crate::MAX_CALLERS
+                ),
+            );
         }
         Ok(())
     }
@@ -366,6 +385,7 @@ mod tests {
         assert_eq!(s.permit_ttl, 10 * S);
         assert_eq!(s.fallback, Fallback::FailOpen);
         assert_eq!(s.cache_ttl, None);
+        assert_eq!(s.min_distinct_callers, 1);
     }
 
     #[test]
@@ -685,6 +705,19 @@ mod tests {
             "cache_ttl"
         );
         assert_eq!(field(with(|s| s.cache_ttl = Some(61 * S))), "cache_ttl");
+    }
+
+    #[test]
+    fn min_distinct_callers_zero_or_above_the_cap() {
+        for n in [0, crate::MAX_CALLERS as u32 + 1] {
+            assert_eq!(
+                field(with(|s| s.min_distinct_callers = n)),
+                "min_distinct_callers"
+            );
+        }
+        with(|s| s.min_distinct_callers = crate::MAX_CALLERS as u32)
+            .validate()
+            .unwrap();
     }
 
     #[test]

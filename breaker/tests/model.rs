@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use cbd_breaker::{
-    Acquired, Breaker, Error, Outcome, Override, PermitToken, Reason, Spec, State, Status,
-    Timestamp, Transition, WindowSpec,
+    Acquired, Breaker, CallerId, CallerTally, Error, Outcome, Override, PermitToken, Reason, Spec,
+    State, Status, TOP_FAILING_CALLERS, Timestamp, Transition, WindowSpec,
 };
 use proptest::prelude::*;
 
@@ -24,7 +24,12 @@ struct Rec {
     at: u64,
     failure: bool,
     slow: bool,
+    /// Who reported it: one of [`CALLERS`], or `None` (anonymous).
+    caller: Option<usize>,
 }
+
+/// The callers reports come from (well under the tracked cap).
+const CALLERS: [&str; 3] = ["alpha", "beta", "gamma"];
 
 #[derive(Clone, Debug, PartialEq)]
 struct ExpectedTransition {
@@ -46,6 +51,8 @@ struct Model {
     open_for: Duration,
     backoff: u32,
     consecutive: u32,
+    /// The callers of the failures of the current run (with repeats).
+    run_callers: Vec<Option<usize>>,
     outcomes: Vec<Rec>,
     /// (probe serial as the machine issued it, expiry in ns)
     probes: Vec<(u64, u64)>,
@@ -78,6 +85,7 @@ impl Model {
             open_until: None,
             backoff: 0,
             consecutive: 0,
+            run_callers: Vec::new(),
             outcomes: Vec::new(),
             probes: Vec::new(),
             plain: Vec::new(),
@@ -100,7 +108,63 @@ impl Model {
 
     /// (calls, failures, slow) in the window as seen at `now`.
     fn window(&self, now: u64) -> (u32, u32, u32) {
-        let kept: Vec<&Rec> = match self.spec.window {
+        let kept = self.kept(now);
+        let failures = kept.iter().filter(|r| r.failure).count() as u32;
+        let slow = kept.iter().filter(|r| r.slow).count() as u32;
+        (kept.len() as u32, failures, slow)
+    }
+
+    /// Distinct callers (anonymous being one) with a failure in the window at `now`.
+    fn failing_callers(&self, now: u64) -> u32 {
+        let mut callers: Vec<Option<usize>> = self
+            .kept(now)
+            .iter()
+            .filter(|r| r.failure)
+            .map(|r| r.caller)
+            .collect();
+        callers.sort();
+        callers.dedup();
+        callers.len() as u32
+    }
+
+    /// The callers with failures in the window at `now`, as `failing_callers` ranks
+    /// them: most failures, then most calls, then anonymous first and by name.
+    fn top_failing(&self, now: u64) -> Vec<CallerTally> {
+        let kept = self.kept(now);
+        let mut all: Vec<CallerTally> = Vec::new();
+        for caller in std::iter::once(None).chain((0..CALLERS.len()).map(Some)) {
+            let mine: Vec<&&Rec> = kept.iter().filter(|r| r.caller == caller).collect();
+            let failures = mine.iter().filter(|r| r.failure).count() as u64;
+            if failures > 0 {
+                all.push(CallerTally {
+                    caller: caller.map_or(CallerId::Anonymous, |i| {
+                        CallerId::Named(CALLERS[i].to_owned())
+                    }),
+                    calls: mine.len() as u64,
+                    failures,
+                });
+            }
+        }
+        all.sort_by(|a, b| {
+            (b.failures, b.calls)
+                .cmp(&(a.failures, a.calls))
+                .then_with(|| a.caller.cmp(&b.caller))
+        });
+        all.truncate(TOP_FAILING_CALLERS);
+        all
+    }
+
+    /// Distinct callers among the failures of the current run.
+    fn run_callers(&self) -> u32 {
+        let mut callers = self.run_callers.clone();
+        callers.sort();
+        callers.dedup();
+        callers.len() as u32
+    }
+
+    /// The outcomes in the window as seen at `now`.
+    fn kept(&self, now: u64) -> Vec<&Rec> {
+        match self.spec.window {
             WindowSpec::Count { calls } => {
                 self.outcomes.iter().rev().take(calls as usize).collect()
             }
@@ -111,10 +175,7 @@ impl Model {
                     .filter(|r| now / len - r.at / len < buckets)
                     .collect()
             }
-        };
-        let failures = kept.iter().filter(|r| r.failure).count() as u32;
-        let slow = kept.iter().filter(|r| r.slow).count() as u32;
-        (kept.len() as u32, failures, slow)
+        }
     }
 
     fn frozen(&self) -> bool {
@@ -149,6 +210,7 @@ impl Model {
         self.generation += 1;
         self.open_until = None;
         self.consecutive = 0;
+        self.run_callers.clear();
         self.outcomes.clear();
         self.probes.clear();
         self.plain.clear();
@@ -298,7 +360,13 @@ impl Model {
     }
 
     /// Records a CLOSED outcome; true if counted.
-    fn record(&mut self, outcome: Outcome, duration: Option<Duration>, now: u64) -> bool {
+    fn record(
+        &mut self,
+        outcome: Outcome,
+        duration: Option<Duration>,
+        caller: Option<usize>,
+        now: u64,
+    ) -> bool {
         match outcome {
             Outcome::Ignored => false,
             Outcome::Success => {
@@ -307,8 +375,10 @@ impl Model {
                     at: now,
                     failure: false,
                     slow,
+                    caller,
                 });
                 self.consecutive = 0;
+                self.run_callers.clear();
                 true
             }
             Outcome::Failure => {
@@ -317,8 +387,10 @@ impl Model {
                     at: now,
                     failure: true,
                     slow,
+                    caller,
                 });
                 self.consecutive += 1;
+                self.run_callers.push(caller);
                 true
             }
         }
@@ -335,7 +407,8 @@ impl Model {
             (None, None, None) => Some(5),
             _ => None,
         };
-        if consecutive.is_some_and(|n| self.consecutive >= n) {
+        let quorum = s.min_distinct_callers;
+        if consecutive.is_some_and(|n| self.consecutive >= n) && self.run_callers() >= quorum {
             return Some(Reason::ConsecutiveFailures {
                 count: self.consecutive,
             });
@@ -347,6 +420,7 @@ impl Model {
         let round = |n: u32| (f64::from(n) * 100.0 / f64::from(calls)).round() as u32;
         if let Some(t) = s.failure_rate_percent
             && failures * 100 / calls >= t
+            && self.failing_callers(now) >= quorum
         {
             return Some(Reason::FailureRate {
                 rate_percent: round(failures),
@@ -372,6 +446,7 @@ impl Model {
         permit: PermitToken,
         outcome: Outcome,
         duration: Option<Duration>,
+        caller: Option<usize>,
         now: u64,
     ) -> (bool, Option<ExpectedTransition>) {
         if permit.generation < self.generation {
@@ -390,11 +465,11 @@ impl Model {
             (Some(Override::ForcedClosed | Override::Disabled), _, true) => (true, None),
             (Some(Override::Disabled), _, false) => (false, None),
             (Some(Override::ForcedClosed), _, false) => {
-                self.record(outcome, duration, now);
+                self.record(outcome, duration, caller, now);
                 (false, None)
             }
             (_, State::Closed, false) => {
-                if !self.record(outcome, duration, now) {
+                if !self.record(outcome, duration, caller, now) {
                     return (false, None);
                 }
                 (false, self.trip_reason(now).map(|r| self.trip(r, now)))
@@ -466,6 +541,8 @@ enum Op {
         outcome: Outcome,
         slow: bool,
         timed: bool,
+        /// An index into [`CALLERS`]; `None`: anonymous.
+        caller: Option<usize>,
     },
     /// Report a permit from an older generation.
     ReportStale {
@@ -497,8 +574,8 @@ fn outcome() -> impl Strategy<Value = Outcome> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         5 => Just(Op::Acquire),
-        5 => (any::<usize>(), outcome(), any::<bool>(), any::<bool>())
-            .prop_map(|(pick, outcome, slow, timed)| Op::Report { pick, outcome, slow, timed }),
+        5 => (any::<usize>(), outcome(), any::<bool>(), any::<bool>(), proptest::option::of(0..CALLERS.len()))
+            .prop_map(|(pick, outcome, slow, timed, caller)| Op::Report { pick, outcome, slow, timed, caller }),
         1 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::ReportStale { pick, outcome }),
         1 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::ReportUsed { pick, outcome }),
         1 => Just(Op::ReportFuture),
@@ -544,13 +621,14 @@ fn spec() -> impl Strategy<Value = Spec> {
             proptest::option::of(1u64..=5),
             any::<bool>(),
             any::<bool>(),
+            prop_oneof![2 => Just(1u32), 1 => 2u32..=3],
         ),
     )
         .prop_map(
             |(
                 (consecutive, failure_rate, slow_rate, min),
                 (window, open, max, permits, threshold, ttl),
-                (cache, half_open_rate, max_wait, max_wait_closes, slow_failures),
+                (cache, half_open_rate, max_wait, max_wait_closes, slow_failures, quorum),
             )| {
                 let limit = match window {
                     WindowSpec::Count { calls } => calls,
@@ -573,6 +651,7 @@ fn spec() -> impl Strategy<Value = Spec> {
                     half_open_max_wait: max_wait.map(Duration::from_secs),
                     half_open_max_wait_closes: max_wait.is_some() && max_wait_closes,
                     slow_includes_failures: slow_rate.is_some() && slow_failures,
+                    min_distinct_callers: quorum,
                     ..Spec::default()
                 };
                 spec.validate().expect("strategy makes valid specs");
@@ -632,6 +711,7 @@ fn check_status(b: &Breaker, m: &Model, window_at: Option<u64>) {
             (calls, failures, slow),
             "window"
         );
+        assert_eq!(b.failing_callers(), m.top_failing(at), "failing callers");
     }
     let next = if m.frozen() {
         None
@@ -741,6 +821,7 @@ fn run(spec: Spec, ops: Vec<Op>) {
                 outcome,
                 slow,
                 timed,
+                caller,
             } => {
                 if outstanding.is_empty() {
                     continue;
@@ -751,8 +832,11 @@ fn run(spec: Spec, ops: Vec<Op>) {
                     (false, true) => Some(Duration::from_millis(100)),
                     (false, false) => None,
                 };
-                let (stale, expected_t) = m.report(permit, outcome, duration, now);
-                let r = b.report(permit, outcome, duration, ts(now)).unwrap();
+                let (stale, expected_t) = m.report(permit, outcome, duration, caller, now);
+                let name = caller.map(|i| CALLERS[i]);
+                let r = b
+                    .report_as(permit, outcome, duration, name, ts(now))
+                    .unwrap();
                 assert_eq!(r.stale, stale, "stale");
                 check_transition(&r.transition, &expected_t, now);
                 assert_eq!((r.state, r.generation), (m.state, m.generation));
@@ -792,7 +876,7 @@ fn run(spec: Spec, ops: Vec<Op>) {
                 let permit = used[pick % used.len()];
                 let r = b.report(permit, outcome, None, ts(now)).unwrap();
                 assert!(r.stale, "a permit counts once: {permit:?}");
-                let (stale, _) = m.report(permit, outcome, None, now);
+                let (stale, _) = m.report(permit, outcome, None, None, now);
                 assert!(stale, "the model agrees");
                 assert_eq!(b.status(), before, "a stale report changes nothing");
             }

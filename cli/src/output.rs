@@ -268,6 +268,26 @@ pub struct BreakerJson {
     pub override_operator: Option<OperatorJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub override_until: Option<String>,
+    /// The top failing callers in the window (`""`: anonymous, `"*"`: the overflow).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failing_callers: Vec<CallerJson>,
+}
+
+/// `CallerFailures` in JSON.
+#[derive(Debug, Serialize)]
+pub struct CallerJson {
+    pub caller: String,
+    pub failures: u64,
+    pub calls: u64,
+}
+
+/// How `cbctl get` names a caller: the anonymous one and the overflow in words.
+pub fn caller_cell(caller: &str) -> &str {
+    match caller {
+        "" => "(no caller)",
+        cbd_proto::convert::OVERFLOW_CALLER => "(callers beyond the cap)",
+        name => name,
+    }
 }
 
 impl From<&pb::BreakerStatus> for BreakerJson {
@@ -289,6 +309,15 @@ impl From<&pb::BreakerStatus> for BreakerJson {
             mod_revision: b.mod_revision,
             override_operator: b.override_operator.as_ref().map(OperatorJson::from),
             override_until: b.override_until.as_ref().map(fmt_timestamp),
+            failing_callers: b
+                .failing_callers
+                .iter()
+                .map(|c| CallerJson {
+                    caller: c.caller.clone(),
+                    failures: c.failures,
+                    calls: c.calls,
+                })
+                .collect(),
         }
     }
 }

@@ -36,7 +36,10 @@ impl Client {
     /// One `Acquire` straight to the daemon: no fallback policy, no cache, no
     /// deadline of its own (for operator tools; services use [`Client::breaker`]).
     pub async fn acquire_once(&self, name: &str) -> Result<pb::AcquireResponse, Error> {
-        let request = pb::AcquireRequest { name: name.into() };
+        let request = pb::AcquireRequest {
+            name: name.into(),
+            caller: self.inner.caller.clone(),
+        };
         Ok(self.breakers_client().acquire(request).await?.into_inner())
     }
 
@@ -52,6 +55,7 @@ impl Client {
             permit,
             outcome: outcome as i32,
             duration: duration.map(cbd_proto::convert::duration_to_proto),
+            caller: self.inner.caller.clone(),
         };
         Ok(self.breakers_client().report(request).await?.into_inner())
     }

@@ -246,6 +246,7 @@ impl Breaker {
         let mut rpc = self.client.breakers_client();
         let mut request = tonic::Request::new(pb::AcquireRequest {
             name: self.shared.name.clone(),
+            caller: self.client.inner.caller.clone(),
         });
         request.set_timeout(deadline);
         let answer = match tokio::time::timeout(deadline, rpc.acquire(request)).await {
@@ -651,6 +652,7 @@ async fn report(
                 permit,
                 outcome: convert::outcome_to_proto(outcome) as i32,
                 duration: duration.map(convert::duration_to_proto),
+                caller: breaker.client.inner.caller.clone(),
             });
             request.set_timeout(deadline);
             let answer = tokio::time::timeout(deadline, rpc.report(request))

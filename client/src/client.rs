@@ -118,6 +118,8 @@ pub(crate) struct Inner {
     /// Whether CLOSED breakers whose spec sets `cache_ttl` are leased.
     pub(crate) leases: bool,
     pub(crate) lease_flush_interval: Duration,
+    /// Sent as `caller` on every Acquire, Report and lease item; empty: none.
+    pub(crate) caller: String,
     pub(crate) stats: Arc<Stats>,
     /// The lease session task, started on the first lease wanted.
     lease_session: std::sync::OnceLock<crate::lease_session::Handle>,
@@ -294,6 +296,7 @@ impl Client {
                 self.breakers_channel(),
                 self.inner.lease_flush_interval,
                 self.inner.stats.clone(),
+                self.inner.caller.clone(),
             )
         });
         let _ = session
@@ -352,6 +355,7 @@ pub struct ClientBuilder {
     tls: Option<tonic::transport::ClientTlsConfig>,
     leases: bool,
     lease_flush_interval: Duration,
+    caller: String,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -365,6 +369,7 @@ impl fmt::Debug for ClientBuilder {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("spec_refresh", &self.spec_refresh)
             .field("watch_progress_interval", &self.watch_progress_interval)
+            .field("caller", &self.caller)
             .finish_non_exhaustive()
     }
 }
@@ -383,7 +388,19 @@ impl ClientBuilder {
             tls: None,
             leases: true,
             lease_flush_interval: DEFAULT_LEASE_FLUSH_INTERVAL,
+            caller: String::new(),
         }
+    }
+
+    /// Who this client is, sent as `caller` on every Acquire, Report and leased
+    /// outcome (docs/DESIGN.md §3.7): the daemon attributes failures to it, for the
+    /// spec's `min_distinct_callers` and `cbctl get`'s failing callers. 1-256 bytes of
+    /// `A-Z a-z 0-9 . _ - :  /` (the daemon answers INVALID_ARGUMENT otherwise). `None`
+    /// (default): none is sent; with a named token the daemon uses the token's name,
+    /// and a named token may not claim another caller (PERMISSION_DENIED).
+    pub fn caller(mut self, caller: Option<String>) -> Self {
+        self.caller = caller.unwrap_or_default();
+        self
     }
 
     /// Whether to lease breakers (docs/DESIGN.md §10): a CLOSED breaker whose spec
@@ -499,6 +516,7 @@ impl ClientBuilder {
                 breakers: Mutex::new(HashMap::new()),
                 leases: self.leases,
                 lease_flush_interval: self.lease_flush_interval,
+                caller: self.caller,
                 stats: Arc::new(Stats::default()),
                 lease_session: std::sync::OnceLock::new(),
             }),

@@ -70,10 +70,17 @@ struct Task {
     asked: HashMap<u64, Asked>,
     next_id: u64,
     flush_waiters: Vec<oneshot::Sender<()>>,
+    /// Sent as `caller` with every lease request and leased outcomes.
+    caller: String,
 }
 
 /// Starts the task on the current runtime.
-pub(crate) fn start(channel: AuthChannel, flush_interval: Duration, stats: Arc<Stats>) -> Handle {
+pub(crate) fn start(
+    channel: AuthChannel,
+    flush_interval: Duration,
+    stats: Arc<Stats>,
+    caller: String,
+) -> Handle {
     let (commands, rx) = mpsc::unbounded_channel();
     let task = Task {
         channel,
@@ -84,6 +91,7 @@ pub(crate) fn start(channel: AuthChannel, flush_interval: Duration, stats: Arc<S
         asked: HashMap::new(),
         next_id: 0,
         flush_waiters: Vec::new(),
+        caller,
     };
     tokio::spawn(task.run(rx));
     Handle { commands }
@@ -198,6 +206,7 @@ impl Task {
         };
         let kind = pb::session_request::Kind::Lease(pb::LeaseRequest {
             name: name.to_owned(),
+            caller: self.caller.clone(),
         });
         self.send(tx, asked, kind);
     }
@@ -415,6 +424,7 @@ impl Task {
                     leading_failures: outcomes.leading_failures,
                     longest_failure_run: outcomes.longest_failure_run,
                     trailing_failures: outcomes.trailing_failures,
+                    caller: self.caller.clone(),
                 };
                 book.unacked.push_back(item.clone());
                 self.stats

@@ -34,6 +34,11 @@ export interface ClientOptions {
   specRefreshMs?: number;
   /** Progress interval asked of watches. Default 5000. */
   watchProgressMs?: number;
+  /**
+   * Sent as `caller` on every Acquire, Report and leased outcome (docs/DESIGN.md §3.7):
+   * the daemon attributes failures to it. Default: none (a named token's name applies).
+   */
+  caller?: string;
 }
 
 export interface ClientStats {

@@ -113,6 +113,9 @@ pub fn spec_from_proto(p: &pb::BreakerSpec) -> Result<Spec, Error> {
         half_open_max_wait: opt_duration(p.half_open_max_wait.as_ref(), "half_open_max_wait")?,
         half_open_max_wait_closes: p.half_open_max_wait_closes,
         slow_includes_failures: p.slow_includes_failures,
+        min_distinct_callers: p
+            .min_distinct_callers
+            .unwrap_or(defaults.min_distinct_callers),
     };
     spec.validate()?;
     Ok(spec)
@@ -149,8 +152,29 @@ pub fn spec_to_proto(s: &Spec) -> pb::BreakerSpec {
         half_open_max_wait: s.half_open_max_wait.map(duration_to_proto),
         half_open_max_wait_closes: s.half_open_max_wait_closes,
         slow_includes_failures: s.slow_includes_failures,
+        min_distinct_callers: Some(s.min_distinct_callers),
     }
 }
+
+/// The wire form of a breaker's failing callers (`BreakerStatus.failing_callers`):
+/// anonymous calls show as `""`, the overflow of callers beyond the cap as `"*"`.
+pub fn failing_callers_to_proto(callers: &[cbd_breaker::CallerTally]) -> Vec<pb::CallerFailures> {
+    callers
+        .iter()
+        .map(|t| pb::CallerFailures {
+            caller: match &t.caller {
+                cbd_breaker::CallerId::Anonymous => String::new(),
+                cbd_breaker::CallerId::Named(name) => name.clone(),
+                cbd_breaker::CallerId::Overflow => OVERFLOW_CALLER.to_owned(),
+            },
+            failures: t.failures,
+            calls: t.calls,
+        })
+        .collect()
+}
+
+/// How `CallerFailures.caller` names every caller beyond the tracked cap, together.
+pub const OVERFLOW_CALLER: &str = "*";
 
 /// The wire form of a state.
 pub fn state_to_proto(s: State) -> pb::State {

@@ -311,6 +311,13 @@ pub const KNOBS: &[Knob] = &[
         "true",
     )
     .requires("slow_call_rate"),
+    entry(
+        "min_distinct_callers",
+        field!(Count min_distinct_callers),
+        "Trip on consecutive failures or the failure rate only when at least N distinct callers failed (1-64)",
+        "2",
+    )
+    .default("1"),
 ];
 
 /// Every key, in schema order (for "expected one of" errors).

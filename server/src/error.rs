@@ -54,6 +54,9 @@ pub enum Error {
     /// A known token whose role may not call `rpc` (e.g. `cbd.v1.Admin/PutBreaker`).
     #[error("role {role} may not call {rpc}")]
     PermissionDenied { role: &'static str, rpc: String },
+    /// A named token claimed to be another caller (docs/DESIGN.md §3.7).
+    #[error("caller: the token named {token:?} may not act as caller {claimed:?}")]
+    CallerNotYours { token: String, claimed: String },
     /// A request message above `--max-message-size`.
     #[error("--max-message-size reached: {reason}")]
     MessageTooLarge { reason: String },
@@ -85,7 +88,7 @@ impl Error {
             }
             Self::Damaged { .. } => Code::DataLoss,
             Self::Unauthenticated { .. } => Code::Unauthenticated,
-            Self::PermissionDenied { .. } => Code::PermissionDenied,
+            Self::PermissionDenied { .. } | Self::CallerNotYours { .. } => Code::PermissionDenied,
             Self::MessageTooLarge { .. } => Code::ResourceExhausted,
             Self::RequestTimeout { .. } => Code::DeadlineExceeded,
         }

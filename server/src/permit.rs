@@ -1,8 +1,11 @@
 //! The permit's wire form (docs/DESIGN.md §4.2): opaque to clients, minted and checked
 //! only by the daemon.
 //!
-//! Layout: `version (1) | flags (1) | boot (8) | generation (8) | serial (8) | name | tag (16)`,
-//! integers little-endian. `tag` is the first 16 bytes of the BLAKE3 keyed hash of
+//! Layout: `version (1) | flags (1) | boot (8) | generation (8) | serial (8) | name
+//! [| NUL | caller] | tag (16)`, integers little-endian. The caller the Acquire (or
+//! lease request) acted as rides along after a NUL byte, which no name contains, so a
+//! Report without a caller is still attributed (docs/DESIGN.md §3.7); a permit
+//! without one reads as before. `tag` is the first 16 bytes of the BLAKE3 keyed hash of
 //! everything before it, keyed by the data dir's permit key, so nobody without the key
 //! can make a permit, and any change to one is caught. `boot` is random per daemon
 //! start: the breaker's single-use ledger lives in memory, so a permit of an earlier
@@ -83,6 +86,8 @@ impl PermitKey {
 pub struct Decoded<'a> {
     /// The breaker it was issued for.
     pub name: &'a str,
+    /// The caller the Acquire (or lease request) acted as; `None`: anonymous.
+    pub caller: Option<&'a str>,
     pub token: PermitToken,
     /// Issued by this run of the daemon; `false`: by an earlier one (stale).
     pub this_boot: bool,
@@ -125,28 +130,54 @@ impl Permits {
 
     /// The permit for breaker `name`.
     pub fn encode(&self, name: &str, token: PermitToken) -> Vec<u8> {
-        self.mint(name, token, if token.probe { FLAG_PROBE } else { 0 })
+        self.encode_as(name, None, token)
+    }
+
+    /// The permit for breaker `name`, acquired by `caller`.
+    pub fn encode_as(&self, name: &str, caller: Option<&str>, token: PermitToken) -> Vec<u8> {
+        self.mint(
+            name,
+            caller,
+            token,
+            if token.probe { FLAG_PROBE } else { 0 },
+        )
     }
 
     /// The lease number `serial` on breaker `name`, granted in `generation`: the
     /// permit layout with the lease flag.
     pub fn encode_lease(&self, name: &str, generation: u64, serial: u64) -> Vec<u8> {
+        self.encode_lease_as(name, None, generation, serial)
+    }
+
+    /// [`Permits::encode_lease`] for a lease asked for by `caller`.
+    pub fn encode_lease_as(
+        &self,
+        name: &str,
+        caller: Option<&str>,
+        generation: u64,
+        serial: u64,
+    ) -> Vec<u8> {
         let token = PermitToken {
             generation,
             serial,
             probe: false,
         };
-        self.mint(name, token, FLAG_LEASE)
+        self.mint(name, caller, token, FLAG_LEASE)
     }
 
-    fn mint(&self, name: &str, token: PermitToken, flags: u8) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER + name.len() + TAG);
+    fn mint(&self, name: &str, caller: Option<&str>, token: PermitToken, flags: u8) -> Vec<u8> {
+        let extra = caller.map_or(0, |c| 1 + c.len());
+        let mut out = Vec::with_capacity(HEADER + name.len() + extra + TAG);
         out.push(VERSION);
         out.push(flags);
         out.extend_from_slice(&self.boot.to_le_bytes());
         out.extend_from_slice(&token.generation.to_le_bytes());
         out.extend_from_slice(&token.serial.to_le_bytes());
         out.extend_from_slice(name.as_bytes());
+        if let Some(caller) = caller {
+            out.push(0);
+            out.extend_from_slice(caller.as_bytes());
+        }
         let tag = self.tag(&out);
         out.extend_from_slice(&tag);
         out
@@ -200,9 +231,14 @@ impl Permits {
             w.copy_from_slice(&body[at..at + 8]);
             u64::from_le_bytes(w)
         };
-        let name = std::str::from_utf8(&body[HEADER..]).map_err(|_| bad("corrupt name"))?;
+        let text = std::str::from_utf8(&body[HEADER..]).map_err(|_| bad("corrupt name"))?;
+        let (name, caller) = match text.split_once('\0') {
+            Some((name, caller)) => (name, Some(caller)),
+            None => (text, None),
+        };
         Ok(Decoded {
             name,
+            caller,
             token: PermitToken {
                 generation: word(10),
                 serial: word(18),
@@ -263,6 +299,29 @@ mod tests {
             let d = p.decode(&bytes).expect("valid");
             assert_eq!((d.name, d.token, d.this_boot), ("payments/charge", t, true));
         }
+    }
+
+    #[test]
+    fn the_acquiring_caller_rides_in_permits_and_leases() {
+        let p = permits(1);
+        let bytes = p.encode_as("payments/charge", Some("checkout"), token(false));
+        let d = p.decode(&bytes).expect("valid");
+        assert_eq!((d.name, d.caller), ("payments/charge", Some("checkout")));
+        assert_eq!(d.token, token(false));
+        let plain = p.encode("payments/charge", token(false));
+        let d = p.decode(&plain).expect("valid");
+        assert_eq!(d.caller, None, "no caller: none read back");
+        let lease = p.encode_lease_as("payments/charge", Some("web"), 7, 3);
+        let d = p.decode_lease(&lease).expect("valid lease");
+        assert_eq!(
+            (d.name, d.caller, d.token.serial),
+            ("payments/charge", Some("web"), 3)
+        );
+        // The caller is under the tag too: changing it breaks the permit.
+        let mut changed = bytes.clone();
+        let at = changed.len() - TAG - 1;
+        changed[at] ^= 1;
+        assert_eq!(field_of(p.decode(&changed)), "permit");
     }
 
     #[test]

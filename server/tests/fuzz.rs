@@ -255,6 +255,7 @@ fn spec() -> BoxedStrategy<pb::BreakerSpec> {
                 half_open_max_wait,
                 half_open_max_wait_closes,
                 slow_includes_failures,
+                min_distinct_callers: None,
             },
         )
         .boxed()
@@ -354,7 +355,9 @@ fn report() -> BoxedStrategy<Report> {
 }
 
 fn acquire() -> impl Strategy<Value = pb::AcquireRequest> {
-    name().prop_map(|name| pb::AcquireRequest { name })
+    // Mostly no caller; else one drawn like a name (valid or not).
+    let caller = prop_oneof![3 => Just(String::new()), 1 => name()];
+    (name(), caller).prop_map(|(name, caller)| pb::AcquireRequest { name, caller })
 }
 
 #[derive(Clone, Debug)]
@@ -514,9 +517,10 @@ fn documented(rpc: &str) -> &'static [Code] {
 /// Fields an INVALID_ARGUMENT of the RPC may name (`spec.` covers every spec field).
 fn fields(rpc: &str) -> &'static [&'static str] {
     match rpc {
-        "Acquire" | "GetBreaker" => &["name"],
+        "Acquire" => &["name", "caller"],
+        "GetBreaker" => &["name"],
         "DeleteBreaker" | "ResetBreaker" => &["name", "reason"],
-        "Report" => &["permit", "outcome", "duration"],
+        "Report" => &["permit", "outcome", "duration", "caller"],
         "AcquireBatch" | "ReportBatch" => &["items"],
         "Watch" => &[
             "filter.prefix",
@@ -528,7 +532,7 @@ fn fields(rpc: &str) -> &'static [&'static str] {
         "ListEvents" => &["name", "since", "page_size", "page_token"],
         "ListBreakers" => &["prefix", "page_size", "page_token"],
         "SetOverride" => &["name", "override", "reason", "duration"],
-        "SessionItem" => &["kind", "name", "permit", "outcome", "duration"],
+        "SessionItem" => &["kind", "name", "permit", "outcome", "duration", "caller"],
         other => panic!("no fields for {other}"),
     }
 }
@@ -627,6 +631,7 @@ impl Harness {
             permit: self.permit(&r.permit).0,
             outcome: r.outcome,
             duration: r.duration,
+            caller: String::new(),
         }
     }
 
@@ -723,6 +728,7 @@ impl Harness {
                     permit,
                     outcome: r.outcome,
                     duration: r.duration,
+                    caller: String::new(),
                 };
                 let answer = b.report(Request::new(req)).await;
                 if tampered {
@@ -740,7 +746,13 @@ impl Harness {
             }
             Call::AcquireBatch(items) => self.acquire_batch(items).await,
             Call::AcquireBatchTooLarge => {
-                let items = vec![pb::AcquireRequest { name: "a".into() }; 1001];
+                let items = vec![
+                    pb::AcquireRequest {
+                        name: "a".into(),
+                        caller: String::new()
+                    };
+                    1001
+                ];
                 let r = b
                     .acquire_batch(Request::new(pb::AcquireBatchRequest { items }))
                     .await;
@@ -1070,6 +1082,7 @@ fn no_request_panics_and_every_answer_has_a_documented_code() {
     let answer =
         h.rt.block_on(h.breakers.acquire(Request::new(pb::AcquireRequest {
             name: "t/after".into(),
+            caller: String::new(),
         })));
     let code = answer.err().map(|s| s.code()).unwrap_or(Code::Ok);
     assert!(

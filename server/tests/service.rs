@@ -146,7 +146,10 @@ async fn no_token_is_unauthenticated_and_the_wrong_role_permission_denied() {
     // The client role may acquire.
     BreakersClient::new(daemon.channel.clone())
         .acquire(with_token(
-            pb::AcquireRequest { name: "a".into() },
+            pb::AcquireRequest {
+                name: "a".into(),
+                caller: String::new(),
+            },
             Some(CLIENT),
         ))
         .await
@@ -222,6 +225,7 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     let bad_acquire = BreakersClient::new(daemon.channel.clone())
         .acquire(pb::AcquireRequest {
             name: "bad name!".into(),
+            caller: String::new(),
         })
         .await
         .expect_err("bad name");
@@ -335,6 +339,7 @@ async fn status_counts_revisions_breakers_and_open_streams() {
             id: 1,
             kind: Some(pb::session_request::Kind::Acquire(pb::AcquireRequest {
                 name: "b".into(),
+                caller: String::new(),
             })),
         })
         .await

@@ -544,7 +544,10 @@ pub async fn put(
 /// Acquires `name`, panicking on a gRPC error.
 pub async fn acquire(client: &mut BreakersClient<Channel>, name: &str) -> pb::AcquireResponse {
     client
-        .acquire(pb::AcquireRequest { name: name.into() })
+        .acquire(pb::AcquireRequest {
+            name: name.into(),
+            caller: String::new(),
+        })
         .await
         .expect("acquire")
         .into_inner()
@@ -561,6 +564,7 @@ pub async fn report(
             permit: permit.to_vec(),
             outcome: outcome as i32,
             duration: None,
+            caller: String::new(),
         })
         .await
         .expect("report")

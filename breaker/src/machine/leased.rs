@@ -57,6 +57,20 @@ impl Breaker {
         outcomes: &Aggregate,
         now: Timestamp,
     ) -> Result<Reported, Error> {
+        self.report_aggregate_as(generation, outcomes, None, now)
+    }
+
+    /// [`report_aggregate`](Self::report_aggregate) by `caller` (`None`: anonymous),
+    /// as [`report_as`](Self::report_as) attributes one outcome. For
+    /// `min_distinct_callers`, the longest run inside the aggregate is this caller's
+    /// alone; the leading run adds it to the callers of the run before.
+    pub fn report_aggregate_as(
+        &mut self,
+        generation: u64,
+        outcomes: &Aggregate,
+        caller: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Reported, Error> {
         outcomes.validate()?;
         if generation > self.generation {
             return Err(Error::PermitFromFuture {
@@ -69,7 +83,7 @@ impl Breaker {
             || self.override_ == Some(Override::ForcedOpen);
         let mut transition = None;
         if !stale && self.override_ != Some(Override::Disabled) {
-            let peak = self.count_aggregate(outcomes, now);
+            let peak = self.count_aggregate(outcomes, caller, now);
             if self.override_ != Some(Override::ForcedClosed) {
                 let reason = match self.limits.consecutive_threshold {
                     Some(n) if peak >= u64::from(n) => Some(Reason::ConsecutiveFailures {
@@ -89,19 +103,69 @@ impl Breaker {
     }
 
     /// Adds the counts to the window and the failure run; returns the longest run of
-    /// consecutive failures the sequence made, counting the run before it.
-    fn count_aggregate(&mut self, a: &Aggregate, now: Timestamp) -> u64 {
+    /// consecutive failures the sequence made, counting the run before it, among
+    /// the runs whose failures come from `min_distinct_callers` callers (0: none).
+    fn count_aggregate(&mut self, a: &Aggregate, caller: Option<&str>, now: Timestamp) -> u64 {
+        let quorum = self.limits.min_distinct_callers;
+        let before = u64::from(self.consecutive_failures);
+        let successes = a.successes + a.slow_successes;
+        if successes + a.failures == 0 {
+            // Only ignored outcomes: nothing counts, the run stays as it was.
+            return if self.callers_in_run() >= quorum {
+                before
+            } else {
+                0
+            };
+        }
+        let leading = if successes == 0 {
+            a.failures
+        } else {
+            a.leading_failures
+        };
+        // Distinct callers of the run before, and of it continued by this caller.
+        let tracked = caller.is_some() || self.tracks_callers;
+        let (before_callers, with_caller) = if tracked {
+            (self.callers_in_run(), self.callers_in_run_with(caller, now))
+        } else {
+            (u32::from(before > 0), 1)
+        };
+        let continued = (
+            before + leading,
+            if leading > 0 {
+                with_caller
+            } else {
+                before_callers
+            },
+        );
+        // A run inside the aggregate, after a success, is this caller's alone.
+        let inside = (
+            if successes == 0 {
+                0
+            } else {
+                a.longest_failure_run
+            },
+            1,
+        );
+        let peak = [continued, inside]
+            .into_iter()
+            .filter(|&(run, callers)| run > 0 && callers >= quorum)
+            .map(|(run, _)| run)
+            .max()
+            .unwrap_or(0);
+        if tracked {
+            // The window's order: the successes, then the failures (docs/DESIGN.md §10).
+            self.count_caller(caller, false, successes, now);
+            self.count_caller(caller, true, a.failures, now);
+            if successes > 0 && a.trailing_failures == 0 {
+                self.end_caller_run();
+            }
+        }
         self.window
             .record_many(now, a.successes, a.slow_successes, a.failures);
-        let before = u64::from(self.consecutive_failures);
-        let (peak, after) = if a.successes + a.slow_successes == 0 {
-            let run = before + a.failures;
-            (run, run)
+        let after = if successes == 0 {
+            before + a.failures
         } else {
-            (
-                (before + a.leading_failures).max(a.longest_failure_run),
-                a.trailing_failures,
-            )
+            a.trailing_failures
         };
         self.consecutive_failures = u32::try_from(after).unwrap_or(u32::MAX);
         peak

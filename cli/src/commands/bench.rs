@@ -722,7 +722,10 @@ impl Worker {
     ) -> bool {
         self.counters.rpcs.fetch_add(1, Relaxed);
         let acquired = client
-            .acquire(pb::AcquireRequest { name: self.name() })
+            .acquire(pb::AcquireRequest {
+                name: self.name(),
+                caller: String::new(),
+            })
             .await;
         let acquired = match acquired {
             Ok(r) => r.into_inner(),
@@ -743,6 +746,7 @@ impl Worker {
                 permit: acquired.permit,
                 outcome: outcome as i32,
                 duration: None,
+                caller: String::new(),
             })
             .await;
         self.completed(reported)
@@ -791,7 +795,10 @@ impl Worker {
         client: &mut pb::breakers_client::BreakersClient<crate::conn::Svc>,
     ) -> bool {
         let items = (0..self.batch_size)
-            .map(|_| pb::AcquireRequest { name: self.name() })
+            .map(|_| pb::AcquireRequest {
+                name: self.name(),
+                caller: String::new(),
+            })
             .collect();
         self.counters.rpcs.fetch_add(1, Relaxed);
         let acquired = match client
@@ -815,6 +822,7 @@ impl Worker {
                             permit: r.permit,
                             outcome: outcome as i32,
                             duration: None,
+                            caller: String::new(),
                         });
                     } else {
                         self.counters.rejected.fetch_add(1, Relaxed);

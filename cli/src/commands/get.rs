@@ -89,6 +89,24 @@ pub fn describe(b: &pb::BreakerStatus) -> String {
     }
     rows.push(("mod revision", b.mod_revision.to_string()));
     let mut text = output::key_values(&rows);
+    if !b.failing_callers.is_empty() {
+        // The window's top failing callers (docs/DESIGN.md §3.7), aligned.
+        text.push_str("\nfailing callers:");
+        let names: Vec<&str> = b
+            .failing_callers
+            .iter()
+            .map(|c| output::caller_cell(&c.caller))
+            .collect();
+        let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
+        for (c, name) in b.failing_callers.iter().zip(names) {
+            let plural = |n: u64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+            text.push_str(&format!(
+                "\n  {name:<width$}  {} of {}",
+                plural(c.failures, "failure"),
+                plural(c.calls, "call")
+            ));
+        }
+    }
     if let Some(spec) = &b.spec {
         text.push_str("\nspec:");
         let spec_rows = cbd_proto::spec_fields::SpecFields::from_proto(spec).rows();

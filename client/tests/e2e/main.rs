@@ -4,6 +4,7 @@
 //! One test binary, so the workspace links it once.
 
 mod admin;
+mod callers;
 mod calls;
 mod fallback;
 mod layer;

@@ -35,6 +35,8 @@ class Client {
    * @param {number} [options.flushIntervalMs=20] how often leased outcomes are sent.
    * @param {number} [options.specRefreshMs=30000] how often a known spec is fetched again.
    * @param {number} [options.watchProgressMs=5000] progress interval asked of watches.
+   * @param {string} [options.caller] sent as `caller` on every Acquire, Report and
+   *   leased outcome, so the daemon attributes failures to it (DESIGN §3.7).
    */
   constructor(options = {}) {
     const eps = options.endpoints ?? '127.0.0.1:7411';
@@ -53,6 +55,7 @@ class Client {
     this.watchProgressMs = options.watchProgressMs ?? 5000;
     this.leasesEnabled = options.leases ?? true;
     this.flushIntervalMs = options.flushIntervalMs ?? 20;
+    this.caller = options.caller ?? '';
     this.#token = options.token ?? null;
     this.#creds = credentials(options.tls);
     this.#current = 0;
@@ -273,7 +276,7 @@ class Breaker {
     if (leased) return leased;
     let answer;
     try {
-      answer = await this.client._unary('breakers', 'Acquire', { name: this.name }, this.client.acquireDeadlineMs);
+      answer = await this.client._unary('breakers', 'Acquire', { name: this.name, caller: this.client.caller }, this.client.acquireDeadlineMs);
     } catch (err) {
       if (isTransient(err)) return this.#fallBack(err);
       this._local = null;
@@ -379,7 +382,9 @@ class Permit {
         return Promise.resolve(null);
       default: {
         const client = this.breaker.client;
-        const req = { permit: how.permit, outcome: OUTCOMES[outcome], duration: durationFromNs(ns) };
+        const req = {
+          permit: how.permit, outcome: OUTCOMES[outcome], duration: durationFromNs(ns), caller: client.caller,
+        };
         return client._unary('breakers', 'Report', req, client.reportDeadlineMs);
       }
     }

@@ -106,7 +106,7 @@ class LeaseSession {
     if (!this.#open()) return;
     breaker._leaseAsked = true;
     this.breakers.set(breaker.name, breaker);
-    this.#send({ lease: { name: breaker.name } }, { type: 'lease', breaker, sentAt: this.now() });
+    this.#send({ lease: { name: breaker.name, caller: this.client.caller } }, { type: 'lease', breaker, sentAt: this.now() });
   }
 
   #onMessage(msg) {
@@ -163,6 +163,7 @@ class LeaseSession {
         lease.pending = new Aggregate();
         const msg = {
           lease: lease.token,
+          caller: this.client.caller,
           sequence: String(lease.nextSequence++),
           successes: a.successes,
           slow_successes: a.slow_successes,

@@ -110,6 +110,7 @@ fn errors_name_the_key() {
         ("cache_ttl", "61s"),
         ("half_open_failure_rate", "101"),
         ("half_open_max_wait", "25h"),
+        ("min_distinct_callers", "0"),
     ];
     for k in KNOBS {
         if matches!(k.kind, Kind::Fallback | Kind::Flag(..)) {

@@ -143,6 +143,11 @@ impl Entry {
             override_until: record
                 .override_until_unix_nanos
                 .map(|n| convert::timestamp_to_proto(Timestamp::from_unix_nanos(n))),
+            failing_callers: if same {
+                convert::failing_callers_to_proto(&state.machine.failing_callers())
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -243,6 +248,7 @@ impl EntryState {
             mod_revision: self.mod_revision,
             override_operator: self.override_operator.clone(),
             override_until: s.override_until.map(convert::timestamp_to_proto),
+            failing_callers: convert::failing_callers_to_proto(&self.machine.failing_callers()),
         }
     }
 }

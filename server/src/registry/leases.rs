@@ -147,6 +147,20 @@ impl Registry {
         sequence: u64,
         outcomes: &Aggregate,
     ) -> Result<LeasedAnswer, Error> {
+        self.report_leased_as(name, serial, sequence, outcomes, None)
+            .await
+    }
+
+    /// [`Registry::report_leased`] attributed to `caller` (checked by the service;
+    /// `None`: anonymous), docs/DESIGN.md §3.7.
+    pub async fn report_leased_as(
+        &self,
+        name: &str,
+        serial: u64,
+        sequence: u64,
+        outcomes: &Aggregate,
+        caller: Option<&str>,
+    ) -> Result<LeasedAnswer, Error> {
         if sequence == 0 {
             return Err(Error::invalid("sequence", "starts at 1"));
         }
@@ -157,7 +171,7 @@ impl Registry {
             if st.deleted {
                 return Err(deleted());
             }
-            apply(st, serial, sequence, outcomes, now)
+            apply(st, serial, sequence, outcomes, caller, now)
         })?;
         if !duplicate {
             entry.metrics.reported_many(outcomes, reported.stale);
@@ -177,6 +191,7 @@ fn apply(
     serial: u64,
     sequence: u64,
     outcomes: &Aggregate,
+    caller: Option<&str>,
     now: Timestamp,
 ) -> super::Changed<(Reported, bool)> {
     let unchanged = |st: &EntryState, stale: bool| {
@@ -208,7 +223,7 @@ fn apply(
     // The number counts as applied only once the machine took the outcomes.
     let reported = st
         .machine
-        .report_aggregate(record.generation, outcomes, now)?;
+        .report_aggregate_as(record.generation, outcomes, caller, now)?;
     record.applied = sequence;
     let transition = reported.transition.clone();
     Ok(((reported, false), transition))

@@ -298,13 +298,28 @@ impl Registry {
         outcome: Outcome,
         duration: Option<Duration>,
     ) -> Result<ReportAnswer, Error> {
+        self.report_as(name, permit, outcome, duration, None).await
+    }
+
+    /// [`Registry::report`] attributed to `caller` (checked by the service;
+    /// `None`: anonymous), docs/DESIGN.md §3.7.
+    pub async fn report_as(
+        &self,
+        name: &str,
+        permit: cbd_breaker::PermitToken,
+        outcome: Outcome,
+        duration: Option<Duration>,
+        caller: Option<&str>,
+    ) -> Result<ReportAnswer, Error> {
         let deleted = || Error::PermitOfDeletedBreaker { name: name.into() };
         let entry = self.shared.lookup(name).ok_or_else(deleted)?;
         let (reported, after) = self.shared.update_traffic(&entry, |st, now, _| {
             if st.deleted {
                 return Err(deleted());
             }
-            let reported = st.machine.report(permit, outcome, duration, now)?;
+            let reported = st
+                .machine
+                .report_as(permit, outcome, duration, caller, now)?;
             Ok((reported.clone(), reported.transition))
         })?;
         entry.metrics.reported(outcome, reported.stale);

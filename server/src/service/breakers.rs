@@ -7,7 +7,7 @@ use futures::{Stream, future::join_all};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{convert, session::Sessions, watch::Watcher};
-use crate::{error::Error, permit::Permits, registry::Registry};
+use crate::{auth::Identity, error::Error, permit::Permits, registry::Registry};
 
 /// The data-plane service.
 #[derive(Clone, Debug)]
@@ -47,21 +47,27 @@ impl BreakersService {
     pub(super) async fn acquire_one(
         &self,
         req: &pb::AcquireRequest,
+        identity: Option<&Identity>,
     ) -> Result<pb::AcquireResponse, Error> {
+        // Carried in the permit: a report without a caller is attributed to it.
+        let caller = convert::caller(identity, &req.caller)?;
         let answer = self.registry.acquire(&req.name).await?;
-        Ok(convert::acquire_response(&self.permits, &answer))
+        Ok(convert::acquire_response(&self.permits, &answer, caller))
     }
 
     pub(super) async fn report_one(
         &self,
         req: &pb::ReportRequest,
+        identity: Option<&Identity>,
     ) -> Result<pb::ReportResponse, Error> {
+        let checked = convert::caller(identity, &req.caller)?;
         let permit = self.permits.decode(&req.permit)?;
+        let caller = convert::report_caller(checked, &req.caller, permit.caller);
         let outcome = convert::outcome(req.outcome)?;
         let duration = convert::duration(req.duration.as_ref())?;
         let answer = if permit.this_boot {
             self.registry
-                .report(permit.name, permit.token, outcome, duration)
+                .report_as(permit.name, permit.token, outcome, duration, caller)
                 .await?
         } else {
             self.registry.report_of_earlier_boot(permit.name, outcome)?
@@ -83,14 +89,20 @@ impl Breakers for BreakersService {
         &self,
         request: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
-        Ok(Response::new(self.acquire_one(request.get_ref()).await?))
+        let identity = request.extensions().get::<Identity>();
+        Ok(Response::new(
+            self.acquire_one(request.get_ref(), identity).await?,
+        ))
     }
 
     async fn report(
         &self,
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
-        Ok(Response::new(self.report_one(request.get_ref()).await?))
+        let identity = request.extensions().get::<Identity>();
+        Ok(Response::new(
+            self.report_one(request.get_ref(), identity).await?,
+        ))
     }
 
     async fn acquire_batch(
@@ -98,9 +110,10 @@ impl Breakers for BreakersService {
         request: Request<pb::AcquireBatchRequest>,
     ) -> Result<Response<pb::AcquireBatchResponse>, Status> {
         let items = &request.get_ref().items;
+        let identity = request.extensions().get::<Identity>();
         convert::batch_size(items.len())?;
         let results = join_all(items.iter().map(|item| async {
-            match self.acquire_one(item).await {
+            match self.acquire_one(item, identity).await {
                 Ok(r) => pb::AcquireResult {
                     response: Some(r),
                     error: None,
@@ -123,9 +136,10 @@ impl Breakers for BreakersService {
         request: Request<pb::ReportBatchRequest>,
     ) -> Result<Response<pb::ReportBatchResponse>, Status> {
         let items = &request.get_ref().items;
+        let identity = request.extensions().get::<Identity>();
         convert::batch_size(items.len())?;
         let results = join_all(items.iter().map(|item| async {
-            match self.report_one(item).await {
+            match self.report_one(item, identity).await {
                 Ok(r) => pb::ReportResult {
                     response: Some(r),
                     error: None,
@@ -159,7 +173,8 @@ impl Breakers for BreakersService {
         &self,
         request: Request<Streaming<pb::SessionRequest>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let stream = super::session::run(self.clone(), request.into_inner());
+        let identity = request.extensions().get::<Identity>().cloned();
+        let stream = super::session::run(self.clone(), request.into_inner(), identity);
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -14,14 +14,18 @@ use crate::{
 /// Most items in one batch request.
 pub const MAX_BATCH_ITEMS: usize = 1000;
 
-/// The wire answer to an acquire.
-pub fn acquire_response(permits: &Permits, answer: &AcquireAnswer) -> pb::AcquireResponse {
+/// The wire answer to an acquire by `caller` (carried in the permit).
+pub fn acquire_response(
+    permits: &Permits,
+    answer: &AcquireAnswer,
+    caller: Option<&str>,
+) -> pb::AcquireResponse {
     let a = &answer.acquired;
     pb::AcquireResponse {
         allowed: a.allowed,
         permit: a
             .permit
-            .map(|t| permits.encode(&answer.name, t))
+            .map(|t| permits.encode_as(&answer.name, caller, t))
             .unwrap_or_default(),
         state: convert::state_to_proto(a.state) as i32,
         generation: a.generation,
@@ -62,7 +66,11 @@ pub fn status_response(s: DaemonStatus) -> pb::StatusResponse {
 }
 
 /// The wire answer to a lease request (docs/DESIGN.md §10).
-pub fn lease_grant(permits: &Permits, answer: &LeaseAnswer) -> pb::LeaseGrant {
+pub fn lease_grant(
+    permits: &Permits,
+    answer: &LeaseAnswer,
+    caller: Option<&str>,
+) -> pb::LeaseGrant {
     let mut grant = pb::LeaseGrant {
         state: convert::state_to_proto(answer.state) as i32,
         generation: answer.generation,
@@ -78,7 +86,7 @@ pub fn lease_grant(permits: &Permits, answer: &LeaseAnswer) -> pb::LeaseGrant {
             slow_call_duration,
         } => {
             grant.granted = true;
-            grant.lease = permits.encode_lease(&answer.name, generation, answer.serial);
+            grant.lease = permits.encode_lease_as(&answer.name, caller, generation, answer.serial);
             grant.valid_until = Some(convert::timestamp_to_proto(valid_until));
             grant.valid_for = Some(convert::duration_to_proto(Duration::from_nanos(
                 valid_until
@@ -194,6 +202,46 @@ pub fn prefix(field: &str, prefix: &str) -> Result<(), Error> {
         cbd_breaker::Error::InvalidName { reason } => Error::invalid(field, reason),
         other => Error::invalid(field, other.to_string()),
     })
+}
+
+/// The caller a request acts as (docs/DESIGN.md §3.7): `given`, checked like a
+/// breaker name (INVALID_ARGUMENT naming `caller`), or when empty the token's name
+/// (`None`: anonymous). A token with a name may not claim another caller
+/// (PERMISSION_DENIED naming `caller`).
+pub fn caller<'a>(
+    identity: Option<&'a crate::auth::Identity>,
+    given: &'a str,
+) -> Result<Option<&'a str>, Error> {
+    let token = identity.and_then(|id| id.name.as_deref());
+    if given.is_empty() {
+        return Ok(token);
+    }
+    cbd_breaker::validate_name(given).map_err(|e| match e {
+        cbd_breaker::Error::InvalidName { reason } => Error::invalid("caller", reason),
+        other => Error::invalid("caller", other.to_string()),
+    })?;
+    match token {
+        Some(name) if name != given => Err(Error::CallerNotYours {
+            token: name.to_owned(),
+            claimed: given.to_owned(),
+        }),
+        _ => Ok(Some(given)),
+    }
+}
+
+/// The caller a report (or leased outcomes) acts as: `checked`, what [`caller`] made
+/// of its own `caller` field, when that field was `given`; else the one its permit (or
+/// lease) was issued to; else `checked` (the token's name, or anonymous).
+pub fn report_caller<'a>(
+    checked: Option<&'a str>,
+    given: &str,
+    of_permit: Option<&'a str>,
+) -> Option<&'a str> {
+    if given.is_empty() {
+        of_permit.or(checked)
+    } else {
+        checked
+    }
 }
 
 /// Longest reason an operator may give (`Operator.reason`), in bytes.

@@ -24,7 +24,7 @@ use tokio::sync::broadcast;
 use tonic::{Status, Streaming};
 
 use super::{breakers::BreakersService, convert};
-use crate::error::Error;
+use crate::{auth::Identity, error::Error};
 
 /// Most session items answered concurrently before the stream stops reading.
 const MAX_IN_FLIGHT: usize = 256;
@@ -147,6 +147,7 @@ fn revoked(event: &pb::Event) -> pb::SessionResponse {
 pub(super) fn run(
     service: BreakersService,
     mut inbound: Streaming<pb::SessionRequest>,
+    identity: Option<Identity>,
 ) -> impl Stream<Item = Result<pb::SessionResponse, Status>> + Send + 'static {
     // Taken now and moved into the stream: counted from the open until it is dropped.
     let slot = service.sessions().open();
@@ -177,8 +178,10 @@ pub(super) fn run(
                         leases.pending.entry(name.clone()).or_default().0 += 1;
                     }
                     let service = service.clone();
+                    let identity = identity.clone();
                     in_flight.push(Box::pin(async move {
-                        Answered { response: service.session_item(item).await, lease_of }
+                        let response = service.session_item(item, identity.as_ref()).await;
+                        Answered { response, lease_of }
                     }));
                 }
                 Step::Received(Ok(None)) => reading = false,
@@ -222,14 +225,19 @@ pub(super) fn run(
 
 impl BreakersService {
     /// One session item, answered by id; its error is the answer, not the stream's.
-    pub(super) async fn session_item(&self, item: pb::SessionRequest) -> pb::SessionResponse {
+    pub(super) async fn session_item(
+        &self,
+        item: pb::SessionRequest,
+        identity: Option<&Identity>,
+    ) -> pb::SessionResponse {
         use pb::session_request::Kind as In;
         use pb::session_response::Kind as Out;
+        let id = identity;
         let kind = match item.kind {
-            Some(In::Acquire(req)) => self.acquire_one(&req).await.map(Out::Acquire),
-            Some(In::Report(req)) => self.report_one(&req).await.map(Out::Report),
-            Some(In::Lease(req)) => self.lease_one(&req).await.map(Out::Lease),
-            Some(In::Outcomes(req)) => self.outcomes_one(&req).await.map(Out::Outcomes),
+            Some(In::Acquire(req)) => self.acquire_one(&req, id).await.map(Out::Acquire),
+            Some(In::Report(req)) => self.report_one(&req, id).await.map(Out::Report),
+            Some(In::Lease(req)) => self.lease_one(&req, id).await.map(Out::Lease),
+            Some(In::Outcomes(req)) => self.outcomes_one(&req, id).await.map(Out::Outcomes),
             None => Err(Error::invalid(
                 "kind",
                 "one of acquire, report, lease or outcomes is required",
@@ -241,16 +249,25 @@ impl BreakersService {
         }
     }
 
-    async fn lease_one(&self, req: &pb::LeaseRequest) -> Result<pb::LeaseGrant, Error> {
+    async fn lease_one(
+        &self,
+        req: &pb::LeaseRequest,
+        identity: Option<&Identity>,
+    ) -> Result<pb::LeaseGrant, Error> {
+        // Carried in the lease: outcomes without a caller are attributed to it.
+        let caller = convert::caller(identity, &req.caller)?;
         let answer = self.registry().lease(&req.name).await?;
-        Ok(convert::lease_grant(self.permits(), &answer))
+        Ok(convert::lease_grant(self.permits(), &answer, caller))
     }
 
     async fn outcomes_one(
         &self,
         req: &pb::LeasedOutcomes,
+        identity: Option<&Identity>,
     ) -> Result<pb::LeasedOutcomesAnswer, Error> {
+        let checked = convert::caller(identity, &req.caller)?;
         let lease = self.permits().decode_lease(&req.lease)?;
+        let caller = convert::report_caller(checked, &req.caller, lease.caller);
         let outcomes = convert::aggregate(req);
         if !lease.this_boot {
             let answer = self
@@ -264,7 +281,13 @@ impl BreakersService {
         }
         let answer = self
             .registry()
-            .report_leased(lease.name, lease.token.serial, req.sequence, &outcomes)
+            .report_leased_as(
+                lease.name,
+                lease.token.serial,
+                req.sequence,
+                &outcomes,
+                caller,
+            )
             .await?;
         Ok(convert::leased_answer(&answer))
     }

@@ -28,7 +28,10 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
     for bad in ["", long.as_str(), "has space", "semi;colon", "ünï"] {
         assert_error(
             client
-                .acquire(pb::AcquireRequest { name: bad.into() })
+                .acquire(pb::AcquireRequest {
+                    name: bad.into(),
+                    caller: String::new(),
+                })
                 .await,
             Code::InvalidArgument,
             "name",
@@ -91,6 +94,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
         client
             .acquire(pb::AcquireRequest {
                 name: "nope".into(),
+                caller: String::new(),
             })
             .await,
         Code::NotFound,
@@ -287,6 +291,20 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
             },
             "fallback",
         ),
+        (
+            pb::BreakerSpec {
+                min_distinct_callers: Some(0),
+                ..Default::default()
+            },
+            "min_distinct_callers",
+        ),
+        (
+            pb::BreakerSpec {
+                min_distinct_callers: Some(65),
+                ..Default::default()
+            },
+            "min_distinct_callers",
+        ),
     ];
     for (spec, field) in bad_specs {
         let result = admin
@@ -318,6 +336,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
                 permit,
                 outcome: pb::Outcome::Success as i32,
                 duration: None,
+                caller: String::new(),
             })
             .await;
         assert_error(r, Code::InvalidArgument, "permit");
@@ -327,6 +346,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
             permit: good.clone(),
             outcome: 0,
             duration: None,
+            caller: String::new(),
         })
         .await;
     assert_error(r, Code::InvalidArgument, "outcome");
@@ -335,6 +355,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
             permit: good.clone(),
             outcome: 99,
             duration: None,
+            caller: String::new(),
         })
         .await;
     assert_error(r, Code::InvalidArgument, "outcome");
@@ -346,6 +367,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
                 seconds: -1,
                 nanos: 0,
             }),
+            caller: String::new(),
         })
         .await;
     assert_error(r, Code::InvalidArgument, "duration");
@@ -357,6 +379,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
                 seconds: i64::MAX,
                 nanos: 0,
             }),
+            caller: String::new(),
         })
         .await;
     assert_error(r, Code::InvalidArgument, "duration");
@@ -375,6 +398,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
             permit: doomed,
             outcome: pb::Outcome::Failure as i32,
             duration: None,
+            caller: String::new(),
         })
         .await;
     assert_error(r, Code::NotFound, "doomed");
@@ -415,7 +439,10 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
     // Batches: too many items; per-item errors come back per item.
     let too_many = pb::AcquireBatchRequest {
         items: (0..1001)
-            .map(|_| pb::AcquireRequest { name: "ok".into() })
+            .map(|_| pb::AcquireRequest {
+                name: "ok".into(),
+                caller: String::new(),
+            })
             .collect(),
     };
     assert_error(
@@ -426,9 +453,13 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
     let mixed = client
         .acquire_batch(pb::AcquireBatchRequest {
             items: vec![
-                pb::AcquireRequest { name: "ok".into() },
+                pb::AcquireRequest {
+                    name: "ok".into(),
+                    caller: String::new(),
+                },
                 pb::AcquireRequest {
                     name: "nope".into(),
+                    caller: String::new(),
                 },
             ],
         })
@@ -453,11 +484,13 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
                     permit: good.clone(),
                     outcome: pb::Outcome::Success as i32,
                     duration: None,
+                    caller: String::new(),
                 },
                 pb::ReportRequest {
                     permit: vec![1, 2, 3],
                     outcome: pb::Outcome::Success as i32,
                     duration: None,
+                    caller: String::new(),
                 },
             ],
         })
@@ -510,6 +543,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
     // Oversized message (default limit 64 KiB).
     let huge = pb::AcquireRequest {
         name: "x".repeat(100 * 1024),
+        caller: String::new(),
     };
     let status = client.acquire(huge).await.expect_err("oversized");
     assert!(
@@ -570,6 +604,7 @@ async fn templates_create_breakers_and_the_cap_holds() {
         client
             .acquire(pb::AcquireRequest {
                 name: "manual/x".into(),
+                caller: String::new(),
             })
             .await,
         Code::NotFound,
@@ -583,6 +618,7 @@ async fn templates_create_breakers_and_the_cap_holds() {
         client
             .acquire(pb::AcquireRequest {
                 name: "auto/fourth".into(),
+                caller: String::new(),
             })
             .await,
         Code::ResourceExhausted,

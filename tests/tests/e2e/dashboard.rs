@@ -74,7 +74,13 @@ async fn call(
     outcome: pb::Outcome,
 ) -> pb::State {
     let acquired = client
-        .acquire(request(pb::AcquireRequest { name: name.into() }, token))
+        .acquire(request(
+            pb::AcquireRequest {
+                name: name.into(),
+                caller: String::new(),
+            },
+            token,
+        ))
         .await
         .expect("acquire")
         .into_inner();
@@ -83,6 +89,7 @@ async fn call(
         permit: acquired.permit,
         outcome: outcome as i32,
         duration: None,
+        caller: String::new(),
     };
     client
         .report(request(report, token))

@@ -225,7 +225,10 @@ async fn load(
                 let mut generation = 0;
                 for _ in 0..threshold {
                     let Ok(a) = client
-                        .acquire(pb::AcquireRequest { name: name.clone() })
+                        .acquire(pb::AcquireRequest {
+                            name: name.clone(),
+                            caller: String::new(),
+                        })
                         .await
                     else {
                         return;
@@ -235,6 +238,7 @@ async fn load(
                             permit: a.into_inner().permit,
                             outcome: pb::Outcome::Failure as i32,
                             duration: None,
+                            caller: String::new(),
                         })
                         .await
                     else {

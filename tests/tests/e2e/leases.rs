@@ -65,7 +65,10 @@ impl Session {
     async fn lease(&mut self, name: &str) -> pb::LeaseGrant {
         match self
             .ask(
-                In::Lease(pb::LeaseRequest { name: name.into() }),
+                In::Lease(pb::LeaseRequest {
+                    name: name.into(),
+                    caller: String::new(),
+                }),
                 &mut Vec::new(),
             )
             .await
@@ -169,6 +172,7 @@ async fn leases_are_granted_only_on_leasable_closed_breakers() {
             permit: grant.lease.clone(),
             outcome: pb::Outcome::Failure as i32,
             duration: None,
+            caller: String::new(),
         })
         .await
         .expect_err("a lease reported as a permit");
@@ -178,6 +182,7 @@ async fn leases_are_granted_only_on_leasable_closed_breakers() {
         .ask(
             In::Lease(pb::LeaseRequest {
                 name: "nope".into(),
+                caller: String::new(),
             }),
             &mut Vec::new(),
         )

@@ -30,7 +30,10 @@ async fn an_oversized_message_is_resource_exhausted_naming_the_flag() {
     let huge = "x".repeat(8 * 1024);
     assert_exhausted(
         client
-            .acquire(pb::AcquireRequest { name: huge.clone() })
+            .acquire(pb::AcquireRequest {
+                name: huge.clone(),
+                caller: String::new(),
+            })
             .await,
         "--max-message-size",
     );
@@ -49,6 +52,7 @@ async fn an_oversized_message_is_resource_exhausted_naming_the_flag() {
         id: 1,
         kind: Some(pb::session_request::Kind::Acquire(pb::AcquireRequest {
             name: "x".repeat(8 * 1024),
+            caller: String::new(),
         })),
     };
     let mut session = client

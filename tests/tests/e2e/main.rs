@@ -4,6 +4,7 @@
 //! concern, and every test starts its own daemon (`Daemon::fresh`).
 
 mod bad_input;
+mod callers;
 mod compat;
 mod connections;
 mod damage;

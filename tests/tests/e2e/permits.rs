@@ -36,6 +36,7 @@ async fn report_status(
             permit,
             outcome: outcome as i32,
             duration: None,
+            caller: String::new(),
         })
         .await
         .expect_err("the report must be refused")

@@ -135,6 +135,7 @@ async fn slow_calls_trip_on_slow_call_rate() {
                 permit: a.permit,
                 outcome: pb::Outcome::Success as i32,
                 duration: Some(ms(took)),
+                caller: String::new(),
             })
             .await
             .expect("report")

@@ -170,7 +170,10 @@ async fn tokens_have_roles_and_sighup_reloads_them() {
         .expect_err("unknown token");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     let status = client
-        .acquire(pb::AcquireRequest { name: "a".into() })
+        .acquire(pb::AcquireRequest {
+            name: "a".into(),
+            caller: String::new(),
+        })
         .await
         .expect_err("no token on the data plane either");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
@@ -191,7 +194,10 @@ async fn tokens_have_roles_and_sighup_reloads_them() {
         .expect("admin puts");
     let a = client
         .acquire(with_token(
-            pb::AcquireRequest { name: "a".into() },
+            pb::AcquireRequest {
+                name: "a".into(),
+                caller: String::new(),
+            },
             "client-token-1",
         ))
         .await
@@ -204,6 +210,7 @@ async fn tokens_have_roles_and_sighup_reloads_them() {
                 permit: a.permit,
                 outcome: pb::Outcome::Success as i32,
                 duration: None,
+                caller: String::new(),
             },
             "client-token-1",
         ))
@@ -256,7 +263,10 @@ async fn tokens_have_roles_and_sighup_reloads_them() {
         .expect("new admin token works");
     let status = client
         .acquire(with_token(
-            pb::AcquireRequest { name: "a".into() },
+            pb::AcquireRequest {
+                name: "a".into(),
+                caller: String::new(),
+            },
             "client-token-1",
         ))
         .await

@@ -48,7 +48,10 @@ async fn session_answers_each_item_by_id() {
     for round in 0..2u64 {
         send(
             10 + round,
-            Some(In::Acquire(pb::AcquireRequest { name: "s".into() })),
+            Some(In::Acquire(pb::AcquireRequest {
+                name: "s".into(),
+                caller: String::new(),
+            })),
         )
         .await;
         let a = answer().await;
@@ -63,6 +66,7 @@ async fn session_answers_each_item_by_id() {
                 permit: acquired.permit,
                 outcome: pb::Outcome::Failure as i32,
                 duration: None,
+                caller: String::new(),
             })),
         )
         .await;
@@ -85,6 +89,7 @@ async fn session_answers_each_item_by_id() {
         31,
         Some(In::Acquire(pb::AcquireRequest {
             name: "missing".into(),
+            caller: String::new(),
         })),
     )
     .await;
@@ -107,7 +112,10 @@ async fn session_answers_each_item_by_id() {
 
     send(
         40,
-        Some(In::Acquire(pb::AcquireRequest { name: "s".into() })),
+        Some(In::Acquire(pb::AcquireRequest {
+            name: "s".into(),
+            caller: String::new(),
+        })),
     )
     .await;
     let a = answer().await;
@@ -142,7 +150,10 @@ async fn an_oversized_item_ends_the_session_with_resource_exhausted() {
     // One good item first, so the stream is open and answering when the big one comes.
     tx.send(pb::SessionRequest {
         id: 1,
-        kind: Some(In::Acquire(pb::AcquireRequest { name: "big".into() })),
+        kind: Some(In::Acquire(pb::AcquireRequest {
+            name: "big".into(),
+            caller: String::new(),
+        })),
     })
     .await
     .expect("send");
@@ -157,6 +168,7 @@ async fn an_oversized_item_ends_the_session_with_resource_exhausted() {
         id: 2,
         kind: Some(In::Acquire(pb::AcquireRequest {
             name: "x".repeat(100 * 1024),
+            caller: String::new(),
         })),
     })
     .await

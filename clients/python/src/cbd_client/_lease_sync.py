@@ -69,7 +69,8 @@ class SessionState:
         return True
 
     def _ask_lease(self, name):
-        self._send(("lease", name, time.monotonic()), lease=breakers_pb2.LeaseRequest(name=name))
+        self._send(("lease", name, time.monotonic()), lease=breakers_pb2.LeaseRequest(
+            name=name, caller=self.client.caller))
 
     def _next_backoff(self, backoff: float) -> float:
         """The reconnect delay after this one: back to the first after a stream that
@@ -149,6 +150,7 @@ class SessionState:
             return
         for name, b in self.breakers.items():
             for item in b._lease.take_outgoing():
+                item.caller = self.client.caller  # kept on the unacked copy for resends
                 self.client.stats["leased_decisions"] += (item.successes + item.slow_successes
                                                           + item.failures + item.ignored)
                 self._send(("outcomes", name, item.lease, item.sequence), outcomes=item)

@@ -174,7 +174,8 @@ class Breaker(_sync.Breaker):
         client = self.client
         try:
             answer = await client._breakers_stub().Acquire(
-                breakers_pb2.AcquireRequest(name=self.name), timeout=client.acquire_deadline,
+                breakers_pb2.AcquireRequest(name=self.name, caller=client.caller),
+                timeout=client.acquire_deadline,
                 metadata=client.metadata)
         except grpc.RpcError as e:
             return self._acquire_failed(e)
@@ -187,7 +188,8 @@ class Breaker(_sync.Breaker):
         client = self.client
         try:
             answer = await client._breakers_stub().Report(
-                self._report_request(data, outcome, duration_s), timeout=client.report_deadline,
+                self._report_request(data, outcome, duration_s, client.caller),
+                timeout=client.report_deadline,
                 metadata=client.metadata)
         except grpc.RpcError as e:
             raise self._rpc_failed(e) from None

@@ -67,8 +67,11 @@ class Client:
     `acquire_deadline` (seconds, default 0.05) bounds Acquire; past it, or on a
     transient error, the breaker's fallback policy decides. `default_fallback` applies
     until the breaker's spec is known. `leases` (default True) enables DESIGN §10
-    leases for breakers whose spec sets `cache_ttl`. Use as a context manager or call
-    `close()`, which flushes leased outcomes first.
+    leases for breakers whose spec sets `cache_ttl`. `caller` (default None: none; a
+    named token's name then applies) is sent on every Acquire, Report and leased
+    outcome, so the daemon attributes failures to it (`min_distinct_callers`,
+    `failing_callers`; DESIGN §3.7). Use as a context manager or call `close()`,
+    which flushes leased outcomes first.
     """
 
     def __init__(self, endpoints: Union[str, Sequence[str]], token: Optional[str] = None,
@@ -76,7 +79,8 @@ class Client:
                  report_deadline: float = DEFAULT_REPORT_DEADLINE,
                  default_fallback: Fallback = Fallback.FAIL_OPEN,
                  spec_refresh: float = DEFAULT_SPEC_REFRESH, leases: bool = True,
-                 lease_flush_interval: float = DEFAULT_LEASE_FLUSH_INTERVAL):
+                 lease_flush_interval: float = DEFAULT_LEASE_FLUSH_INTERVAL,
+                 caller: Optional[str] = None):
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         endpoints = list(endpoints)
@@ -91,6 +95,8 @@ class Client:
         self.spec_refresh = spec_refresh
         self.leases = leases
         self.lease_flush_interval = max(0.001, lease_flush_interval)
+        # Sent as `caller` on every Acquire, Report and leased outcome ("": none).
+        self.caller = caller or ""
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._channels = [self._dial(e, tls) for e in endpoints]
         self._current = 0
@@ -376,7 +382,8 @@ class Breaker:
         client = self.client
         try:
             answer = client._breakers_stub().Acquire(
-                breakers_pb2.AcquireRequest(name=self.name), timeout=client.acquire_deadline,
+                breakers_pb2.AcquireRequest(name=self.name, caller=client.caller),
+                timeout=client.acquire_deadline,
                 metadata=client.metadata)
         except grpc.RpcError as e:
             return self._acquire_failed(e)
@@ -389,7 +396,8 @@ class Breaker:
         client = self.client
         try:
             answer = client._breakers_stub().Report(
-                self._report_request(data, outcome, duration_s), timeout=client.report_deadline,
+                self._report_request(data, outcome, duration_s, client.caller),
+                timeout=client.report_deadline,
                 metadata=client.metadata)
         except grpc.RpcError as e:
             raise self._rpc_failed(e) from None
@@ -436,8 +444,9 @@ class Breaker:
         return None
 
     @staticmethod
-    def _report_request(permit: bytes, outcome: Outcome, duration_s: Optional[float]):
-        request = breakers_pb2.ReportRequest(permit=permit, outcome=int(outcome))
+    def _report_request(permit: bytes, outcome: Outcome, duration_s: Optional[float],
+                        caller: str = ""):
+        request = breakers_pb2.ReportRequest(permit=permit, outcome=int(outcome), caller=caller)
         if duration_s is not None:
             request.duration.CopyFrom(duration(max(0.0, duration_s)))
         return request

@@ -26,10 +26,12 @@ LEASE_REFUSAL_NOT_CLOSED: LeaseRefusal
 LEASE_REFUSAL_TOO_MANY: LeaseRefusal
 
 class AcquireRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "caller")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    caller: str
+    def __init__(self, name: _Optional[str] = ..., caller: _Optional[str] = ...) -> None: ...
 
 class AcquireResponse(_message.Message):
     __slots__ = ("allowed", "permit", "state", "generation", "retry_after", "revision", "valid_until", "shadow_rejected")
@@ -52,14 +54,16 @@ class AcquireResponse(_message.Message):
     def __init__(self, allowed: _Optional[bool] = ..., permit: _Optional[bytes] = ..., state: _Optional[_Union[_types_pb2.State, str]] = ..., generation: _Optional[int] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., revision: _Optional[int] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., shadow_rejected: _Optional[bool] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
-    __slots__ = ("permit", "outcome", "duration")
+    __slots__ = ("permit", "outcome", "duration", "caller")
     PERMIT_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     DURATION_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     permit: bytes
     outcome: _types_pb2.Outcome
     duration: _duration_pb2.Duration
-    def __init__(self, permit: _Optional[bytes] = ..., outcome: _Optional[_Union[_types_pb2.Outcome, str]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    caller: str
+    def __init__(self, permit: _Optional[bytes] = ..., outcome: _Optional[_Union[_types_pb2.Outcome, str]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., caller: _Optional[str] = ...) -> None: ...
 
 class ReportResponse(_message.Message):
     __slots__ = ("state", "stale", "revision", "generation")
@@ -170,10 +174,12 @@ class SessionRequest(_message.Message):
     def __init__(self, id: _Optional[int] = ..., acquire: _Optional[_Union[AcquireRequest, _Mapping]] = ..., report: _Optional[_Union[ReportRequest, _Mapping]] = ..., lease: _Optional[_Union[LeaseRequest, _Mapping]] = ..., outcomes: _Optional[_Union[LeasedOutcomes, _Mapping]] = ...) -> None: ...
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "caller")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    caller: str
+    def __init__(self, name: _Optional[str] = ..., caller: _Optional[str] = ...) -> None: ...
 
 class LeaseGrant(_message.Message):
     __slots__ = ("granted", "lease", "valid_until", "valid_for", "state", "generation", "slow_call_duration", "refusal")
@@ -196,7 +202,7 @@ class LeaseGrant(_message.Message):
     def __init__(self, granted: _Optional[bool] = ..., lease: _Optional[bytes] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_for: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., state: _Optional[_Union[_types_pb2.State, str]] = ..., generation: _Optional[int] = ..., slow_call_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., refusal: _Optional[_Union[LeaseRefusal, str]] = ...) -> None: ...
 
 class LeasedOutcomes(_message.Message):
-    __slots__ = ("lease", "sequence", "successes", "slow_successes", "failures", "ignored", "leading_failures", "longest_failure_run", "trailing_failures")
+    __slots__ = ("lease", "sequence", "successes", "slow_successes", "failures", "ignored", "leading_failures", "longest_failure_run", "trailing_failures", "caller")
     LEASE_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SUCCESSES_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +212,7 @@ class LeasedOutcomes(_message.Message):
     LEADING_FAILURES_FIELD_NUMBER: _ClassVar[int]
     LONGEST_FAILURE_RUN_FIELD_NUMBER: _ClassVar[int]
     TRAILING_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     lease: bytes
     sequence: int
     successes: int
@@ -215,7 +222,8 @@ class LeasedOutcomes(_message.Message):
     leading_failures: int
     longest_failure_run: int
     trailing_failures: int
-    def __init__(self, lease: _Optional[bytes] = ..., sequence: _Optional[int] = ..., successes: _Optional[int] = ..., slow_successes: _Optional[int] = ..., failures: _Optional[int] = ..., ignored: _Optional[int] = ..., leading_failures: _Optional[int] = ..., longest_failure_run: _Optional[int] = ..., trailing_failures: _Optional[int] = ...) -> None: ...
+    caller: str
+    def __init__(self, lease: _Optional[bytes] = ..., sequence: _Optional[int] = ..., successes: _Optional[int] = ..., slow_successes: _Optional[int] = ..., failures: _Optional[int] = ..., ignored: _Optional[int] = ..., leading_failures: _Optional[int] = ..., longest_failure_run: _Optional[int] = ..., trailing_failures: _Optional[int] = ..., caller: _Optional[str] = ...) -> None: ...
 
 class LeasedOutcomesAnswer(_message.Message):
     __slots__ = ("stale", "duplicate", "state", "generation", "revision")

@@ -77,9 +77,10 @@ class BreakersServicer:
     """
 
     def Acquire(self, request, context):
-        """May I call? Errors: INVALID_ARGUMENT (bad name), NOT_FOUND (unknown breaker and
-        no template for its prefix), RESOURCE_EXHAUSTED (a template would create a
-        breaker past the daemon's cap).
+        """May I call? Errors: INVALID_ARGUMENT (bad name or caller), NOT_FOUND (unknown
+        breaker and no template for its prefix), RESOURCE_EXHAUSTED (a template would
+        create a breaker past the daemon's cap), PERMISSION_DENIED (a named token
+        claiming another caller).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -88,8 +89,9 @@ class BreakersServicer:
     def Report(self, request, context):
         """How did it go? Each permit counts at most once: a second report of it is
         `stale`. Errors: INVALID_ARGUMENT (a permit that is missing, truncated, changed
-        or not minted by this daemon; missing outcome), NOT_FOUND (the permit's breaker
-        was deleted).
+        or not minted by this daemon; missing outcome; bad caller), NOT_FOUND (the
+        permit's breaker was deleted), PERMISSION_DENIED (a named token claiming another
+        caller).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

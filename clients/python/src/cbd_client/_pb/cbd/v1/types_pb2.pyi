@@ -3,10 +3,11 @@ import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -91,7 +92,7 @@ class TimeWindow(_message.Message):
     def __init__(self, duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., buckets: _Optional[int] = ...) -> None: ...
 
 class BreakerSpec(_message.Message):
-    __slots__ = ("consecutive_failures", "failure_rate_percent", "slow_call_rate_percent", "slow_call_duration", "minimum_calls", "count_window", "time_window", "open_duration", "max_open_duration", "half_open_permits", "success_threshold", "permit_ttl", "fallback", "cache_ttl", "half_open_failure_rate_percent", "half_open_max_wait", "half_open_max_wait_closes", "slow_includes_failures")
+    __slots__ = ("consecutive_failures", "failure_rate_percent", "slow_call_rate_percent", "slow_call_duration", "minimum_calls", "count_window", "time_window", "open_duration", "max_open_duration", "half_open_permits", "success_threshold", "permit_ttl", "fallback", "cache_ttl", "half_open_failure_rate_percent", "half_open_max_wait", "half_open_max_wait_closes", "slow_includes_failures", "min_distinct_callers")
     CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
     FAILURE_RATE_PERCENT_FIELD_NUMBER: _ClassVar[int]
     SLOW_CALL_RATE_PERCENT_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +111,7 @@ class BreakerSpec(_message.Message):
     HALF_OPEN_MAX_WAIT_FIELD_NUMBER: _ClassVar[int]
     HALF_OPEN_MAX_WAIT_CLOSES_FIELD_NUMBER: _ClassVar[int]
     SLOW_INCLUDES_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    MIN_DISTINCT_CALLERS_FIELD_NUMBER: _ClassVar[int]
     consecutive_failures: int
     failure_rate_percent: int
     slow_call_rate_percent: int
@@ -128,10 +130,11 @@ class BreakerSpec(_message.Message):
     half_open_max_wait: _duration_pb2.Duration
     half_open_max_wait_closes: bool
     slow_includes_failures: bool
-    def __init__(self, consecutive_failures: _Optional[int] = ..., failure_rate_percent: _Optional[int] = ..., slow_call_rate_percent: _Optional[int] = ..., slow_call_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., minimum_calls: _Optional[int] = ..., count_window: _Optional[_Union[CountWindow, _Mapping]] = ..., time_window: _Optional[_Union[TimeWindow, _Mapping]] = ..., open_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_open_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., half_open_permits: _Optional[int] = ..., success_threshold: _Optional[int] = ..., permit_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., fallback: _Optional[_Union[Fallback, str]] = ..., cache_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., half_open_failure_rate_percent: _Optional[int] = ..., half_open_max_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., half_open_max_wait_closes: _Optional[bool] = ..., slow_includes_failures: _Optional[bool] = ...) -> None: ...
+    min_distinct_callers: int
+    def __init__(self, consecutive_failures: _Optional[int] = ..., failure_rate_percent: _Optional[int] = ..., slow_call_rate_percent: _Optional[int] = ..., slow_call_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., minimum_calls: _Optional[int] = ..., count_window: _Optional[_Union[CountWindow, _Mapping]] = ..., time_window: _Optional[_Union[TimeWindow, _Mapping]] = ..., open_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_open_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., half_open_permits: _Optional[int] = ..., success_threshold: _Optional[int] = ..., permit_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., fallback: _Optional[_Union[Fallback, str]] = ..., cache_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., half_open_failure_rate_percent: _Optional[int] = ..., half_open_max_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., half_open_max_wait_closes: _Optional[bool] = ..., slow_includes_failures: _Optional[bool] = ..., min_distinct_callers: _Optional[int] = ...) -> None: ...
 
 class BreakerStatus(_message.Message):
-    __slots__ = ("name", "spec", "state", "override", "generation", "window_calls", "window_failures", "window_slow_calls", "consecutive_failures", "open_until", "backoff_level", "probes_in_flight", "half_open_successes", "mod_revision", "override_operator", "override_until")
+    __slots__ = ("name", "spec", "state", "override", "generation", "window_calls", "window_failures", "window_slow_calls", "consecutive_failures", "open_until", "backoff_level", "probes_in_flight", "half_open_successes", "mod_revision", "override_operator", "override_until", "failing_callers")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +151,7 @@ class BreakerStatus(_message.Message):
     MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
     OVERRIDE_OPERATOR_FIELD_NUMBER: _ClassVar[int]
     OVERRIDE_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    FAILING_CALLERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     spec: BreakerSpec
     state: State
@@ -164,7 +168,18 @@ class BreakerStatus(_message.Message):
     mod_revision: int
     override_operator: Operator
     override_until: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[BreakerSpec, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., override: _Optional[_Union[Override, str]] = ..., generation: _Optional[int] = ..., window_calls: _Optional[int] = ..., window_failures: _Optional[int] = ..., window_slow_calls: _Optional[int] = ..., consecutive_failures: _Optional[int] = ..., open_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backoff_level: _Optional[int] = ..., probes_in_flight: _Optional[int] = ..., half_open_successes: _Optional[int] = ..., mod_revision: _Optional[int] = ..., override_operator: _Optional[_Union[Operator, _Mapping]] = ..., override_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    failing_callers: _containers.RepeatedCompositeFieldContainer[CallerFailures]
+    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[BreakerSpec, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., override: _Optional[_Union[Override, str]] = ..., generation: _Optional[int] = ..., window_calls: _Optional[int] = ..., window_failures: _Optional[int] = ..., window_slow_calls: _Optional[int] = ..., consecutive_failures: _Optional[int] = ..., open_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backoff_level: _Optional[int] = ..., probes_in_flight: _Optional[int] = ..., half_open_successes: _Optional[int] = ..., mod_revision: _Optional[int] = ..., override_operator: _Optional[_Union[Operator, _Mapping]] = ..., override_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failing_callers: _Optional[_Iterable[_Union[CallerFailures, _Mapping]]] = ...) -> None: ...
+
+class CallerFailures(_message.Message):
+    __slots__ = ("caller", "failures", "calls")
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    caller: str
+    failures: int
+    calls: int
+    def __init__(self, caller: _Optional[str] = ..., failures: _Optional[int] = ..., calls: _Optional[int] = ...) -> None: ...
 
 class Operator(_message.Message):
     __slots__ = ("actor", "peer", "reason")
