@@ -213,4 +213,11 @@ async fn a_trip_revokes_every_leased_session_while_its_commit_is_held() {
         .expect("report")
         .into_inner();
     assert_eq!(reported.state(), pb::State::Open);
+    // The commit seen, each session follows up with its revision: a client that
+    // refused locally on the uncommitted OPEN now asks the daemon again.
+    for s in &mut sessions {
+        let r = s.revoked().await;
+        assert_eq!((r.name.as_str(), r.state()), ("t", pb::State::Open));
+        assert!(r.revision > 0, "committed: {r:?}");
+    }
 }

@@ -128,26 +128,50 @@ struct Leases {
     /// Lease requests being answered, by breaker: how many, and the latest change
     /// on the breaker since the first of them arrived.
     pending: HashMap<String, (u32, Option<pb::LeaseRevoked>)>,
+    /// Breakers whose lease was revoked at a change not yet seen committed, with
+    /// the generation of the latest such change: every later change on one is
+    /// pushed too, and so is the committed event that catches up with it (its
+    /// revision set), so that a client refusing locally on a revocation's OPEN
+    /// learns when to ask the daemon again (proto `LeaseRevoked`).
+    uncommitted: HashMap<String, u64>,
 }
 
 impl Leases {
-    /// A change was made or committed: the revocation to push, if it voids a held
-    /// lease.
+    /// A change was made (revision 0) or committed: the push to make, if it voids a
+    /// held lease or follows up on an uncommitted revocation.
     fn on_change(&mut self, change: Voiding<'_>) -> Option<pb::SessionResponse> {
         if let Some((_, seen)) = self.pending.get_mut(change.name) {
             *seen = Some(change.revoked(change.name));
         }
-        let name = self.held.take(change.name)?;
+        let name = match self.held.take(change.name) {
+            Some(name) => name,
+            None => {
+                let generation = *self.uncommitted.get(change.name)?;
+                if change.revision != 0 && change.generation < generation {
+                    // Committed before the change the client was told of: older news.
+                    return None;
+                }
+                change.name.to_owned()
+            }
+        };
+        if change.revision == 0 {
+            self.uncommitted.insert(name.clone(), change.generation);
+        } else {
+            self.uncommitted.remove(&name);
+        }
         Some(push(change.revoked(&name)))
     }
 
-    /// A feed lost changes (this session fell behind): every lease is void.
+    /// A feed lost changes (this session fell behind): every lease is void, and
+    /// every uncommitted revocation too (a push with no cause says both).
     fn on_lag(&mut self) -> Vec<pb::SessionResponse> {
         for (_, seen) in self.pending.values_mut() {
             *seen = Some(pb::LeaseRevoked::default());
         }
-        self.held
-            .drain()
+        let mut names: HashSet<String> = self.held.drain().collect();
+        names.extend(self.uncommitted.drain().map(|(name, _)| name));
+        names
+            .into_iter()
             .map(|name| {
                 push(pb::LeaseRevoked {
                     name,
@@ -171,7 +195,12 @@ impl Leases {
         }
         match (granted, changed) {
             (false, _) => None,
-            (true, Some(change)) => Some(push(pb::LeaseRevoked { name, ..change })),
+            (true, Some(change)) => {
+                if change.revision == 0 && change.cause != 0 {
+                    self.uncommitted.insert(name.clone(), change.generation);
+                }
+                Some(push(pb::LeaseRevoked { name, ..change }))
+            }
             (true, None) => {
                 self.held.insert(name);
                 None
@@ -399,7 +428,7 @@ mod tests {
     }
 
     #[test]
-    fn a_change_revokes_before_its_commit_and_its_event_pushes_nothing_more() {
+    fn a_change_revokes_before_its_commit() {
         let mut l = holding(&["a", "b"]);
         let push = l
             .on_change(Voiding::of_change(&trip("a", 9)))
@@ -412,10 +441,66 @@ mod tests {
         assert_eq!(r.generation, 9);
         assert!(
             l.on_change(Voiding::of_event(&event("a", 12))).is_none(),
-            "the committed event finds the lease void"
+            "an older committed event finds the lease void"
         );
         assert!(l.held.contains("b"), "another breaker's lease stays");
         assert!(l.on_change(Voiding::of_change(&trip("c", 1))).is_none());
+    }
+
+    #[test]
+    fn an_uncommitted_revocation_is_followed_up_until_its_commit_is_seen() {
+        let mut l = holding(&["a"]);
+        l.on_change(Voiding::of_change(&trip("a", 9)))
+            .expect("revoked at the trip");
+        // A committed event of an earlier generation is older news: nothing.
+        let mut older = event("a", 10);
+        older.generation = 8;
+        assert!(l.on_change(Voiding::of_event(&older)).is_none());
+        // Another change before the commit: pushed too, so the client's view moves.
+        let reset = Change {
+            state: pb::State::Closed as i32,
+            kind: pb::EventKind::Reset as i32,
+            ..trip("a", 10)
+        };
+        let push = l
+            .on_change(Voiding::of_change(&reset))
+            .expect("the later change is pushed");
+        assert_eq!(revoked(&push).state, pb::State::Closed as i32);
+        let mut tripped = event("a", 11);
+        tripped.generation = 9;
+        assert!(
+            l.on_change(Voiding::of_event(&tripped)).is_none(),
+            "the trip's commit is behind the reset the client knows of"
+        );
+        let mut committed = event("a", 12);
+        committed.generation = 10;
+        let push = l
+            .on_change(Voiding::of_event(&committed))
+            .expect("the commit catching up is pushed");
+        assert_eq!(revoked_name(&push), ("a", 12));
+        assert!(
+            l.on_change(Voiding::of_event(&event("a", 13))).is_none(),
+            "followed up once: nothing held, nothing uncommitted"
+        );
+    }
+
+    #[test]
+    fn falling_behind_voids_uncommitted_revocations_too() {
+        let mut l = holding(&["a", "b"]);
+        l.on_change(Voiding::of_change(&trip("a", 2)))
+            .expect("revoked");
+        let mut pushes: Vec<_> = l
+            .on_lag()
+            .iter()
+            .map(|r| {
+                let r = revoked(r);
+                assert_eq!(r.cause, 0, "no one change");
+                r.name.clone()
+            })
+            .collect();
+        pushes.sort();
+        assert_eq!(pushes, ["a", "b"]);
+        assert!(l.uncommitted.is_empty() && l.held.is_empty());
     }
 
     #[test]
