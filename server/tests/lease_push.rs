@@ -27,6 +27,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 struct Daemon {
     channel: Channel,
+    endpoint: String,
     store: Arc<FaultStore>,
     _stopping: tokio::sync::watch::Sender<bool>,
     _dir: tempfile::TempDir,
@@ -90,6 +91,7 @@ async fn start() -> Daemon {
     .expect("the daemon serves");
     Daemon {
         channel,
+        endpoint: format!("http://{addr}"),
         store,
         _stopping: stopping_tx,
         _dir: dir,
@@ -147,13 +149,11 @@ impl Session {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trip_revokes_every_leased_session_while_its_commit_is_held() {
-    let daemon = start().await;
-    let mut admin = AdminClient::new(daemon.channel.clone());
-    admin
+/// Puts `name`: tripped by one failure, leased for a minute.
+async fn put_leasable(daemon: &Daemon, name: &str) {
+    AdminClient::new(daemon.channel.clone())
         .put_breaker(pb::PutBreakerRequest {
-            name: "t".into(),
+            name: name.into(),
             spec: Some(pb::BreakerSpec {
                 consecutive_failures: Some(1),
                 cache_ttl: Some(cbd_proto::convert::duration_to_proto(Duration::from_secs(
@@ -165,21 +165,21 @@ async fn a_trip_revokes_every_leased_session_while_its_commit_is_held() {
         })
         .await
         .expect("put");
-    let mut sessions = Vec::new();
-    for _ in 0..4 {
-        let mut s = Session::open(&daemon.channel).await;
-        s.leased("t").await;
-        sessions.push(s);
-    }
+}
+
+/// Trips `name` (one failure) with its commit stalled; the report's task waits for
+/// the release.
+async fn trip_stalled(
+    daemon: &Daemon,
+    name: &str,
+) -> tokio::task::JoinHandle<Result<tonic::Response<pb::ReportResponse>, tonic::Status>> {
     let mut breakers = BreakersClient::new(daemon.channel.clone());
     let permit = breakers
-        .acquire(pb::AcquireRequest { name: "t".into() })
+        .acquire(pb::AcquireRequest { name: name.into() })
         .await
         .expect("acquire")
         .into_inner()
         .permit;
-
-    // The trip's commit stalls until released: its report waits, the push must not.
     daemon.store.inject(When::Nth(1), Fault::Stall);
     let tripping = tokio::spawn(async move {
         breakers
@@ -193,6 +193,21 @@ async fn a_trip_revokes_every_leased_session_while_its_commit_is_held() {
     tokio::time::timeout(PATIENCE, daemon.store.stalled(1))
         .await
         .expect("the trip's commit stalls");
+    tripping
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trip_revokes_every_leased_session_while_its_commit_is_held() {
+    let daemon = start().await;
+    put_leasable(&daemon, "t").await;
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        let mut s = Session::open(&daemon.channel).await;
+        s.leased("t").await;
+        sessions.push(s);
+    }
+    // The trip's commit stalls until released: its report waits, the push must not.
+    let tripping = trip_stalled(&daemon, "t").await;
     for s in &mut sessions {
         let r = s.revoked().await;
         assert_eq!(r.name, "t");
@@ -220,4 +235,82 @@ async fn a_trip_revokes_every_leased_session_while_its_commit_is_held() {
         assert_eq!((r.name.as_str(), r.state()), ("t", pb::State::Open));
         assert!(r.revision > 0, "committed: {r:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_refuses_locally_while_the_trip_commits_then_asks_the_daemon() {
+    use cbd_client::{CallError, Client, Outcome};
+    let daemon = start().await;
+    put_leasable(&daemon, "r").await;
+    let client = Client::builder(daemon.endpoint.clone())
+        .build()
+        .expect("client");
+    let breaker = client.breaker("r");
+    let ok = || std::future::ready(Ok::<(), std::io::Error>(()));
+    tokio::time::timeout(PATIENCE, async {
+        while client.stats().leases_granted == 0 {
+            breaker
+                .call_with(|_| Outcome::Ignored, ok)
+                .await
+                .expect("allowed");
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("leased");
+
+    let tripping = trip_stalled(&daemon, "r").await;
+    let before = client.stats();
+    // Every call returns at once: under the lease until the push, then refused in
+    // process. An Acquire now would wait for the stalled commit and time out here.
+    let refused = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match breaker.call_with(|_| Outcome::Ignored, ok).await {
+                Err(CallError::Rejected(r)) => break r,
+                Ok(()) => tokio::task::yield_now().await,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("refused while the commit is held");
+    assert_eq!(refused.state, cbd_client::State::Open);
+    assert_eq!(refused.fallback, None);
+    let during = client.stats();
+    assert_eq!(during.refused_locally, before.refused_locally + 1);
+    assert_eq!(
+        during.rpc_decisions, before.rpc_decisions,
+        "no Acquire answered"
+    );
+    assert_eq!(during.leases_revoked, before.leases_revoked + 1);
+    assert!(!tripping.is_finished(), "the trip is not committed yet");
+
+    daemon.store.release();
+    tokio::time::timeout(PATIENCE, tripping)
+        .await
+        .expect("committed")
+        .expect("task")
+        .expect("report");
+    // The follow-up push ends the local refusal: the daemon decides again.
+    let asked = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match breaker.call(ok).await {
+                Err(CallError::Rejected(r))
+                    if client.stats().rpc_decisions > during.rpc_decisions =>
+                {
+                    break r;
+                }
+                Err(CallError::Rejected(_)) => tokio::task::yield_now().await,
+                other => panic!("an OPEN breaker allowed a call: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the daemon is asked again once the trip committed");
+    assert_eq!(asked.state, cbd_client::State::Open);
+    assert_eq!(
+        client.stats().leases_revoked,
+        during.leases_revoked,
+        "the follow-up is not a second revocation"
+    );
 }
