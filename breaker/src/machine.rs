@@ -63,8 +63,6 @@ struct Limits {
     /// `spec.slow_call_threshold()`.
     slow_threshold: Option<Duration>,
     cache_ttl: Option<Duration>,
-    /// `spec.slow_includes_failures`.
-    slow_failures: bool,
     min_distinct_callers: u32,
 }
 
@@ -77,7 +75,6 @@ impl Limits {
             slow_call_rate_percent: spec.slow_call_rate_percent,
             slow_threshold: spec.slow_call_threshold(),
             cache_ttl: spec.cache_ttl,
-            slow_failures: spec.slow_includes_failures,
             min_distinct_callers: spec.min_distinct_callers,
         }
     }
@@ -558,7 +555,9 @@ impl Breaker {
                 self.consecutive_failures = 0;
             }
             Outcome::Failure => {
-                let slow = self.limits.slow_failures && self.is_slow(duration);
+                // The flag lives in the cold spec (the hot lines are full); it is read
+                // only for a slow failure of a breaker with a slow-call condition.
+                let slow = self.is_slow(duration) && self.cold.spec.slow_includes_failures;
                 self.window.record(now, true, slow);
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
             }
@@ -848,7 +847,7 @@ impl Breaker {
             Outcome::Failure => self.cold.half_open_failures += 1,
         }
         let counts_slow = match outcome {
-            Outcome::Failure => self.limits.slow_failures,
+            Outcome::Failure => self.cold.spec.slow_includes_failures,
             _ => true,
         };
         if slow && counts_slow {

@@ -242,6 +242,21 @@ impl Breaker {
                 Some(State::Closed),
             ));
         }
+        if self.shared.lease.refusing(clock_nanos()) {
+            // The daemon pushed that it tripped: refused as its Acquire would be once
+            // the trip is committed, without the round trip (docs/DESIGN.md §10).
+            self.client
+                .inner
+                .stats
+                .refused_locally
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Rejected(Rejected {
+                breaker: self.shared.name.clone(),
+                state: State::Open,
+                retry_after: None,
+                fallback: None,
+            }));
+        }
         let deadline = self.client.inner.acquire_deadline;
         let mut rpc = self.client.breakers_client();
         let mut request = tonic::Request::new(pb::AcquireRequest {

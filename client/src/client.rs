@@ -133,6 +133,7 @@ pub(crate) struct Stats {
     pub aggregates_sent: AtomicU64,
     pub leases_granted: AtomicU64,
     pub leases_revoked: AtomicU64,
+    pub refused_locally: AtomicU64,
 }
 
 /// What a client decided and sent so far; see [`Client::stats`].
@@ -152,6 +153,9 @@ pub struct ClientStats {
     pub leases_granted: u64,
     /// Leases revoked by a push from the daemon.
     pub leases_revoked: u64,
+    /// Calls refused with no RPC after a push said the breaker went OPEN, until
+    /// the daemon confirmed the change committed (at most 100 ms).
+    pub refused_locally: u64,
 }
 
 impl fmt::Debug for Client {
@@ -264,6 +268,7 @@ impl Client {
             aggregates_sent: s.aggregates_sent.load(Ordering::Relaxed),
             leases_granted: s.leases_granted.load(Ordering::Relaxed),
             leases_revoked: s.leases_revoked.load(Ordering::Relaxed),
+            refused_locally: s.refused_locally.load(Ordering::Relaxed),
         }
     }
 

@@ -72,6 +72,11 @@ pub(crate) struct LeaseSlot {
     pub used: AtomicBool,
     /// A lease was asked for (or is held): the session task keeps it renewed.
     pub wanted: AtomicBool,
+    /// Until when (on [`clock_nanos`]) calls are refused with no RPC: the daemon
+    /// pushed a revocation saying the breaker went OPEN, not yet committed; 0: not
+    /// refusing. Cleared by the push that follows up (the commit, or a later
+    /// change) and when the stream is lost; read only off the leased path.
+    refuse_until: AtomicU64,
     shards: Box<[Padded<Mutex<ShardCounts>>]>,
     pub books: Mutex<HashMap<u64, Book>>,
 }
@@ -112,6 +117,7 @@ impl Default for LeaseSlot {
             slow_nanos: AtomicU64::new(0),
             used: AtomicBool::new(false),
             wanted: AtomicBool::new(false),
+            refuse_until: AtomicU64::new(0),
             shards: (0..shard_count()).map(|_| Padded::default()).collect(),
             books: Mutex::new(HashMap::new()),
         }
@@ -244,6 +250,21 @@ impl LeaseSlot {
         for book in self.books.lock().values_mut() {
             book.ended.get_or_insert(now);
         }
+    }
+
+    /// Refuses calls with no RPC until `until` (on [`clock_nanos`]).
+    pub fn refuse_until(&self, until: u64) {
+        self.refuse_until.store(until, Ordering::Release);
+    }
+
+    /// Back to asking the daemon.
+    pub fn stop_refusing(&self) {
+        self.refuse_until.store(0, Ordering::Release);
+    }
+
+    /// Whether a call now is refused with no RPC.
+    pub fn refusing(&self, now: u64) -> bool {
+        now < self.refuse_until.load(Ordering::Acquire)
     }
 
     /// Whether a lease is held now (for renewal).

@@ -26,6 +26,12 @@ use crate::{
 /// in flight; the daemon counts outcomes up to 30 s after a lease's end.
 const BOOK_KEEP: Duration = Duration::from_secs(25);
 
+/// Longest a client refuses calls locally on a pushed, uncommitted OPEN before it
+/// asks the daemon again without the push that follows up (a commit takes 1-4 ms;
+/// one that fails is retried by the daemon, which meanwhile answers UNAVAILABLE
+/// and the fallback policy decides).
+pub(crate) const LOCAL_REFUSAL_MAX: Duration = Duration::from_millis(100);
+
 /// Waits between reconnects: 50 ms doubling to 2 s.
 const RECONNECT_FIRST: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
@@ -95,6 +101,22 @@ pub(crate) fn start(
     };
     tokio::spawn(task.run(rx));
     Handle { commands }
+}
+
+/// A revocation made at an OPEN the daemon has not committed yet (revision 0, a
+/// cause) makes the breaker refuse locally until the push that follows it, for at
+/// most [`LOCAL_REFUSAL_MAX`]; any other revocation (committed, a later change, or
+/// the session fell behind) ends that.
+fn apply_refusal(lease: &crate::lease::LeaseSlot, revoked: &pb::LeaseRevoked, now: u64) {
+    let uncommitted_open = revoked.revision == 0
+        && revoked.cause != pb::EventKind::Unspecified as i32
+        && revoked.state == pb::State::Open as i32;
+    if uncommitted_open {
+        let max = u64::try_from(LOCAL_REFUSAL_MAX.as_nanos()).unwrap_or(u64::MAX);
+        lease.refuse_until(now.saturating_add(max));
+    } else {
+        lease.stop_refusing();
+    }
 }
 
 impl Task {
@@ -251,6 +273,8 @@ impl Task {
         let now = Instant::now();
         for shared in self.breakers.values() {
             shared.lease().void(now);
+            // No follow-up can come: ask the daemon.
+            shared.lease().stop_refusing();
         }
         self.renew_at.clear();
         for done in self.flush_waiters.drain(..) {
@@ -266,11 +290,15 @@ impl Task {
         use pb::session_response::Kind;
         if let Some(Kind::Revoked(revoked)) = &answer.kind {
             if let Some(shared) = self.breakers.get(&revoked.name) {
-                shared.lease().void(Instant::now());
-                // The next per-call acquire that finds it leasable asks again.
-                shared.lease().wanted.store(false, Ordering::Release);
+                let lease = shared.lease();
+                lease.void(Instant::now());
+                apply_refusal(lease, revoked, clock_nanos());
+                // The next per-call acquire that finds it leasable asks again. A
+                // follow-up push finds it no longer wanted: not counted twice.
+                if lease.wanted.swap(false, Ordering::AcqRel) {
+                    self.stats.leases_revoked.fetch_add(1, Ordering::Relaxed);
+                }
                 self.renew_at.remove(&revoked.name);
-                self.stats.leases_revoked.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(breaker = %revoked.name, revision = revoked.revision, "lease revoked");
             }
             return;
@@ -469,6 +497,66 @@ impl Task {
             for done in self.flush_waiters.drain(..) {
                 let _ = done.send(());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::LeaseSlot;
+
+    fn revoked(cause: pb::EventKind, revision: u64, state: pb::State) -> pb::LeaseRevoked {
+        pb::LeaseRevoked {
+            name: "a".into(),
+            cause: cause as i32,
+            revision,
+            state: state as i32,
+            generation: 3,
+        }
+    }
+
+    #[test]
+    fn an_uncommitted_open_refuses_locally_until_followed_up_or_for_at_most_the_bound() {
+        let slot = LeaseSlot::default();
+        let now = 1_000;
+        let max = u64::try_from(LOCAL_REFUSAL_MAX.as_nanos()).expect("fits");
+        apply_refusal(
+            &slot,
+            &revoked(pb::EventKind::StateChanged, 0, pb::State::Open),
+            now,
+        );
+        assert!(slot.refusing(now));
+        assert!(slot.refusing(now + max - 1));
+        assert!(
+            !slot.refusing(now + max),
+            "bounded: then the daemon is asked"
+        );
+        apply_refusal(
+            &slot,
+            &revoked(pb::EventKind::StateChanged, 7, pb::State::Open),
+            now + 1,
+        );
+        assert!(!slot.refusing(now + 1), "committed: ask the daemon again");
+    }
+
+    #[test]
+    fn other_revocations_never_refuse_locally() {
+        let cases = [
+            // Committed: the daemon answers Acquire at once.
+            revoked(pb::EventKind::StateChanged, 5, pb::State::Open),
+            // Not OPEN (an override, a reset, a spec put): ask.
+            revoked(pb::EventKind::OverrideSet, 0, pb::State::Closed),
+            revoked(pb::EventKind::Reset, 0, pb::State::Closed),
+            revoked(pb::EventKind::StateChanged, 0, pb::State::HalfOpen),
+            // The session fell behind: no one change.
+            revoked(pb::EventKind::Unspecified, 0, pb::State::Open),
+        ];
+        for r in cases {
+            let slot = LeaseSlot::default();
+            slot.refuse_until(u64::MAX);
+            apply_refusal(&slot, &r, 10);
+            assert!(!slot.refusing(10), "{r:?}");
         }
     }
 }

@@ -421,7 +421,7 @@ enum Call {
     Watch(pb::WatchRequest),
     /// Frames after the stream's items: `true` adds a truncated frame at the end.
     Session(Vec<SessionItem>, bool),
-    Put(pb::PutBreakerRequest),
+    Put(Box<pb::PutBreakerRequest>),
     Get(pb::GetBreakerRequest),
     List(pb::ListBreakersRequest),
     Delete(pb::DeleteBreakerRequest),
@@ -467,9 +467,9 @@ fn typed_call() -> BoxedStrategy<Call> {
         3 => watch_request().prop_map(Call::Watch),
         3 => (vec(session_item(), 0..6), proptest::bool::weighted(0.2)).prop_map(|(items, cut)| Call::Session(items, cut)),
         4 => (target_name(), option::of(prop_oneof![2 => spec(), 1 => sane_spec()]))
-            .prop_map(|(name, spec)| Call::Put(pb::PutBreakerRequest { name, spec, reason: String::new() })),
+            .prop_map(|(name, spec)| Call::Put(Box::new(pb::PutBreakerRequest { name, spec, reason: String::new() }))),
         1 => (target_name(), reason())
-            .prop_map(|(name, reason)| Call::Put(pb::PutBreakerRequest { name, spec: None, reason })),
+            .prop_map(|(name, reason)| Call::Put(Box::new(pb::PutBreakerRequest { name, spec: None, reason }))),
         2 => name().prop_map(|name| Call::Get(pb::GetBreakerRequest { name })),
         2 => (prefix(), count(), prop_oneof![3 => Just(String::new()), 1 => name()])
             .prop_map(|(prefix, page_size, page_token)| Call::List(pb::ListBreakersRequest { prefix, page_size, page_token })),
@@ -782,7 +782,7 @@ impl Harness {
                 let (frames, ids) = self.session_frames(&items, cut);
                 self.session(frames, ids).await
             }
-            Call::Put(r) => check_status("PutBreaker", &a.put_breaker(Request::new(r)).await),
+            Call::Put(r) => check_status("PutBreaker", &a.put_breaker(Request::new(*r)).await),
             Call::Get(r) => check_status("GetBreaker", &a.get_breaker(Request::new(r)).await),
             Call::List(r) => check_status("ListBreakers", &a.list_breakers(Request::new(r)).await),
             Call::Delete(r) => {
@@ -1018,7 +1018,7 @@ impl Harness {
                 };
             }
             Rpc::Watch => decode(bytes).map(Call::Watch),
-            Rpc::Put => decode(bytes).map(Call::Put),
+            Rpc::Put => decode(bytes).map(|r| Call::Put(Box::new(r))),
             Rpc::Get => decode(bytes).map(Call::Get),
             Rpc::List => decode(bytes).map(Call::List),
             Rpc::Delete => decode(bytes).map(Call::Delete),

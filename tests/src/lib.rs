@@ -343,8 +343,32 @@ impl Daemon {
 
     /// Sends `sig` to the daemon process (a direct `kill(2)`, never a `kill` command
     /// line, whose argument parsing is a trap for negative ids).
+    /// For `STOP`, returns once the kernel shows the process stopped (`T` in
+    /// `/proc/PID/stat`): kill(2) returns before every thread has stopped, and a test
+    /// that then expects no answer must not race the last one.
     pub fn signal(&self, sig: Signal) {
         signal_process(self.pid(), sig);
+        if sig == Signal::STOP {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !self.stopped() {
+                assert!(Instant::now() < deadline, "cbd did not stop after SIGSTOP");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// Whether every thread of the process is stopped (state `T` of each task).
+    fn stopped(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return false;
+        };
+        tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                // "pid (comm) S ...": the state follows the last ')'.
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+        })
     }
 
     /// SIGKILL, and reap it.

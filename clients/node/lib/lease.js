@@ -111,8 +111,10 @@ class LeaseSession {
 
   #onMessage(msg) {
     if (msg.kind === 'revoked') {
-      this.stats.revoked++;
-      this.breakers.get(msg.revoked.name)?._voidLease();
+      const breaker = this.breakers.get(msg.revoked.name);
+      // A follow-up push (the change committed) finds no lease: counted once.
+      if (breaker?._lease) this.stats.revoked++;
+      breaker?._voidLease();
       return;
     }
     const what = this.pending.get(Number(msg.id));

@@ -3,8 +3,9 @@
 //! A lease is granted from the live machine, like a decision; the registry keeps, per
 //! breaker, each lease's generation and the last sequence number of its outcomes
 //! applied, so that a resent aggregate counts once. Pushing revocations is the
-//! session's job (it follows the committed event feed): the registry only says
-//! whether a lease may be granted.
+//! session's job (it follows `Registry::changes`, signalled at every change before
+//! its commit, and the committed event feed): the registry only says whether a
+//! lease may be granted.
 
 use std::{sync::Arc, time::Duration};
 

@@ -46,6 +46,25 @@ use crate::{clock::Clock, error::Error, metrics::Metrics, store::Store};
 /// Capacity of the live event feed; a watcher further behind catches up from the log.
 pub const FEED_CAPACITY: usize = 4096;
 
+/// Capacity of the feed of changes as they are made ([`Registry::changes`]); a
+/// session further behind revokes every lease it holds.
+pub const CHANGES_CAPACITY: usize = 4096;
+
+/// A change to a breaker as it is made, before it is committed: what a session
+/// needs to void the leases it holds on the breaker at once (docs/DESIGN.md §10).
+/// Revoking a lease only sends its client back to asking the daemon, which answers
+/// from committed state, so acting on a change that a failed commit could still take
+/// back is safe here (and only here: Watch shows committed events only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub name: Arc<str>,
+    /// The event the change queued (`pb::EventKind`).
+    pub kind: i32,
+    /// The breaker's state after it (`pb::State`).
+    pub state: i32,
+    pub generation: u64,
+}
+
 /// Settings of the registry, from the daemon's configuration.
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
@@ -147,6 +166,8 @@ pub(crate) struct Shared {
     oldest_retained: AtomicU64,
     /// Committed events, in revision order.
     feed: broadcast::Sender<Arc<pb::Event>>,
+    /// Every change as it is made, before its commit (see [`Change`]).
+    changes: broadcast::Sender<Change>,
     /// Write side: held by the writer while it publishes a committed batch to memory
     /// (never across the store's commit). Read side: held by a new watcher while it
     /// reads the revision, subscribes and copies the committed records, so that it
@@ -182,6 +203,8 @@ struct After {
     wait_for: Option<u64>,
     schedule: Option<Timestamp>,
     transitions: Vec<cbd_breaker::Transition>,
+    /// The changes queued, for [`Registry::changes`] (only while anyone listens).
+    changes: Vec<Change>,
 }
 
 impl Registry {
@@ -219,6 +242,7 @@ impl Registry {
             next_lease: AtomicU64::new(0),
             oldest_retained: AtomicU64::new(loaded.oldest_retained),
             feed: broadcast::Sender::new(FEED_CAPACITY),
+            changes: broadcast::Sender::new(CHANGES_CAPACITY),
             publish_lock: RwLock::new(()),
             failing: AtomicBool::new(false),
             health: watch::Sender::new(StoreHealth::Serving),
@@ -526,6 +550,15 @@ impl Registry {
         operator: &pb::Operator,
     ) -> Result<(pb::BreakerStatus, u64), Error> {
         self.operator_change(name, operator, Breaker::reset).await
+    }
+
+    /// Every change to a breaker from now on, as it is made and before it is
+    /// committed (a change made but never committed, after a failed commit and a
+    /// crash, is on it too). For revoking leases at once (docs/DESIGN.md §10); what
+    /// is shown to anyone comes from [`Registry::subscribe`]'s committed feed. A
+    /// receiver that falls behind gets `Lagged`.
+    pub fn changes(&self) -> broadcast::Receiver<Change> {
+        self.shared.changes.subscribe()
     }
 
     /// Subscribes to committed events and returns the revision the subscription
@@ -837,6 +870,8 @@ impl Shared {
     ) -> Result<(R, After), Error> {
         let now = self.config.clock.now();
         let mut st = entry.state.lock();
+        // Events queued from here on are this update's; pending may hold older ones.
+        let queued_before = st.pending.len();
         if traffic && self.failing() {
             // Timers that fell due run first: the transition they cause (OPEN →
             // HALF_OPEN) cannot be made durable now, so the call is refused before
@@ -855,6 +890,7 @@ impl Shared {
                 // Refused; what is pending (a tick, a breaker just created from a
                 // template) still goes to the writer so that it is not stranded.
                 ticked.changed = !st.pending.is_empty();
+                ticked.changes = self.changes_queued(entry, &st, queued_before);
                 drop(st);
                 self.hand_over(entry, &ticked);
                 return Err(self.unavailable());
@@ -869,9 +905,28 @@ impl Shared {
         entry.show_metrics(&mut st);
         // Pending changes may predate `f` (a breaker just created): hand them over too.
         after.changed = !st.pending.is_empty();
+        after.changes = self.changes_queued(entry, &st, queued_before);
         after.wait_for = entry.undurable(&st);
         after.schedule = self.reschedule(&mut st);
         Ok((result, after))
+    }
+
+    /// The events queued in `st` since it had `before` pending, as [`Change`]s; none
+    /// when no session listens (the hot path then copies nothing).
+    fn changes_queued(&self, entry: &Entry, st: &EntryState, before: usize) -> Vec<Change> {
+        let queued = st.pending.get(before..).unwrap_or_default();
+        if queued.is_empty() || self.changes.receiver_count() == 0 {
+            return Vec::new();
+        }
+        queued
+            .iter()
+            .map(|e| Change {
+                name: entry.name.clone(),
+                kind: e.kind,
+                state: e.state,
+                generation: e.generation,
+            })
+            .collect()
     }
 
     /// The deadline to hand the timer task, if it is earlier than the one it has.
@@ -904,6 +959,11 @@ impl Shared {
         for t in &after.transitions {
             tracing::info!(breaker = %entry.name, from = %t.from, to = %t.to, generation = t.generation, reason = %t.reason, "state changed");
             entry.metrics.transition(t.from, t.to);
+        }
+        for change in &after.changes {
+            // First, before the commit: sessions revoke their leases on it now. No
+            // receivers is fine: no session holds a lease.
+            let _ = self.changes.send(change.clone());
         }
         if after.changed {
             // The receiver lives as long as `self`; a send only fails during teardown.

@@ -1006,3 +1006,85 @@ async fn history_shows_one_breakers_events_with_operators_in_pages() {
     assert_eq!(since.events.len(), 1);
     assert_eq!(since.events[0].kind(), pb::EventKind::Reset);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_trip_is_on_the_changes_feed_at_once_while_its_commit_stalls() {
+    let memory = MemoryStore::new();
+    let (registry, store) = open_on(&memory);
+    registry.put("t", spec(1), &op()).await.expect("put");
+    let mut changes = registry.changes();
+    let mut committed = registry.subscribe().feed;
+    let revision = registry.revision();
+    store.inject(When::Nth(1), Fault::Stall);
+    let permit = registry
+        .acquire("t")
+        .await
+        .expect("acquire")
+        .acquired
+        .permit
+        .expect("closed: a permit");
+    let tripping = tokio::spawn({
+        let registry = registry.clone();
+        async move { registry.report("t", permit, Outcome::Failure, None).await }
+    });
+    store.stalled(1).await;
+    // Paused time: the timeout fires at once if the change never came.
+    let change = tokio::time::timeout(Duration::from_secs(1), changes.recv())
+        .await
+        .expect("the trip, before its commit")
+        .expect("not lagged");
+    assert_eq!(&*change.name, "t");
+    assert_eq!(change.kind, pb::EventKind::StateChanged as i32);
+    assert_eq!(change.state, pb::State::Open as i32);
+    assert!(!tripping.is_finished(), "the report waits for the commit");
+    assert_eq!(registry.revision(), revision, "nothing committed");
+    assert!(
+        committed.try_recv().is_err(),
+        "the committed feed has nothing yet"
+    );
+
+    store.release();
+    let reported = tripping.await.expect("task").expect("report");
+    assert_eq!(reported.reported.state, State::Open);
+    let event = committed.recv().await.expect("the committed event follows");
+    assert_eq!(
+        (event.name.as_str(), event.state, event.generation),
+        ("t", change.state, change.generation),
+        "the same change"
+    );
+    assert!(changes.try_recv().is_err(), "one change, signalled once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn operator_changes_and_deletes_are_on_the_changes_feed_and_plain_traffic_is_not() {
+    let (registry, _store) = open();
+    registry.put("o", spec(3), &op()).await.expect("put");
+    let mut changes = registry.changes();
+    let a = registry.acquire("o").await.expect("acquire");
+    let permit = a.acquired.permit.expect("permit");
+    registry
+        .report("o", permit, Outcome::Success, None)
+        .await
+        .expect("report");
+    assert!(
+        changes.try_recv().is_err(),
+        "a decision and a report change nothing"
+    );
+    registry
+        .set_override("o", Some(Override::ForcedOpen), None, &op())
+        .await
+        .expect("force open");
+    registry.put("o", spec(4), &op()).await.expect("spec put");
+    registry.delete("o", &op()).await.expect("delete");
+    let kinds: Vec<i32> = std::iter::from_fn(|| changes.try_recv().ok())
+        .map(|c| c.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            pb::EventKind::OverrideSet as i32,
+            pb::EventKind::SpecPut as i32,
+            pb::EventKind::Deleted as i32,
+        ]
+    );
+}

@@ -100,9 +100,13 @@ class SessionState:
                 if b is not None:
                     b._lease.void()
                     with b._lease.lock:
+                        # A follow-up push (the change committed) finds it no longer
+                        # wanted: one revocation is counted once.
+                        was_wanted = b._lease.wanted
                         b._lease.wanted = False  # the next per-call acquire asks again
                     self.renew_at.pop(b.name, None)
-                    self.client.stats["leases_revoked"] += 1
+                    if was_wanted:
+                        self.client.stats["leases_revoked"] += 1
                 return
             asked = self.asked.pop(answer.id, None)
             if asked is None:
