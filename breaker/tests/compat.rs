@@ -7,24 +7,8 @@ use cbd_breaker::{
     Breaker, Lease, Outcome, PermitToken, Persisted, Reason, Spec, State, Timestamp, Transition,
 };
 
-const S: Duration = Duration::from_secs(1);
-
-/// `ms` milliseconds after an arbitrary, realistic epoch.
-fn at(ms: u64) -> Timestamp {
-    Timestamp::from_unix_nanos(1_700_000_000_000_000_000 + ms * 1_000_000)
-}
-
-/// 3 consecutive failures trip; open 10 s; then `change`.
-fn spec(change: impl FnOnce(&mut Spec)) -> Spec {
-    let mut s = Spec {
-        consecutive_failures: Some(3),
-        open_duration: 10 * S,
-        ..Spec::default()
-    };
-    change(&mut s);
-    s.validate().unwrap();
-    s
-}
+mod support;
+use support::{S, at, spec};
 
 /// Tripped at `at(0)`, HALF_OPEN from `at(10_000)`.
 fn half_open(change: impl FnOnce(&mut Spec)) -> Breaker {

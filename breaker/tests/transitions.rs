@@ -7,24 +7,10 @@ use cbd_breaker::{
     Transition, WindowSpec,
 };
 
-const S: Duration = Duration::from_secs(1);
+mod support;
+use support::{S, at, spec};
+
 const MS: Duration = Duration::from_millis(1);
-
-/// `ms` milliseconds after an arbitrary, realistic epoch.
-fn at(ms: u64) -> Timestamp {
-    Timestamp::from_unix_nanos(1_700_000_000_000_000_000 + ms * 1_000_000)
-}
-
-fn spec(change: impl FnOnce(&mut Spec)) -> Spec {
-    let mut s = Spec {
-        consecutive_failures: Some(3),
-        open_duration: 10 * S,
-        ..Spec::default()
-    };
-    change(&mut s);
-    s.validate().unwrap();
-    s
-}
 
 /// Acquires (it must be allowed) and reports `outcome`; returns the report's transition.
 fn call(

@@ -29,7 +29,11 @@ impl Breaker {
     /// nothing: a lease is a promise that every change to the breaker is pushed to its
     /// holder, which the daemon keeps, not the machine.
     pub fn lease(&self, now: Timestamp) -> Lease {
-        let Some(ttl) = self.limits.cache_ttl.filter(|_| !self.cold.spec.slow_includes_failures) else {
+        let Some(ttl) = self
+            .limits
+            .cache_ttl
+            .filter(|_| !self.cold.spec.slow_includes_failures)
+        else {
             return Lease::NotLeasable;
         };
         if self.state != State::Closed || self.override_.is_some() {
