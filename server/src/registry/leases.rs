@@ -115,29 +115,45 @@ impl Registry {
             };
             Ok((answer, None))
         })?;
+        if answer.serial != 0 {
+            // After the entry's lock is released: `leased` is never taken under one.
+            self.shared
+                .leased
+                .lock()
+                .insert(entry.name.clone(), entry.clone());
+        }
         let revision = self.shared.finish(&entry, after).await?;
         Ok(LeaseAnswer { revision, ..answer })
     }
 
-    /// Leases in their term and in the generation they were granted in, now, over
-    /// every breaker (`cbctl status`): one breaker's lock at a time.
+    /// Leases in their term and in the generation they were granted in, now
+    /// (`cbctl status`): over the breakers granted a lease lately only, one breaker's
+    /// lock at a time; a breaker none of whose leases can count any more (deleted, or
+    /// past every `report_until`) leaves that set until its next grant.
     pub fn leases_held(&self) -> usize {
         let now = self.shared.config.clock.now();
-        let entries: Vec<_> = self.shared.breakers.read().entries().cloned().collect();
-        entries
-            .iter()
-            .map(|entry| {
-                let st = entry.state.lock();
-                if st.deleted || st.leases.is_empty() {
-                    return 0;
-                }
-                let generation = st.machine.persisted().generation;
-                st.leases
-                    .values()
-                    .filter(|r| r.generation == generation && r.valid_until >= now)
-                    .count()
-            })
-            .sum()
+        let mut leased = self.shared.leased.lock();
+        let mut held = 0;
+        leased.retain(|_, entry| {
+            let st = entry.state.lock();
+            if st.deleted {
+                return false;
+            }
+            let generation = st.machine.persisted().generation;
+            held += st
+                .leases
+                .values()
+                .filter(|r| r.generation == generation && r.valid_until >= now)
+                .count();
+            st.leases.values().any(|r| r.report_until >= now)
+        });
+        held
+    }
+
+    /// How many breakers [`Registry::leases_held`] visits now (tests).
+    #[cfg(test)]
+    pub(crate) fn leased_breakers(&self) -> usize {
+        self.shared.leased.lock().len()
     }
 
     /// Applies `outcomes`, number `sequence` of lease `serial` on `name`.

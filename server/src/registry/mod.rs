@@ -163,6 +163,10 @@ pub(crate) struct Shared {
     revision: AtomicU64,
     /// The last lease number handed out (docs/DESIGN.md §10); unique in this run.
     next_lease: AtomicU64,
+    /// The breakers granted a lease whose record may still be live, by name, so that
+    /// [`Registry::leases_held`] visits those only, not every breaker. Taken before an
+    /// entry's lock, never while holding one.
+    leased: Mutex<std::collections::HashMap<Arc<str>, Arc<Entry>>>,
     oldest_retained: AtomicU64,
     /// Committed events, in revision order.
     feed: broadcast::Sender<Arc<pb::Event>>,
@@ -240,6 +244,7 @@ impl Registry {
             next_revision: AtomicU64::new(loaded.revision),
             revision: AtomicU64::new(loaded.revision),
             next_lease: AtomicU64::new(0),
+            leased: Mutex::new(std::collections::HashMap::new()),
             oldest_retained: AtomicU64::new(loaded.oldest_retained),
             feed: broadcast::Sender::new(FEED_CAPACITY),
             changes: broadcast::Sender::new(CHANGES_CAPACITY),

@@ -1088,3 +1088,55 @@ async fn operator_changes_and_deletes_are_on_the_changes_feed_and_plain_traffic_
         ]
     );
 }
+
+#[tokio::test]
+async fn leases_held_visits_only_breakers_with_live_leases() {
+    let (registry, _store) = open();
+    let leasable = Spec {
+        cache_ttl: Some(Duration::from_secs(10)),
+        ..Spec::default()
+    };
+    for i in 0..50 {
+        registry
+            .put(&format!("plain/{i}"), Spec::default(), &op())
+            .await
+            .expect("put");
+    }
+    for name in ["a", "b"] {
+        registry
+            .put(name, leasable.clone(), &op())
+            .await
+            .expect("put");
+        registry.lease(name).await.expect("lease");
+    }
+    // A breaker without cache_ttl is refused a lease and never tracked.
+    registry
+        .lease("plain/0")
+        .await
+        .expect("refused, not an error");
+    assert_eq!(registry.leases_held(), 2);
+    assert_eq!(
+        registry.leased_breakers(),
+        2,
+        "not the 50 unleased breakers"
+    );
+
+    registry.delete("b", &op()).await.expect("delete");
+    assert_eq!(registry.leases_held(), 1);
+    assert_eq!(
+        registry.leased_breakers(),
+        1,
+        "a deleted breaker leaves the set"
+    );
+
+    // Past its term the lease no longer counts; past its report grace it is forgotten.
+    registry.clock().advance(Duration::from_secs(11));
+    assert_eq!(registry.leases_held(), 0);
+    assert_eq!(registry.leased_breakers(), 1, "outcomes may still come");
+    registry.clock().advance(super::leases::REPORT_GRACE);
+    assert_eq!(registry.leases_held(), 0);
+    assert_eq!(registry.leased_breakers(), 0);
+    // A new grant brings it back.
+    registry.lease("a").await.expect("lease again");
+    assert_eq!((registry.leases_held(), registry.leased_breakers()), (1, 1));
+}
