@@ -195,9 +195,15 @@ impl Ctx {
     /// A `cbd-client` connected to the daemon (token and TLS included); exit 4
     /// when it cannot be reached in time.
     pub async fn client(&self) -> Result<cbd_client::Client, Error> {
+        self.client_as(None).await
+    }
+
+    /// [`Ctx::client`] whose calls name `caller` (`None`: the token's name, if any).
+    pub async fn client_as(&self, caller: Option<String>) -> Result<cbd_client::Client, Error> {
         // Dialled here, so that connect failures read as they always have.
         let channel = self.channel().await?;
         self.client_builder()
+            .caller(caller)
             .build_on(channel)
             .map_err(|e| Error::from_client(&e, &self.endpoint))
     }

@@ -435,6 +435,44 @@ async fn acquire_and_report_trip_a_breaker() {
     );
 }
 
+#[tokio::test]
+async fn acquire_and_report_as_callers_make_a_quorum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = daemon(dir.path()).await;
+    let ep = d.endpoint();
+    let put = [
+        "put",
+        "dep",
+        "--consecutive-failures",
+        "2",
+        "--min-distinct-callers",
+        "2",
+    ];
+    cbctl(&ep, &put).ok();
+    let fail_as = |caller: &'static str| {
+        let ep = ep.clone();
+        async move {
+            let permit = cbctl(&ep, &["acquire", "dep", "-q", "--caller", caller])
+                .ok()
+                .stdout;
+            cbctl(&ep, &["report", permit.trim(), "failure"]).ok();
+        }
+    };
+    // Three failures in a row from one caller: no quorum of two.
+    for _ in 0..3 {
+        fail_as("checkout").await;
+    }
+    let get = cbctl(&ep, &["get", "dep", "-o", "json"]).ok().json();
+    assert_eq!(get["breaker"]["state"], "STATE_CLOSED", "{get}");
+    assert_eq!(get["breaker"]["failing_callers"][0]["caller"], "checkout");
+    // A second caller's failure continues the run: tripped.
+    fail_as("search").await;
+    let get = cbctl(&ep, &["get", "dep", "-o", "json"]).ok().json();
+    assert_eq!(get["breaker"]["state"], "STATE_OPEN", "{get}");
+    let bad = cbctl(&ep, &["acquire", "dep", "--caller", "no spaces"]).code(1);
+    assert!(bad.stderr.contains("caller"), "{bad:?}");
+}
+
 const APPLY_TOML: &str = r#"
 # cbctl apply file
 [[breaker]]

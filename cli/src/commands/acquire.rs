@@ -18,6 +18,10 @@ pub struct Args {
     /// Print only the permit (an empty line when rejected), for `$(...)`.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Acquire as this caller (names as breaker names; with a named token, only
+    /// that name). The permit carries it, so its report is attributed to it.
+    #[arg(long, value_name = "NAME")]
+    pub caller: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -37,7 +41,7 @@ struct AcquireJson {
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
     check_name(&args.name)?;
-    let client = ctx.client().await?;
+    let client = ctx.client_as(args.caller).await?;
     let resp = ctx.run(client.acquire_once(&args.name)).await?;
     if args.quiet {
         return output::println(&hex::encode(&resp.permit));

@@ -22,6 +22,9 @@ pub struct Args {
     /// How long the call took (counts for slow-call conditions).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Report as this caller; default: the caller the permit was acquired as.
+    #[arg(long, value_name = "NAME")]
+    pub caller: Option<String>,
 }
 
 /// The outcome argument.
@@ -64,7 +67,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
                 args.permit
             ))
         })?;
-    let client = ctx.client().await?;
+    let client = ctx.client_as(args.caller).await?;
     let resp = ctx
         .run(client.report_once(permit, args.outcome.to_proto(), args.duration))
         .await?;
