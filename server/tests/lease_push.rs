@@ -6,11 +6,6 @@ use std::{sync::Arc, time::Duration};
 
 use cbd::{
     config::Config,
-    metrics::Metrics,
-    permit::{PermitKey, Permits},
-    registry::{Registry, RegistryConfig},
-    server::{Services, router},
-    service::watch::Watcher,
     store::{
         faults::{Fault, FaultStore, When},
         memory::MemoryStore,
@@ -21,6 +16,8 @@ use tokio::sync::mpsc;
 use tokio_stream::{StreamExt as _, wrappers::UnboundedReceiverStream};
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+mod support;
 
 /// How long a test waits for something that should come at once before failing.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -38,38 +35,7 @@ async fn start() -> Daemon {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config::default();
     let store = FaultStore::wrap(MemoryStore::new());
-    let metrics = Metrics::new(config.metrics_max_breakers);
-    let registry = Registry::open(
-        store.clone(),
-        RegistryConfig {
-            max_breakers: config.max_breakers,
-            watch_retention: config.watch_retention,
-            templates: Vec::new(),
-            metrics: metrics.clone(),
-            clock: cbd::clock::Clock::wall(),
-        },
-    )
-    .expect("registry");
-    let permits = Arc::new(
-        Permits::for_this_boot(&PermitKey::load_or_create(dir.path()).expect("key"))
-            .expect("permits"),
-    );
-    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let watcher = Watcher::new(registry.clone(), config.max_watchers, stopping);
-    let (_health, health) = tonic_health::server::health_reporter();
-    let router = router(
-        &config,
-        Services {
-            registry,
-            watcher,
-            permits,
-            auth: None,
-            metrics,
-            health,
-        },
-        None,
-    )
-    .expect("router");
+    let (router, stopping_tx) = support::daemon_router(&config, store.clone(), dir.path(), None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -4,22 +4,15 @@
 
 use std::sync::Arc;
 
-use cbd::{
-    auth::Auth,
-    config::Config,
-    metrics::Metrics,
-    permit::{PermitKey, Permits},
-    registry::{Registry, RegistryConfig},
-    server::{Services, router},
-    service::watch::Watcher,
-    store::sled::SledStore,
-};
+use cbd::{auth::Auth, config::Config, store::sled::SledStore};
 use cbd_proto::v1::{self as pb, admin_client::AdminClient, breakers_client::BreakersClient};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tonic::{Code, Request, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+mod support;
 
 const ADMIN: &str = "admin-token";
 const CLIENT: &str = "client-token";
@@ -50,38 +43,7 @@ async fn serve(mut config: Config, auth: bool) -> InMemory {
     });
     config.data_dir = dir.path().join("data");
     let store = SledStore::open(&config.data_dir).expect("open sled");
-    let metrics = Metrics::new(config.metrics_max_breakers);
-    let registry = Registry::open(
-        Arc::new(store),
-        RegistryConfig {
-            max_breakers: config.max_breakers,
-            watch_retention: config.watch_retention,
-            templates: Vec::new(),
-            metrics: metrics.clone(),
-            clock: cbd::clock::Clock::wall(),
-        },
-    )
-    .expect("registry");
-    let permits = Arc::new(
-        Permits::for_this_boot(&PermitKey::load_or_create(dir.path()).expect("key"))
-            .expect("permits"),
-    );
-    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let watcher = Watcher::new(registry.clone(), config.max_watchers, stopping);
-    let (_health, health) = tonic_health::server::health_reporter();
-    let router = router(
-        &config,
-        Services {
-            registry,
-            watcher,
-            permits,
-            auth,
-            metrics,
-            health,
-        },
-        None,
-    )
-    .expect("router");
+    let (router, stopping_tx) = support::daemon_router(&config, Arc::new(store), dir.path(), auth);
 
     // Each connect makes a pipe and hands its server end to the router.
     let (conns_tx, conns_rx) = mpsc::unbounded_channel();

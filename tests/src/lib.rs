@@ -668,3 +668,39 @@ pub fn signal_group(pgid: u32, sig: Signal) -> std::io::Result<()> {
         .ok_or_else(|| std::io::Error::other(format!("not a process group id: {pgid}")))?;
     rustix::process::kill_process_group(id, sig).map_err(std::io::Error::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt as _;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    #[test]
+    fn signal_group_kills_that_group_only_and_refuses_the_special_ids() {
+        // 0 is "our own group" and 1 "every process" to kill(2): never sent.
+        assert!(signal_group(0, Signal::KILL).is_err());
+        assert!(signal_group(1, Signal::KILL).is_err());
+        let mut child = Command::new("sleep")
+            .arg("60")
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("sleep");
+        let mut bystander = Command::new("sleep")
+            .arg("60")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sleep");
+        signal_group(child.id(), Signal::KILL).expect("killpg");
+        let status = child.wait().expect("wait");
+        assert!(
+            !status.success(),
+            "the group's process was killed: {status:?}"
+        );
+        // The test process and a process outside that group live on.
+        assert_eq!(bystander.try_wait().expect("try_wait"), None);
+        let _ = bystander.kill();
+        let _ = bystander.wait();
+    }
+}
