@@ -245,11 +245,13 @@ impl LeaseSlot {
     }
 
     /// No more local decisions: the lease was revoked, or can no longer be trusted.
-    pub fn void(&self, now: Instant) {
-        self.valid_until.store(0, Ordering::Release);
+    /// Returns whether a lease had been installed (else there was nothing to void).
+    pub fn void(&self, now: Instant) -> bool {
+        let had = self.valid_until.swap(0, Ordering::AcqRel) != 0;
         for book in self.books.lock().values_mut() {
             book.ended.get_or_insert(now);
         }
+        had
     }
 
     /// Refuses calls with no RPC until `until` (on [`clock_nanos`]).
@@ -303,7 +305,10 @@ mod tests {
             "slow by the second lease's terms"
         );
         drop(books);
-        slot.void(t0);
+        assert!(slot.void(t0), "a lease was installed: voided");
         assert!(slot.check(1_600).is_none(), "revoked");
+        // A follow-up push finds nothing to void, so the session counts it nowhere
+        // and keeps a lease request in flight.
+        assert!(!slot.void(t0), "nothing left to void");
     }
 }

@@ -291,11 +291,14 @@ impl Task {
         if let Some(Kind::Revoked(revoked)) = &answer.kind {
             if let Some(shared) = self.breakers.get(&revoked.name) {
                 let lease = shared.lease();
-                lease.void(Instant::now());
+                let voided = lease.void(Instant::now());
                 apply_refusal(lease, revoked, clock_nanos());
-                // The next per-call acquire that finds it leasable asks again. A
-                // follow-up push finds it no longer wanted: not counted twice.
-                if lease.wanted.swap(false, Ordering::AcqRel) {
+                // Only a push that voided a lease ends it: the next per-call acquire
+                // that finds the breaker leasable asks again. A follow-up push (no
+                // lease held) is counted nowhere and must not forget a lease request
+                // in flight, whose grant comes after it on the stream.
+                if voided {
+                    lease.wanted.store(false, Ordering::Release);
                     self.stats.leases_revoked.fetch_add(1, Ordering::Relaxed);
                 }
                 self.renew_at.remove(&revoked.name);
