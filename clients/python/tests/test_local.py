@@ -108,3 +108,43 @@ def test_lease_slot_success_counts_as_record_success_does():
     (a,), (b,) = fast.take_outgoing(), general.take_outgoing()
     assert a == b
     assert (a.successes, a.slow_successes, a.failures, a.trailing_failures) == (2, 1, 3, 2)
+
+
+class _FakeClient:
+    caller = ""
+
+    def __init__(self):
+        self.stats = {"leases_revoked": 0, "leases_granted": 0}
+
+
+class _FakeBreaker:
+    def __init__(self, name):
+        self.name = name
+        self._lease = LeaseSlot()
+
+
+def _revoked(name, revision):
+    return pb.breakers_pb2.SessionResponse(
+        id=0, revoked=pb.breakers_pb2.LeaseRevoked(name=name, revision=revision))
+
+
+def test_one_revocation_per_voided_lease_not_per_push():
+    """A trip is pushed at the change (revision 0) and again once committed: the
+    second push voids nothing, so it neither counts nor cancels a lease asked for
+    since (its grant must still be taken)."""
+    from cbd_client._lease_sync import SessionState
+
+    client = _FakeClient()
+    state = SessionState(client)
+    b = _FakeBreaker("db")
+    state.breakers["db"] = b
+    b._lease.wanted = True
+    b._lease.grant(b"t1", b._lease.clock() + 10, None)
+    state._answered(_revoked("db", 0))
+    assert client.stats["leases_revoked"] == 1
+    assert b._lease.ticket() is None and b._lease.wanted is False
+
+    b._lease.wanted = True  # a per-call acquire asked for a new lease
+    state._answered(_revoked("db", 7))  # the committed follow-up
+    assert client.stats["leases_revoked"] == 1
+    assert b._lease.wanted is True

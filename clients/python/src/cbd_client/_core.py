@@ -100,12 +100,16 @@ class LeaseSlot:
             book = self.books[self.epoch] = _Book(token)
             self.current = (self.epoch, valid_until, slow, book)
 
-    def void(self) -> None:
-        """A push, a lost stream or a revocation: the lease must not be used again."""
+    def void(self) -> bool:
+        """A push, a lost stream or a revocation: the lease must not be used again.
+        True if a lease was held (so the caller counts one revocation, not one per
+        push: a trip is pushed at the change and again once committed)."""
         with self.lock:
+            held = self.current is not None
             self.current = None
             self._end_locked()
             self.token, self.valid_until = None, 0.0
+            return held
 
     def _end_locked(self):
         book = self.books.get(self.epoch)

@@ -98,14 +98,13 @@ class SessionState:
             if kind == "revoked":
                 b = self.breakers.get(answer.revoked.name)
                 if b is not None:
-                    b._lease.void()
-                    with b._lease.lock:
-                        # A follow-up push (the change committed) finds it no longer
-                        # wanted: one revocation is counted once.
-                        was_wanted = b._lease.wanted
-                        b._lease.wanted = False  # the next per-call acquire asks again
+                    # A follow-up push (the change committed, or a later change) finds
+                    # no lease held: only a push that voids one counts. A lease asked
+                    # for meanwhile stays asked for: its answer still comes.
                     self.renew_at.pop(b.name, None)
-                    if was_wanted:
+                    if b._lease.void():
+                        with b._lease.lock:
+                            b._lease.wanted = False  # the next per-call acquire asks again
                         self.client.stats["leases_revoked"] += 1
                 return
             asked = self.asked.pop(answer.id, None)
