@@ -18,6 +18,7 @@ pub mod permit;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod standby;
 pub mod status;
 pub mod store;
 pub mod tls;

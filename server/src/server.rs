@@ -313,6 +313,10 @@ async fn set_health(health: &Probes, serving: bool) {
             status,
         )
         .await;
+    // A daemon on its own store decides: it is its own leader (docs/DESIGN.md §11).
+    health
+        .set_service_status(crate::standby::LEADER_HEALTH_SERVICE, status)
+        .await;
 }
 
 /// The TLS settings, when `--tls-cert` is set; unreadable files name their flag.

@@ -62,6 +62,20 @@ async fn cbctl_status_reports_what_the_daemon_holds() {
     assert_eq!(s["store_fault"], "", "{s}");
     assert_eq!(s["role"], "REPLICATION_ROLE_STANDALONE", "{s}");
     assert_eq!(s["leader"], "", "{s}");
+    // A standalone daemon decides: the leader's health service is SERVING on it.
+    let leader = daemon
+        .health_client()
+        .await
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "cbd.v1.Leader".into(),
+        })
+        .await
+        .expect("cbd.v1.Leader is a health service")
+        .into_inner();
+    assert_eq!(
+        leader.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
 
     // The table: a header and one row for the endpoint.
     let table = cbctl(&daemon, &["status"]).await;
