@@ -23,6 +23,7 @@ use tonic::{
 use crate::{
     Error,
     breaker::{Breaker, Shared},
+    follow::{Dial, Follow},
     watch::{OnCompaction, WatchFilter, WatchStream},
 };
 
@@ -45,9 +46,10 @@ pub const DEFAULT_LEASE_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The channel every RPC of a [`Client`] goes through: the shared tonic channel with
-/// the token interceptor applied.
-pub type AuthChannel = InterceptedService<Channel, TokenInterceptor>;
+/// The channel every RPC of a [`Client`] goes through: the channel to the endpoint in
+/// use ([`Follow`]: it follows the leader among replicas) with the token interceptor
+/// applied.
+pub type AuthChannel = InterceptedService<Follow, TokenInterceptor>;
 
 /// Adds `authorization: Bearer <token>` to every request when a token is set.
 ///
@@ -104,8 +106,7 @@ pub struct Client {
 }
 
 pub(crate) struct Inner {
-    pub(crate) endpoint: String,
-    pub(crate) channel: Channel,
+    pub(crate) channel: Follow,
     pub(crate) interceptor: TokenInterceptor,
     pub(crate) connect_timeout: Duration,
     pub(crate) acquire_deadline: Duration,
@@ -161,7 +162,7 @@ pub struct ClientStats {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("endpoint", &self.inner.endpoint)
+            .field("endpoint", &self.inner.channel.current())
             .field("acquire_deadline", &self.inner.acquire_deadline)
             .field("default_fallback", &self.inner.default_fallback)
             .field("fallback_decisions", &self.fallback_decisions())
@@ -323,9 +324,15 @@ impl Client {
         AdminClient::with_interceptor(self.inner.channel.clone(), self.inner.interceptor.clone())
     }
 
-    /// The endpoint this client talks to.
-    pub fn endpoint(&self) -> &str {
-        &self.inner.endpoint
+    /// The endpoint this client talks to now: the first configured one, until a
+    /// standby's answer or an unreachable endpoint moves it (docs/DESIGN.md §11).
+    pub fn endpoint(&self) -> String {
+        self.inner.channel.current()
+    }
+
+    /// Every configured endpoint, in order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.inner.channel.endpoints().to_vec()
     }
 }
 
@@ -482,33 +489,57 @@ impl ClientBuilder {
         self
     }
 
-    fn endpoint(&self) -> Result<(String, Endpoint), Error> {
-        let uri = if self.endpoint.contains("://") {
-            self.endpoint.clone()
-        } else {
-            format!("http://{}", self.endpoint)
-        };
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| Error::Config(format!("endpoint {:?}: {e}", self.endpoint)))?
+    /// The configured endpoints as URLs: `host:port` becomes `http://host:port`.
+    fn urls(&self) -> Result<Vec<String>, Error> {
+        let urls: Vec<String> = self
+            .endpoint
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                if e.contains("://") {
+                    e.to_owned()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect();
+        if urls.is_empty() {
+            return Err(Error::Config(format!(
+                "endpoint {:?}: no URL in it",
+                self.endpoint
+            )));
+        }
+        Ok(urls)
+    }
+
+    /// How a URL is dialled: the connect timeout, keep-alive and TLS of this builder.
+    fn endpoint_for(&self, url: &str) -> Result<Endpoint, Error> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| Error::Config(format!("endpoint {url:?}: {e}")))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
-        let endpoint = match &self.tls {
+        match &self.tls {
             Some(tls) => endpoint
                 .tls_config(tls.clone())
-                .map_err(|e| Error::Config(format!("tls: {e}")))?,
-            None => endpoint,
-        };
-        Ok((uri, endpoint))
+                .map_err(|e| Error::Config(format!("tls: {e}"))),
+            None => Ok(endpoint),
+        }
     }
 
-    fn finish(self, uri: String, channel: Channel) -> Result<Client, Error> {
+    /// Lazy channels to any URL, dialled as [`endpoint_for`](Self::endpoint_for) says.
+    fn dial(&self) -> Dial {
+        let this = self.clone();
+        Arc::new(move |url: &str| Ok(this.endpoint_for(url)?.connect_lazy()))
+    }
+
+    fn finish(self, channel: Follow) -> Result<Client, Error> {
         let interceptor = TokenInterceptor::new(self.token.as_deref())?;
         Ok(Client {
             inner: Arc::new(Inner {
-                endpoint: uri,
                 channel,
                 interceptor,
                 connect_timeout: self.connect_timeout,
@@ -533,34 +564,39 @@ impl ClientBuilder {
     ///
     /// Must be called within a Tokio runtime.
     pub fn build(self) -> Result<Client, Error> {
-        let (uri, endpoint) = self.endpoint()?;
-        let channel = endpoint.connect_lazy();
-        self.finish(uri, channel)
+        let follow = Follow::new(self.urls()?, self.dial(), None)?;
+        self.finish(follow)
     }
 
     /// The client on a channel the caller dialled itself (its own timeouts, its own
     /// error messages, as `cbctl` does); the endpoint, connect timeout and TLS
     /// options are then the channel's, only the endpoint's text is kept for
-    /// [`Client::endpoint`]. Fails only on a bad token.
+    /// [`Client::endpoint`], and the client stays on that channel (it follows no
+    /// leader). Fails only on a bad token.
     pub fn build_on(self, channel: Channel) -> Result<Client, Error> {
-        let uri = self.endpoint.clone();
-        self.finish(uri, channel)
+        let follow = Follow::fixed(self.endpoint.clone(), channel);
+        self.finish(follow)
     }
 
-    /// The client, connected: fails with [`Error::Unavailable`] when the daemon
-    /// cannot be reached within the connect timeout. The channel re-dials whenever
-    /// the connection is lost later.
+    /// The client, connected to the first of its endpoints that answers: fails with
+    /// [`Error::Unavailable`] when none can be reached within the connect timeout.
+    /// The channel re-dials whenever the connection is lost later (and moves to
+    /// another endpoint if that one is gone; docs/DESIGN.md §11).
     pub async fn connect(self) -> Result<Client, Error> {
-        let (uri, endpoint) = self.endpoint()?;
+        let urls = self.urls()?;
         // A bad token fails before anything is dialled.
         TokenInterceptor::new(self.token.as_deref())?;
-        let channel = endpoint.connect().await.map_err(|e| {
-            Error::Unavailable(Status::unavailable(format!(
-                "connect to {uri}: {}",
-                error_chain(&e)
-            )))
-        })?;
-        self.finish(uri, channel)
+        let mut failures = Vec::new();
+        for (index, url) in urls.iter().enumerate() {
+            match self.endpoint_for(url)?.connect().await {
+                Ok(channel) => {
+                    let follow = Follow::new(urls.clone(), self.dial(), Some((index, channel)))?;
+                    return self.finish(follow);
+                }
+                Err(e) => failures.push(format!("connect to {url}: {}", error_chain(&e))),
+            }
+        }
+        Err(Error::Unavailable(Status::unavailable(failures.join("; "))))
     }
 }
 

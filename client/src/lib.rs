@@ -50,6 +50,7 @@ mod admin;
 mod breaker;
 mod client;
 mod error;
+mod follow;
 mod layer;
 mod lease;
 mod lease_session;
@@ -63,6 +64,7 @@ pub use client::{
     DEFAULT_SPEC_REFRESH, DEFAULT_WATCH_PROGRESS_INTERVAL, TokenInterceptor,
 };
 pub use error::{COMPACT_REVISION_METADATA, CallError, Error, Rejected};
+pub use follow::Follow;
 pub use layer::{BreakerLayer, BreakerService, Classify, ErrIsFailure, GrpcClassifier};
 pub use watch::{OnCompaction, WatchEvent, WatchFilter, WatchStream};
 

@@ -35,8 +35,9 @@ pub use pb::cbd::v1;
 pub use pb::google::rpc;
 
 /// Metadata key of an `UNAVAILABLE` answer from a replica that is not the leader
-/// (docs/DESIGN.md §11): the leader's URL, e.g. `http://10.0.0.7:7411`. Absent while
-/// no leader is known. A client switches to that URL and tries again.
+/// (docs/DESIGN.md §11): the leader's URL, e.g. `http://10.0.0.7:7411`; empty while no
+/// leader is known. A client switches to that URL, or (empty) to its next endpoint.
+/// Without this key an `UNAVAILABLE` comes from the leader itself.
 pub const LEADER_METADATA: &str = "cbd-leader";
 
 pub mod codec;

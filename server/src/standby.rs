@@ -18,13 +18,19 @@ pub type LeaderHint = watch::Receiver<Option<String>>;
 
 /// The answer to a call a standby cannot serve. `leader`: where to go instead.
 pub fn not_leader(leader: Option<&str>) -> Status {
+    // Present even when empty: it tells a client this came from a standby (go
+    // elsewhere), not from a leader whose store is failing (stay).
+    let leader = leader.and_then(|url| url.parse().ok().map(|v| (url, v)));
     let mut metadata = MetadataMap::new();
-    let message = match leader.and_then(|url| url.parse().ok().map(|v| (url, v))) {
+    let message = match leader {
         Some((url, value)) => {
             metadata.insert(LEADER_METADATA, value);
             format!("this cbd replica is a standby; the leader is {url}")
         }
-        None => "this cbd replica is a standby and no leader is elected yet".to_owned(),
+        None => {
+            metadata.insert(LEADER_METADATA, "".parse().expect("empty is a valid value"));
+            "this cbd replica is a standby and no leader is elected yet".to_owned()
+        }
     };
     Status::with_metadata(Code::Unavailable, message, metadata)
 }
@@ -58,10 +64,10 @@ mod tests {
     }
 
     #[test]
-    fn without_a_leader_no_metadata() {
+    fn without_a_leader_the_metadata_is_empty() {
         let status = not_leader(None);
         assert_eq!(status.code(), Code::Unavailable);
-        assert!(status.metadata().get(LEADER_METADATA).is_none());
+        assert_eq!(status.metadata().get(LEADER_METADATA).unwrap(), "");
         assert!(status.message().contains("no leader"));
     }
 }

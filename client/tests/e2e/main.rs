@@ -7,6 +7,7 @@ mod admin;
 mod callers;
 mod calls;
 mod fallback;
+mod follow;
 mod layer;
 mod leases;
 mod quickstart;
