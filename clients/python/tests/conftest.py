@@ -156,3 +156,33 @@ def shared_daemon(tmp_path_factory):
     d = Daemon(tmp_path_factory.mktemp("cbd")).start()
     yield d
     d.stop()
+
+
+class Standby:
+    """The daemon's own standby routes (target/debug/standby, next to $CBD_BIN) on
+    127.0.0.1:0, naming `leader` (None: no leader known). Ready once its health
+    answers; it exits when its stdin closes."""
+
+    def __init__(self, leader=None):
+        path = Path(os.environ.get("CBD_STANDBY_BIN") or cbd_bin().with_name("standby"))
+        if not path.is_file():
+            pytest.exit(f"standby binary not found at {path} (cargo build -p cbd-tests)", 2)
+        args = [str(path)] + (["--leader", leader] if leader is not None else [])
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.address = self.proc.stdout.readline().decode().strip()
+        assert self.address, f"standby exited {self.proc.wait(5)}"
+        with grpc.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            def answers():
+                try:
+                    health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                    return True
+                except grpc.RpcError:
+                    return False
+
+            until(answers, START_TIMEOUT, "the standby's health")
+
+    def stop(self):
+        self.proc.stdin.close()
+        self.proc.wait(STOP_TIMEOUT)

@@ -61,7 +61,8 @@ class Client:
     """A connection to cbd.
 
     `endpoints` is a list of "host:port" (a single string is accepted too); calls go
-    to the first and move to the next after a transient error. `token` is sent as
+    to the first and move to the next after a transient error, or to the leader a
+    standby names (DESIGN §11). `token` is sent as
     `authorization: Bearer <token>`; `tls` a `TLS` (None: plaintext).
 
     `acquire_deadline` (seconds, default 0.05) bounds Acquire; past it, or on a
@@ -98,6 +99,7 @@ class Client:
         # Sent as `caller` on every Acquire, Report and leased outcome ("": none).
         self.caller = caller or ""
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._tls = tls
         self._channels = [self._dial(e, tls) for e in endpoints]
         self._current = 0
         self._lock = threading.Lock()
@@ -126,9 +128,26 @@ class Client:
         return admin_pb2_grpc.AdminStub(self._channel())
 
     def _failed_over(self, err: errors.RpcError) -> None:
-        """A transient error: the next call tries the next endpoint."""
-        if err.transient and len(self._channels) > 1:
-            self._current = (self._current + 1) % len(self._channels)
+        """A transient error: the next call tries the leader a standby named, else
+        the next endpoint."""
+        if not err.transient:
+            return
+        leader = err.leader if isinstance(err, errors.Unavailable) else None
+        with self._lock:
+            if leader:
+                target = leader.split("://", 1)[-1].rstrip("/")
+                if target not in self.endpoints:
+                    # Learned from a standby: dialled like the configured ones.
+                    self.endpoints.append(target)
+                    self._channels.append(self._dial(target, self._tls))
+                self._current = self.endpoints.index(target)
+            elif len(self._channels) > 1:
+                self._current = (self._current + 1) % len(self._channels)
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint calls go to now."""
+        return self.endpoints[self._current]
 
     # -- public -------------------------------------------------------------------
     def breaker(self, name: str) -> "Breaker":

@@ -7,6 +7,9 @@ import grpc
 
 #: Trailing-metadata key of an OUT_OF_RANGE watch error: the oldest retained revision.
 COMPACT_REVISION_METADATA = "cbd-compact-revision"
+#: Metadata key of a standby's UNAVAILABLE (DESIGN §11): the leader's URL, empty
+#: while no leader is known.
+LEADER_METADATA = "cbd-leader"
 
 
 class CbdError(Exception):
@@ -89,7 +92,17 @@ class Compacted(RpcError):
 
 
 class Unavailable(RpcError):
-    """UNAVAILABLE: the daemon could not be reached (refused, reset, stopping)."""
+    """UNAVAILABLE: the daemon could not be reached (refused, reset, stopping), or
+    the replica is a standby (`leader` says where to go)."""
+
+    @property
+    def leader(self) -> Optional[str]:
+        """A standby's answer: the leader's URL (`http://host:port`), "" while it
+        knows none. None: not a standby's answer."""
+        for key, value in self.trailers:
+            if key == LEADER_METADATA:
+                return value.decode() if isinstance(value, bytes) else str(value)
+        return None
 
 
 class DeadlineExceeded(RpcError):

@@ -30,6 +30,12 @@ class BreakersStub:
     """The data plane, for services that call a dependency and for watchers.
     A rejection is a normal answer (`allowed = false`), never an error; gRPC errors
     are for bad requests.
+
+    Replicas (docs/DESIGN.md §11): only the leader serves this service and Admin. A
+    standby answers every call UNAVAILABLE with the leader's URL in the `cbd-leader`
+    metadata (empty while no leader is known); a client switches to that URL, or
+    (empty) tries its next endpoint. An UNAVAILABLE without `cbd-leader` comes from
+    the leader itself (e.g. its store is failing): stay.
     """
 
     def __init__(self, channel):
@@ -74,6 +80,12 @@ class BreakersServicer:
     """The data plane, for services that call a dependency and for watchers.
     A rejection is a normal answer (`allowed = false`), never an error; gRPC errors
     are for bad requests.
+
+    Replicas (docs/DESIGN.md §11): only the leader serves this service and Admin. A
+    standby answers every call UNAVAILABLE with the leader's URL in the `cbd-leader`
+    metadata (empty while no leader is known); a client switches to that URL, or
+    (empty) tries its next endpoint. An UNAVAILABLE without `cbd-leader` comes from
+    the leader itself (e.g. its store is failing): stay.
     """
 
     def Acquire(self, request, context):
@@ -188,6 +200,12 @@ class Breakers:
     """The data plane, for services that call a dependency and for watchers.
     A rejection is a normal answer (`allowed = false`), never an error; gRPC errors
     are for bad requests.
+
+    Replicas (docs/DESIGN.md §11): only the leader serves this service and Admin. A
+    standby answers every call UNAVAILABLE with the leader's URL in the `cbd-leader`
+    metadata (empty while no leader is known); a client switches to that URL, or
+    (empty) tries its next endpoint. An UNAVAILABLE without `cbd-leader` comes from
+    the leader itself (e.g. its store is failing): stay.
     """
 
     @staticmethod
