@@ -106,6 +106,8 @@ export interface ReportResponse {
 export class Client {
   constructor(options?: ClientOptions);
   readonly endpoints: string[];
+  /** The endpoint (host:port) calls go to now: it follows a standby's leader hint. */
+  readonly endpoint: string;
   readonly acquireDeadlineMs: number;
   readonly stats: ClientStats;
   /** The handle of breaker `name` (cached per client). */
@@ -171,7 +173,10 @@ export class NotFoundError extends RpcError {}
 export class AlreadyExistsError extends RpcError {}
 export class ResourceExhaustedError extends RpcError {}
 export class FailedPreconditionError extends RpcError {}
-export class UnavailableError extends RpcError {}
+export class UnavailableError extends RpcError {
+  /** A standby's answer: the leader's URL, '' when it knows none; null otherwise. */
+  readonly leader: string | null;
+}
 export class DeadlineExceededError extends RpcError {}
 export class UnauthenticatedError extends RpcError {}
 export class PermissionDeniedError extends RpcError {}

@@ -7,6 +7,12 @@ const { status: Code } = require('@grpc/grpc-js');
 /** Trailing-metadata key of an OUT_OF_RANGE watch error: the oldest retained revision. */
 const COMPACT_REVISION_METADATA = 'cbd-compact-revision';
 
+/**
+ * Metadata key of a standby's UNAVAILABLE (DESIGN §11): the leader's URL, empty while
+ * no leader is known.
+ */
+const LEADER_METADATA = 'cbd-leader';
+
 /** Base class of every error this package throws. */
 class CbdError extends Error {
   constructor(message, options) {
@@ -59,8 +65,17 @@ class AlreadyExistsError extends RpcError {}
 class ResourceExhaustedError extends RpcError {}
 /** FAILED_PRECONDITION: e.g. a LeasedOutcomes sequence gap. */
 class FailedPreconditionError extends RpcError {}
-/** UNAVAILABLE: the daemon could not be reached. */
-class UnavailableError extends RpcError {}
+/**
+ * UNAVAILABLE: the daemon could not be reached, or the replica is a standby.
+ * `leader`: the leader's URL a standby named, '' when it knows none, null when the
+ * answer is not a standby's.
+ */
+class UnavailableError extends RpcError {
+  constructor(err) {
+    super(err);
+    this.leader = leaderOf(err, true);
+  }
+}
 /** DEADLINE_EXCEEDED: no answer in time (the client's own deadlines included). */
 class DeadlineExceededError extends RpcError {}
 /** UNAUTHENTICATED: missing or unknown token. */
@@ -109,6 +124,17 @@ function fromGrpc(err) {
   return new Cls(err);
 }
 
+/**
+ * The leader a standby named in `err` (raw gRPC error or RpcError): its URL, or
+ * (withEmpty) '' for a standby that knows none; null otherwise.
+ */
+function leaderOf(err, withEmpty = false) {
+  const v = err?.metadata?.get?.(LEADER_METADATA)?.[0];
+  if (v == null) return null;
+  const url = String(v);
+  return url || withEmpty ? url : null;
+}
+
 /** Whether an RpcError (or raw gRPC error) is transient. */
 function isTransient(err) {
   return err != null && TRANSIENT.has(err.code);
@@ -116,6 +142,8 @@ function isTransient(err) {
 
 module.exports = {
   COMPACT_REVISION_METADATA,
+  LEADER_METADATA,
+  leaderOf,
   CbdError,
   BreakerOpenError,
   RpcError,

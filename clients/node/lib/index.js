@@ -6,7 +6,7 @@
 const { performance } = require('node:perf_hooks');
 const grpc = require('@grpc/grpc-js');
 const errors = require('./errors');
-const { BreakerOpenError, fromGrpc, isTransient } = errors;
+const { BreakerOpenError, fromGrpc, isTransient, leaderOf } = errors;
 const { loadCbd, durationMs, durationFromNs, PROTO_DIR } = require('./convert');
 const { LocalBreaker } = require('./local');
 const { LeaseSession, Aggregate } = require('./lease');
@@ -25,7 +25,8 @@ class Client {
   /**
    * @param {object} [options]
    * @param {string|string[]} [options.endpoints='127.0.0.1:7411'] host:port; with several,
-   *   a transient failure moves to the next one.
+   *   a transient failure moves to the next one; a standby naming the leader (DESIGN
+   *   §11) moves the client there.
    * @param {string} [options.token] bearer token, sent as `authorization: Bearer <token>`.
    * @param {boolean|{ca?: Buffer, cert?: Buffer, key?: Buffer}} [options.tls] TLS (true: system roots).
    * @param {number} [options.acquireDeadlineMs=50] past it the fallback policy decides.
@@ -89,9 +90,24 @@ class Client {
     return s;
   }
 
-  /** @internal A transient failure: the next call goes to the next endpoint. */
-  _rotate() {
-    if (this.endpoints.length > 1) this.#current = (this.#current + 1) % this.endpoints.length;
+  /**
+   * @internal A transient failure: the next call goes to the leader a standby named
+   * in `cbd-leader` (DESIGN §11), else to the next endpoint.
+   */
+  _rotate(err) {
+    const leader = leaderOf(err);
+    if (leader) {
+      const target = leader.replace(/^[a-z]+:\/\//, '').replace(/\/+$/, '');
+      if (!this.endpoints.includes(target)) this.endpoints.push(target); // learned from a standby
+      this.#current = this.endpoints.indexOf(target);
+    } else if (this.endpoints.length > 1) {
+      this.#current = (this.#current + 1) % this.endpoints.length;
+    }
+  }
+
+  /** The endpoint (host:port) calls go to now. */
+  get endpoint() {
+    return this.endpoints[this.#current];
   }
 
   /** @internal Per-call metadata (the token; never logged). */
@@ -107,7 +123,7 @@ class Client {
     return new Promise((resolve, reject) => {
       stub[method](request, this._metadata(), { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => {
         if (!err) return resolve(res);
-        if (isTransient(err)) this._rotate();
+        if (isTransient(err)) this._rotate(err);
         reject(fromGrpc(err));
       });
     });
@@ -458,7 +474,7 @@ async function* watch(client, filter) {
       continue;
     }
     if (!isTransient(failure)) throw fromGrpc(failure);
-    client._rotate();
+    client._rotate(failure);
     await new Promise((r) => setTimeout(r, backoff * (0.8 + 0.4 * Math.random())));
     backoff = Math.min(backoff * 2, MAX_BACKOFF);
   }

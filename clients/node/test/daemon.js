@@ -132,4 +132,40 @@ async function startDaemon() {
   return new Daemon().start();
 }
 
-module.exports = { startDaemon, until, sleep };
+/**
+ * The daemon's own standby routes (target/debug/standby, next to CBD_BIN) on
+ * 127.0.0.1:0, naming `leader` (null: no leader known); resolves once its health
+ * answers. `stop()` closes its stdin, which ends it.
+ */
+async function startStandby(leader) {
+  const bin = process.env.CBD_STANDBY_BIN || path.join(path.dirname(cbdBin()), 'standby');
+  if (!fs.existsSync(bin)) throw new Error(`standby binary not found at ${bin} (cargo build -p cbd-tests)`);
+  const child = spawn(bin, leader == null ? [] : ['--leader', leader], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const address = await new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes('\n')) resolve(out.split('\n')[0].trim());
+    });
+    child.on('exit', (code) => reject(new Error(`standby exited ${code}`)));
+  });
+  const checker = new health.Health(address, grpc.credentials.createInsecure());
+  await until(
+    () => new Promise((resolve) => {
+      checker.Check({ service: '' }, { deadline: Date.now() + 1000 }, (err) => resolve(!err));
+    }),
+    START_TIMEOUT_MS,
+    'the standby\'s health',
+  );
+  checker.close();
+  const exited = new Promise((r) => child.on('exit', r));
+  return {
+    address,
+    async stop() {
+      child.stdin.end();
+      await exited;
+    },
+  };
+}
+
+module.exports = { startDaemon, startStandby, until, sleep };
