@@ -19,6 +19,9 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7411";
 /// The port an endpoint without one gets (`cbd --listen`'s default port).
 pub const DEFAULT_PORT: u16 = 7411;
 
+/// The health service SERVING only where calls are decided (`cbd::standby`).
+pub const LEADER_HEALTH_SERVICE: &str = "cbd.v1.Leader";
+
 /// A channel with the bearer token attached to every request (cbd-client's
 /// interceptor: one implementation for the library and cbctl).
 pub type Svc = InterceptedService<Channel, TokenInterceptor>;
@@ -66,8 +69,11 @@ impl Auth {
 /// What every command needs: where the daemon is, how long to wait, how to print.
 #[derive(Debug, Clone)]
 pub struct Ctx {
-    /// The endpoint as a URI (`http://host:port`).
+    /// The endpoint commands go to, as a URI (`http://host:port`): with several, the
+    /// leader's (see [`Ctx::leader`]).
     pub endpoint: String,
+    /// Every endpoint of `--endpoint`, in order (replicas).
+    pub endpoints: Vec<String>,
     /// Deadline for connecting and for each unary call.
     pub timeout: Duration,
     /// Output format.
@@ -175,6 +181,32 @@ impl Ctx {
             Ok(Err(e)) => Err(Error::from_transport(&e, &self.endpoint)),
             Err(_) => Err(Error::deadline(&self.endpoint, self.timeout)),
         }
+    }
+
+    /// The endpoint among [`Ctx::endpoints`] whose `cbd.v1.Leader` health is SERVING
+    /// (asked in order, each within `--timeout`); the first endpoint when none is,
+    /// so that the command's own error says what is wrong there.
+    pub async fn leader(&self) -> String {
+        use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+        for endpoint in &self.endpoints {
+            let one = Ctx {
+                endpoint: endpoint.clone(),
+                ..self.clone()
+            };
+            let Ok(channel) = one.channel().await else {
+                continue;
+            };
+            let mut health = one.health_on(channel);
+            let check = health.check(HealthCheckRequest {
+                service: LEADER_HEALTH_SERVICE.into(),
+            });
+            if let Ok(Ok(answer)) = tokio::time::timeout(self.timeout, check).await
+                && answer.into_inner().status() == ServingStatus::Serving
+            {
+                return endpoint.clone();
+            }
+        }
+        self.endpoints[0].clone()
     }
 
     /// The Admin service over `channel` (bench: its own connections, raw stubs).

@@ -48,7 +48,16 @@ pub struct Cli {
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// The daemon's gRPC address: http://host:port, or host:port (port: 7411 if none).
-    #[arg(long, env = "CBD_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true, value_name = "URL")]
+    /// Replicas: several, comma-separated; commands go to the one whose
+    /// `cbd.v1.Leader` health is SERVING, and `status` asks each.
+    #[arg(
+        long,
+        visible_alias = "endpoints",
+        env = "CBD_ENDPOINT",
+        default_value = DEFAULT_ENDPOINT,
+        global = true,
+        value_name = "URL[,URL...]"
+    )]
     pub endpoint: String,
 
     /// Deadline for connecting and for each request ("500ms", "5s", "1m").
@@ -205,8 +214,15 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         return Err(Error::Usage("--timeout: must be more than zero".into()));
     }
     let tls = conn::tls_config(&cli.global)?;
-    let ctx = Ctx {
-        endpoint: normalize_endpoint(&cli.global.endpoint, tls.is_some())?,
+    let endpoints = cli
+        .global
+        .endpoint
+        .split(',')
+        .map(|e| normalize_endpoint(e, tls.is_some()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ctx = Ctx {
+        endpoint: endpoints[0].clone(),
+        endpoints,
         timeout: cli.global.timeout,
         output: cli.global.output,
         auth: Auth::new(cli.global.token.as_deref())?,
@@ -216,7 +232,12 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(dispatch(ctx, cli.command))
+    runtime.block_on(async move {
+        if ctx.endpoints.len() > 1 && !matches!(cli.command, Command::Status(_)) {
+            ctx.endpoint = ctx.leader().await;
+        }
+        dispatch(ctx, cli.command).await
+    })
 }
 
 async fn dispatch(ctx: Ctx, command: Command) -> Result<(), Error> {

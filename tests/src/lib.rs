@@ -33,6 +33,72 @@ pub fn cbctl_bin() -> PathBuf {
     built_bin("cbctl", "CBCTL_BIN")
 }
 
+/// The stand-in standby (`src/bin/standby.rs`): `$CBD_STANDBY_BIN`, or the one cargo
+/// built next to this test.
+pub fn standby_bin() -> PathBuf {
+    built_bin("standby", "CBD_STANDBY_BIN")
+}
+
+/// The daemon's own standby routes in a process of their own (docs/DESIGN.md §11),
+/// on a free loopback port, naming `leader`; ended when dropped.
+#[derive(Debug)]
+pub struct Standby {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Standby {
+    /// Starts one naming `leader` (`None`: no leader known) and waits until its
+    /// health answers.
+    pub async fn start(leader: Option<&str>) -> Self {
+        use std::io::BufRead;
+        let mut command = Command::new(standby_bin());
+        if let Some(leader) = leader {
+            command.args(["--leader", leader]);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the standby");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("the standby's address");
+        let addr: SocketAddr = line.trim().parse().expect("an address");
+        eventually(START_TIMEOUT, "the standby's health", || async {
+            let channel = Channel::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect()
+                .await
+                .ok()?;
+            HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .ok()
+        })
+        .await;
+        Self { child, addr }
+    }
+
+    /// `http://addr`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        // Closing its stdin ends it; kill in case it is stuck.
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `$env`, or the workspace binary `name` in this test's target directory.
 fn built_bin(name: &str, env: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env) {

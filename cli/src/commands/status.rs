@@ -16,21 +16,60 @@ use crate::{
 pub struct Args {}
 
 pub async fn run(ctx: &Ctx, _args: Args) -> Result<(), Error> {
-    let mut admin = ctx.client().await?.admin();
-    let status = ctx.run(admin.status()).await?;
-    ctx.output.print(&Status {
-        endpoint: ctx.endpoint.clone(),
-        status,
-    })
+    let mut answers = Vec::new();
+    let mut failed = None;
+    for endpoint in &ctx.endpoints {
+        let one = Ctx {
+            endpoint: endpoint.clone(),
+            ..ctx.clone()
+        };
+        match ask(&one).await {
+            Ok(answer) => answers.push((endpoint.clone(), answer)),
+            // As etcdctl does: the endpoints that answered are shown, the others
+            // said on stderr, and the exit code is the first failure's.
+            Err(e) if ctx.endpoints.len() > 1 => {
+                eprintln!("cbctl: {e}");
+                failed.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !answers.is_empty() {
+        ctx.output.print(&Status { answers })?;
+    }
+    failed.map_or(Ok(()), Err)
 }
 
-/// A Status answer and the endpoint that gave it.
+/// One endpoint's answer: its Status, or a standby's pointer to the leader.
+async fn ask(ctx: &Ctx) -> Result<Answer, Error> {
+    let mut admin = ctx.admin_on(ctx.channel().await?);
+    let call = admin.status(pb::StatusRequest::default());
+    match tokio::time::timeout(ctx.timeout, call).await {
+        Ok(Ok(answer)) => Ok(Answer::Status(Box::new(answer.into_inner()))),
+        Ok(Err(status)) => match status.metadata().get(cbd_proto::LEADER_METADATA) {
+            Some(leader) if status.code() == tonic::Code::Unavailable => Ok(Answer::Standby {
+                leader: leader.to_str().unwrap_or_default().to_owned(),
+            }),
+            _ => Err(Error::from_status(&status, &ctx.endpoint)),
+        },
+        Err(_) => Err(Error::deadline(&ctx.endpoint, ctx.timeout)),
+    }
+}
+
+/// What one endpoint said.
+#[derive(Debug)]
+pub enum Answer {
+    /// A daemon that decides: its numbers.
+    Status(Box<pb::StatusResponse>),
+    /// A standby (docs/DESIGN.md §11): the leader it named; empty while none is known.
+    Standby { leader: String },
+}
+
+/// The answers of every endpoint asked, in `--endpoint` order.
 #[derive(Debug)]
 pub struct Status {
-    /// The endpoint asked.
-    pub endpoint: String,
-    /// Its answer.
-    pub status: pb::StatusResponse,
+    /// Each endpoint and its answer.
+    pub answers: Vec<(String, Answer)>,
 }
 
 /// One endpoint's answer in JSON: the proto's fields, plus the endpoint asked.
@@ -92,13 +131,66 @@ impl StatusJson {
     }
 }
 
+/// A standby's row in JSON.
+#[derive(Debug, Serialize)]
+struct StandbyJson<'a> {
+    endpoint: &'a str,
+    role: &'static str,
+    leader: &'a str,
+}
+
+/// One endpoint in JSON: its Status, or what a standby said.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum AnswerJson<'a> {
+    Status(Box<StatusJson>),
+    Standby(StandbyJson<'a>),
+}
+
+impl<'a> AnswerJson<'a> {
+    fn new(endpoint: &'a str, answer: &'a Answer) -> Self {
+        match answer {
+            Answer::Status(s) => Self::Status(Box::new(StatusJson::new(endpoint, s))),
+            Answer::Standby { leader } => Self::Standby(StandbyJson {
+                endpoint,
+                role: pb::ReplicationRole::Standby.as_str_name(),
+                leader,
+            }),
+        }
+    }
+}
+
+/// One endpoint: one object; several: an array of them (as `etcdctl endpoint status`).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum StatusOutput<'a> {
+    One(AnswerJson<'a>),
+    Many(Vec<AnswerJson<'a>>),
+}
+
 impl Show for Status {
     fn json(&self) -> impl Serialize + '_ {
-        StatusJson::new(&self.endpoint, &self.status)
+        let mut all: Vec<AnswerJson<'_>> = self
+            .answers
+            .iter()
+            .map(|(endpoint, answer)| AnswerJson::new(endpoint, answer))
+            .collect();
+        if all.len() == 1 {
+            StatusOutput::One(all.remove(0))
+        } else {
+            StatusOutput::Many(all)
+        }
     }
 
     fn table(&self) -> Result<String, Error> {
-        let rows = [row(&self.endpoint, &self.status)];
+        let rows: Vec<Vec<String>> = self
+            .answers
+            .iter()
+            .map(|(endpoint, answer)| match answer {
+                Answer::Status(s) => row(endpoint, s),
+                Answer::Standby { leader } => standby_row(endpoint, leader),
+            })
+            .collect();
         let mut text = output::table(
             &[
                 "ENDPOINT",
@@ -114,18 +206,38 @@ impl Show for Status {
                 "STORE SIZE",
                 "LAST COMMIT",
                 "ROLE",
+                "LEADER",
             ],
             &rows,
         );
         // A failing store is the one thing here that needs action: its own line.
-        if !self.status.store_fault.is_empty() {
-            text.push_str(&format!(
-                "\nstore not committing: {}",
-                self.status.store_fault
-            ));
+        for (endpoint, answer) in &self.answers {
+            if let Answer::Status(s) = answer
+                && !s.store_fault.is_empty()
+            {
+                let whose = if self.answers.len() > 1 {
+                    format!(" at {endpoint}")
+                } else {
+                    String::new()
+                };
+                text.push_str(&format!("\nstore{whose} not committing: {}", s.store_fault));
+            }
         }
         Ok(text)
     }
+}
+
+/// A standby's row: nothing but its role and the leader it names.
+fn standby_row(endpoint: &str, leader: &str) -> Vec<String> {
+    let mut cells = vec![endpoint.to_owned()];
+    cells.extend(std::iter::repeat_n("-".to_owned(), 11));
+    cells.push("standby".into());
+    cells.push(if leader.is_empty() {
+        "(none elected)".into()
+    } else {
+        leader.to_owned()
+    });
+    cells
 }
 
 fn row(endpoint: &str, s: &pb::StatusResponse) -> Vec<String> {
@@ -157,6 +269,11 @@ fn row(endpoint: &str, s: &pb::StatusResponse) -> Vec<String> {
         s.store_size_bytes.map_or_else(dash, output::fmt_bytes),
         last_commit,
         output::short(s.role().as_str_name()).to_lowercase(),
+        if s.leader.is_empty() {
+            "-".to_owned()
+        } else {
+            s.leader.clone()
+        },
     ]
 }
 
@@ -203,8 +320,10 @@ mod tests {
 
     fn shown(status: pb::StatusResponse) -> Status {
         Status {
-            endpoint: "http://127.0.0.1:7411".into(),
-            status,
+            answers: vec![(
+                "http://127.0.0.1:7411".into(),
+                Answer::Status(Box::new(status)),
+            )],
         }
     }
 
@@ -213,8 +332,8 @@ mod tests {
         assert_eq!(
             shown(answer()).table().expect("table"),
             "\
-ENDPOINT               VERSION  COMMIT        UPTIME    REVISION  OLDEST  BREAKERS  WATCHERS  SESSIONS  LEASES  STORE SIZE  LAST COMMIT          ROLE
-http://127.0.0.1:7411  0.1.0    0123456789ab  1h 2m 3s  42        7       3         2         1         5       1.5 MiB     1ms 234us, 2 events  standalone"
+ENDPOINT               VERSION  COMMIT        UPTIME    REVISION  OLDEST  BREAKERS  WATCHERS  SESSIONS  LEASES  STORE SIZE  LAST COMMIT          ROLE        LEADER
+http://127.0.0.1:7411  0.1.0    0123456789ab  1h 2m 3s  42        7       3         2         1         5       1.5 MiB     1ms 234us, 2 events  standalone  -"
         );
         let failing = pb::StatusResponse {
             uptime: Some(prost_types::Duration::default()),
@@ -227,7 +346,7 @@ http://127.0.0.1:7411  0.1.0    0123456789ab  1h 2m 3s  42        7       3     
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[1],
-            "http://127.0.0.1:7411  0.1.0    0123456789ab  0s      42        7       3         2         1         5       -           -            standalone"
+            "http://127.0.0.1:7411  0.1.0    0123456789ab  0s      42        7       3         2         1         5       -           -            standalone  -"
         );
         assert_eq!(
             lines[2],
@@ -256,5 +375,49 @@ http://127.0.0.1:7411  0.1.0    0123456789ab  1h 2m 3s  42        7       3     
         let json = serde_json::to_value(shown(fresh).json()).expect("json");
         assert!(json["store_size_bytes"].is_null());
         assert!(json["last_commit"].is_null());
+    }
+
+    #[test]
+    fn several_endpoints_a_row_each_and_a_json_array_with_standbys() {
+        let status = Status {
+            answers: vec![
+                (
+                    "http://127.0.0.1:1".into(),
+                    Answer::Standby {
+                        leader: "http://127.0.0.1:2".into(),
+                    },
+                ),
+                (
+                    "http://127.0.0.1:2".into(),
+                    Answer::Status(Box::new(pb::StatusResponse {
+                        role: pb::ReplicationRole::Leader as i32,
+                        leader: "http://127.0.0.1:2".into(),
+                        ..answer()
+                    })),
+                ),
+                (
+                    "http://127.0.0.1:3".into(),
+                    Answer::Standby {
+                        leader: String::new(),
+                    },
+                ),
+            ],
+        };
+        let table = status.table().expect("table");
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        let cells = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
+        assert_eq!(cells(1)[0], "http://127.0.0.1:1");
+        assert_eq!(cells(1)[12..], ["standby", "http://127.0.0.1:2"]);
+        assert_eq!(cells(2).last(), Some(&"http://127.0.0.1:2"));
+        assert!(lines[2].contains(" leader "), "{table}");
+        assert!(lines[3].ends_with("standby  (none elected)"), "{table}");
+
+        let json = serde_json::to_value(status.json()).expect("json");
+        assert_eq!(json[0]["role"], "REPLICATION_ROLE_STANDBY");
+        assert_eq!(json[0]["leader"], "http://127.0.0.1:2");
+        assert_eq!(json[1]["role"], "REPLICATION_ROLE_LEADER");
+        assert_eq!(json[1]["revision"], 42);
+        assert_eq!(json[2]["leader"], "");
     }
 }

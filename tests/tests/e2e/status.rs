@@ -85,7 +85,7 @@ async fn cbctl_status_reports_what_the_daemon_holds() {
     let cells: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(cells[0], daemon.endpoint(), "{table}");
     assert_eq!(cells[1], v, "{table}");
-    assert_eq!(cells.last(), Some(&"standalone"), "{table}");
+    assert_eq!(cells[cells.len() - 2..], ["standalone", "-"], "{table}");
     assert!(
         cells.contains(&last.revision.to_string().as_str()),
         "{table}"
@@ -100,4 +100,58 @@ async fn cbctl_status_reports_what_the_daemon_holds() {
     assert_eq!(after["watchers"], 0, "{after}");
     assert!(after["last_commit"].is_null(), "no commit yet: {after}");
     assert_ne!(after["started_at"], s["started_at"], "{after}");
+}
+
+/// cbctl with several endpoints (replicas): commands go to the one whose
+/// `cbd.v1.Leader` health is SERVING; `status` asks each, a row per endpoint, the
+/// unreachable one said on stderr with exit 4. The standby is the daemon's own
+/// standby routes (`cbd_tests::Standby`).
+#[tokio::test]
+async fn cbctl_with_several_endpoints_goes_to_the_leader_and_shows_each() {
+    let daemon = Daemon::fresh(&[]).await;
+    let standby = cbd_tests::Standby::start(Some(&daemon.endpoint())).await;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", listener.local_addr().expect("addr"))
+    };
+    let run = |endpoints: String, args: &'static [&'static str]| async move {
+        tokio::process::Command::new(cbd_tests::cbctl_bin())
+            .arg("--endpoints")
+            .arg(endpoints)
+            .args(args)
+            .env_remove("CBD_ENDPOINT")
+            .env_remove("CBD_TOKEN")
+            .output()
+            .await
+            .expect("run cbctl")
+    };
+
+    // The standby first: a write still reaches the leader.
+    let both = format!("{},{}", standby.endpoint(), daemon.endpoint());
+    let out = run(
+        both.clone(),
+        &["put", "replicas/a", "--consecutive-failures", "3"],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let got = cbctl(&daemon, &["-o", "json", "get", "replicas/a"]).await;
+    assert!(got.contains("replicas/a"), "{got}");
+
+    let all = format!("{both},{dead}");
+    let out = run(all, &["-o", "json", "status"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "one endpoint is unreachable: {out:?}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&dead), "{stderr}");
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("a JSON array");
+    assert_eq!(rows.as_array().map(Vec::len), Some(2), "{rows}");
+    assert_eq!(rows[0]["endpoint"], standby.endpoint().as_str());
+    assert_eq!(rows[0]["role"], "REPLICATION_ROLE_STANDBY");
+    assert_eq!(rows[0]["leader"], daemon.endpoint().as_str());
+    assert_eq!(rows[1]["endpoint"], daemon.endpoint().as_str());
+    assert_eq!(rows[1]["role"], "REPLICATION_ROLE_STANDALONE");
+    assert_eq!(rows[1]["breakers"], 1);
 }

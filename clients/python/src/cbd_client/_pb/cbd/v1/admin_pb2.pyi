@@ -17,8 +17,12 @@ class ReplicationRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     REPLICATION_ROLE_UNSPECIFIED: _ClassVar[ReplicationRole]
     REPLICATION_ROLE_STANDALONE: _ClassVar[ReplicationRole]
+    REPLICATION_ROLE_LEADER: _ClassVar[ReplicationRole]
+    REPLICATION_ROLE_STANDBY: _ClassVar[ReplicationRole]
 REPLICATION_ROLE_UNSPECIFIED: ReplicationRole
 REPLICATION_ROLE_STANDALONE: ReplicationRole
+REPLICATION_ROLE_LEADER: ReplicationRole
+REPLICATION_ROLE_STANDBY: ReplicationRole
 
 class PutBreakerRequest(_message.Message):
     __slots__ = ("name", "spec", "reason")
