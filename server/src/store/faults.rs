@@ -157,4 +157,8 @@ impl Store for FaultStore {
     fn size_on_disk(self: Arc<Self>) -> StoreFuture<Option<u64>> {
         self.inner.clone().size_on_disk()
     }
+
+    fn max_batch(&self) -> Option<usize> {
+        self.inner.max_batch()
+    }
 }
