@@ -344,3 +344,61 @@ async fn durable_commits_per_second_etcd_vs_sled() {
         assert!(on_etcd > 0.0 && on_sled > 0.0);
     }
 }
+
+fn registry_on(store: Arc<dyn Store>) -> crate::registry::Registry {
+    crate::registry::Registry::open(
+        store,
+        crate::registry::RegistryConfig {
+            max_breakers: 10_000,
+            watch_retention: 100_000,
+            templates: Vec::new(),
+            metrics: crate::metrics::Metrics::new(100),
+            clock: crate::clock::Clock::wall(),
+        },
+    )
+    .expect("open registry")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_on_etcd_splits_big_batches_and_a_new_leader_loads_everything() {
+    let Some(etcd) = Etcd::single() else { return };
+    let p = prefix("registry");
+    let (store, election) = leader_store(&etcd, &p, "a").await;
+    let registry = registry_on(store);
+    let operator = pb::Operator {
+        actor: "tester".into(),
+        ..Default::default()
+    };
+    // 600 puts at once: 1200 changes, ten times what one etcd txn takes.
+    let puts: Vec<_> = (0..600)
+        .map(|i| {
+            let (registry, operator) = (registry.clone(), operator.clone());
+            tokio::spawn(async move {
+                let spec = cbd_breaker::Spec {
+                    consecutive_failures: Some(1 + i % 7),
+                    ..Default::default()
+                };
+                registry.put(&format!("svc-{i:04}"), spec, &operator).await
+            })
+        })
+        .collect();
+    for put in puts {
+        put.await.expect("task").expect("durable put");
+    }
+    assert_eq!(registry.revision(), 600);
+    // Hand over; the new leader's registry loads it all back from etcd.
+    election.resign().await.expect("resign");
+    drop(registry);
+    let (store_b, _b) = leader_store(&etcd, &p, "b").await;
+    let reloaded = registry_on(store_b);
+    assert_eq!(reloaded.revision(), 600);
+    assert_eq!(reloaded.len(), 600);
+    let (status, _) = reloaded.get("svc-0599").expect("there");
+    assert_eq!(
+        status.spec.expect("spec").consecutive_failures,
+        Some(1 + 599 % 7)
+    );
+    let events = reloaded.events(1, 1000).await.expect("events");
+    let revisions: Vec<u64> = events.iter().map(|e| e.revision).collect();
+    assert_eq!(revisions, (1..=600).collect::<Vec<_>>());
+}
