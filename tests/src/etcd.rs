@@ -232,3 +232,76 @@ fn health(addr: SocketAddr) -> bool {
     let _ = stream.read_to_string(&mut body);
     body.contains("\"health\":\"true\"")
 }
+
+/// A TCP proxy on 127.0.0.1 that a test can cut and heal: a network partition between
+/// a client and etcd. Cut, it is a black hole (nothing passes, nothing is closed, so
+/// the client only learns by its timeouts); healed, the connections it held are
+/// closed and new ones pass again.
+#[derive(Debug)]
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Forwards connections to `upstream`. Needs a Tokio runtime.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let cut_rx = cut.subscribe();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut cut = cut_rx.clone();
+                tokio::spawn(async move {
+                    let held = *cut.borrow_and_update();
+                    if held {
+                        // Held unanswered until healed, then closed.
+                        let _ = cut.wait_for(|c| !*c).await.map(|_| ());
+                        return;
+                    }
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let stalled = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                        () = async { let _ = cut.wait_for(|c| *c).await; } => true,
+                    };
+                    if stalled {
+                        // Both ends open, nothing passing, until healed.
+                        let _ = cut.wait_for(|c| !*c).await;
+                    }
+                    drop(inbound);
+                });
+            }
+        });
+        Self { addr, cut, accept }
+    }
+
+    /// The URL a client connects to etcd through.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Drops every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Lets connections through again.
+    pub fn heal(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        // Releases every held connection: the tasks see a healed proxy, or a gone one.
+        self.cut.send_replace(false);
+    }
+}

@@ -402,3 +402,95 @@ async fn the_registry_on_etcd_splits_big_batches_and_a_new_leader_loads_everythi
     let revisions: Vec<u64> = events.iter().map(|e| e.revision).collect();
     assert_eq!(revisions, (1..=600).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_etcd_stops_before_its_successor_starts() {
+    let Some(etcd) = Etcd::single() else { return };
+    let p = prefix("partition");
+    let proxy = cbd_tests::etcd::Proxy::start(etcd.client_addr(0)).await;
+    let mut through = EtcdOptions::new(vec![proxy.endpoint()]);
+    through.request_timeout = Duration::from_secs(1);
+    let a_conn = Connection::connect(&through).await.expect("connect");
+    let a = Election::new(a_conn.clone(), ElectionOptions::new(&p, "a"));
+    a.campaign().await.expect("a campaigns");
+    let store_a = EtcdStore::new(a_conn, &p, a.fence(), DEFAULT_MAX_TXN_OPS);
+    store_a
+        .clone()
+        .commit(batch(0, &["a"], &[], 1))
+        .await
+        .expect("a commits");
+
+    let b_conn = connect(&etcd).await;
+    let b = Election::new(b_conn.clone(), ElectionOptions::new(&p, "b"));
+    let campaign = tokio::spawn({
+        let b = b.clone();
+        async move { b.campaign().await }
+    });
+
+    let cut_at = tokio::time::Instant::now();
+    proxy.cut();
+    // Answers stop at the cut, so A's deadline stops moving: read it once settled.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let a_deadline = a.deadline().expect("a has not given up yet");
+    assert!(
+        a_deadline <= cut_at + Duration::from_secs(2),
+        "at most a TTL past the cut"
+    );
+    let during = store_a.clone().commit(batch(1, &["x"], &[], 1)).await;
+    assert!(
+        matches!(
+            during,
+            Err(Error::StoreUnavailable { .. } | Error::NotLeader { .. })
+        ),
+        "{during:?}"
+    );
+
+    let b_won = tokio::time::timeout(Duration::from_secs(10), campaign)
+        .await
+        .expect("b leads in time")
+        .expect("task")
+        .expect("campaign");
+    let b_won_at = tokio::time::Instant::now();
+    println!("failover after a partition: {:?}", b_won_at - cut_at);
+    assert!(
+        b_won_at >= a_deadline,
+        "b leads {:?} before a's deadline: two leaders",
+        a_deadline - b_won_at
+    );
+    wait_until("a gives up", Duration::from_secs(3), || {
+        a.leadership().is_none()
+    })
+    .await;
+
+    // Healed, A's writes still fail: it is a standby now, and etcd's fence agrees.
+    proxy.heal();
+    let after = store_a.clone().commit(batch(1, &["x"], &[], 1)).await;
+    assert!(matches!(after, Err(Error::NotLeader { .. })), "{after:?}");
+    let store_b = EtcdStore::new(b_conn, &p, b.fence(), DEFAULT_MAX_TXN_OPS);
+    assert!(
+        b.fence()
+            .borrow()
+            .is_some_and(|f| f == b_won.create_revision)
+    );
+    store_b
+        .clone()
+        .commit(batch(1, &["b"], &[], 1))
+        .await
+        .expect("b commits");
+    let names: Vec<_> = store_b
+        .load()
+        .expect("load")
+        .breakers
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["a", "b"], "nothing of A's after the cut");
+    let mut a_sees = a.observe();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        a_sees.wait_for(|l| l.as_deref() == Some("b")),
+    )
+    .await
+    .expect("a follows b once healed")
+    .expect("observer");
+}
