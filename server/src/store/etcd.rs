@@ -141,23 +141,38 @@ impl Connection {
         self.client.clone()
     }
 
-    /// Runs `f(client)` on the connection's runtime, within the request timeout.
+    /// Runs `f(client)` on the connection's runtime; while it fails with
+    /// [`Error::StoreUnavailable`] (an endpoint down, an etcd leader election), tries
+    /// again with a short backoff, within the request timeout. Every caller's request
+    /// is safe to repeat: reads; a commit, whose retry is recognised if the first
+    /// attempt landed (`check_expected`); a campaign, which recognises its own key.
     fn run<T, F, Fut>(&self, f: F) -> impl Future<Output = Result<T, Error>> + Send + 'static
     where
         T: Send + 'static,
-        F: FnOnce(Client) -> Fut,
+        F: Fn(Client) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, Error>> + Send + 'static,
     {
         let timeout = self.request_timeout;
-        let task = self.runtime.handle().spawn(f(self.client.clone()));
-        async move {
-            match tokio::time::timeout(timeout, task).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(e)) => Err(Error::Storage(format!("etcd task: {e}"))),
-                Err(_) => Err(Error::StoreUnavailable {
-                    cause: format!("etcd did not answer within {timeout:?}"),
-                }),
+        let client = self.client.clone();
+        let task = self.runtime.handle().spawn(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut pause = Duration::from_millis(20);
+            loop {
+                let last = match tokio::time::timeout_at(deadline, f(client.clone())).await {
+                    Ok(Err(Error::StoreUnavailable { cause })) => cause,
+                    Ok(result) => return result,
+                    Err(_) => format!("etcd did not answer within {timeout:?}"),
+                };
+                if tokio::time::Instant::now() + pause >= deadline {
+                    return Err(Error::StoreUnavailable { cause: last });
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
             }
+        });
+        async move {
+            task.await
+                .unwrap_or_else(|e| Err(Error::Storage(format!("etcd task: {e}"))))
         }
     }
 
@@ -165,7 +180,7 @@ impl Connection {
     fn run_blocking<T, F, Fut>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(Client) -> Fut,
+        F: Fn(Client) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, Error>> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -434,7 +449,7 @@ impl Store for EtcdStore {
     fn load(&self) -> Result<Loaded, Error> {
         let keys = self.keys.clone();
         self.conn
-            .run_blocking(move |client| Self::load_async(client, keys))
+            .run_blocking(move |client| Self::load_async(client, keys.clone()))
     }
 
     fn commit(self: Arc<Self>, batch: Arc<WriteBatch>) -> StoreFuture<Committed> {
@@ -444,26 +459,29 @@ impl Store for EtcdStore {
         };
         Box::pin(
             self.conn
-                .run(move |client| Self::commit_txn(client, keys, fence, batch)),
+                .run(move |client| Self::commit_txn(client, keys.clone(), fence, batch.clone())),
         )
     }
 
     fn events(self: Arc<Self>, from: u64, limit: usize) -> StoreFuture<Vec<pb::Event>> {
         let keys = self.keys.clone();
-        Box::pin(self.conn.run(move |mut client| async move {
-            let end = range_end(&keys.events());
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let got = client
-                .get(
-                    keys.event(from),
-                    Some(GetOptions::new().with_range(end).with_limit(limit)),
-                )
-                .await
-                .map_err(etcd_error)?;
-            got.kvs()
-                .iter()
-                .map(|kv| pb::Event::decode(kv.value()).map_err(Error::from))
-                .collect()
+        Box::pin(self.conn.run(move |mut client| {
+            let keys = keys.clone();
+            async move {
+                let end = range_end(&keys.events());
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let got = client
+                    .get(
+                        keys.event(from),
+                        Some(GetOptions::new().with_range(end).with_limit(limit)),
+                    )
+                    .await
+                    .map_err(etcd_error)?;
+                got.kvs()
+                    .iter()
+                    .map(|kv| pb::Event::decode(kv.value()).map_err(Error::from))
+                    .collect()
+            }
         }))
     }
 

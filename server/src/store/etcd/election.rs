@@ -12,12 +12,17 @@
 
 use std::{sync::Arc, time::Duration};
 
-use etcd_client::{Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
 use parking_lot::Mutex;
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 
 use super::{Connection, Fence, Keys, etcd_error};
 use crate::error::Error;
+
+/// The pause before a keep-alive that failed is tried again.
+const RETRY_SOON: Duration = Duration::from_millis(50);
 
 /// How a replica campaigns.
 #[derive(Clone, Debug)]
@@ -193,8 +198,10 @@ impl Election {
                 match client.lease_keep_alive(lease).await {
                     Ok(pair) => keeper = Some(pair),
                     Err(e) => {
-                        self.revoke(lease).await;
-                        return Err(etcd_error(e));
+                        // An endpoint down, say: soon again (the lease has its TTL).
+                        tracing::debug!(error = %e, "keep-alive stream");
+                        tokio::time::sleep(RETRY_SOON).await;
+                        continue;
                     }
                 }
             }
@@ -239,23 +246,35 @@ impl Election {
     async fn try_create(&self, lease: i64) -> Result<Option<i64>, Error> {
         let (keys, id) = (self.keys.clone(), self.options.id.clone());
         self.conn
-            .run(move |mut client| async move {
-                let txn = Txn::new()
-                    .when(vec![Compare::create_revision(
-                        keys.leader(),
-                        CompareOp::Equal,
-                        0,
-                    )])
-                    .and_then(vec![TxnOp::put(
-                        keys.leader(),
-                        id,
-                        Some(PutOptions::new().with_lease(lease)),
-                    )]);
-                let response = client.txn(txn).await.map_err(etcd_error)?;
-                // The put's revision is the transaction's: the key's create revision.
-                Ok(response
-                    .succeeded()
-                    .then(|| response.header().map(|h| h.revision()).unwrap_or(0)))
+            .run(move |mut client| {
+                let (keys, id) = (keys.clone(), id.clone());
+                async move {
+                    let txn = Txn::new()
+                        .when(vec![Compare::create_revision(
+                            keys.leader(),
+                            CompareOp::Equal,
+                            0,
+                        )])
+                        .and_then(vec![TxnOp::put(
+                            keys.leader(),
+                            id,
+                            Some(PutOptions::new().with_lease(lease)),
+                        )])
+                        .or_else(vec![TxnOp::get(keys.leader(), None)]);
+                    let response = client.txn(txn).await.map_err(etcd_error)?;
+                    if response.succeeded() {
+                        // The put's revision is the transaction's: the key's create revision.
+                        return Ok(Some(response.header().map(|h| h.revision()).unwrap_or(0)));
+                    }
+                    // A key on our own lease is ours: an earlier attempt landed unseen.
+                    let holder = response.op_responses().into_iter().find_map(|r| match r {
+                        TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+                        _ => None,
+                    });
+                    Ok(holder
+                        .filter(|kv| kv.lease() == lease)
+                        .map(|kv| kv.create_revision()))
+                }
             })
             .await
     }
@@ -298,8 +317,16 @@ impl Drop for Election {
     }
 }
 
-/// Ends our leadership if it is still `leadership` (the fence goes first).
-fn lose(held: &Mutex<Option<Held>>, fence: &watch::Sender<Option<i64>>, leadership: Leadership) {
+/// Ends our leadership if it is still `leadership` (the fence goes first), and
+/// revokes its lease, best effort: a key of ours that etcd still holds (its lease
+/// outlived our deadline) then goes at once instead of after the TTL. Runs on the
+/// connection's runtime (its tasks call it).
+fn lose(
+    held: &Mutex<Option<Held>>,
+    fence: &watch::Sender<Option<i64>>,
+    leadership: Leadership,
+    client: &Client,
+) {
     let mut held = held.lock();
     if held.as_ref().map(|h| h.leadership) == Some(leadership) {
         fence.send_replace(None);
@@ -307,6 +334,10 @@ fn lose(held: &Mutex<Option<Held>>, fence: &watch::Sender<Option<i64>>, leadersh
             h.keep_alive.abort();
         }
         tracing::warn!(lease = leadership.lease, "no longer leading");
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let _ = client.lease_revoke(leadership.lease).await;
+        });
     }
 }
 
@@ -332,7 +363,7 @@ async fn keep_alive(
             .map(|h| h.deadline);
         let Some(deadline) = deadline else { return };
         if round >= deadline {
-            lose(&held, &fence, leadership);
+            lose(&held, &fence, leadership, &client);
             return;
         }
         if stream.is_none() {
@@ -355,7 +386,7 @@ async fn keep_alive(
                 }
                 Ok(Ok(Some(_))) => {
                     // TTL 0: etcd says the lease is gone (expired or revoked).
-                    lose(&held, &fence, leadership);
+                    lose(&held, &fence, leadership, &client);
                     return;
                 }
                 // No answer in time, or the stream broke: a fresh stream next round
@@ -364,7 +395,14 @@ async fn keep_alive(
                 _ => stream = None,
             }
         }
-        tokio::time::sleep_until(round + period).await;
+        // A round that failed is tried again soon (another endpoint may answer),
+        // well before the deadline; an answered one waits its period.
+        let next = if stream.is_some() {
+            round + period
+        } else {
+            Instant::now() + RETRY_SOON
+        };
+        tokio::time::sleep_until(next).await;
     }
 }
 
@@ -393,6 +431,7 @@ async fn observe(
             &leader,
             &fence,
             &held,
+            &client,
             got.kvs()
                 .first()
                 .map(|kv| (kv.value(), kv.create_revision())),
@@ -418,9 +457,10 @@ async fn observe(
                         &leader,
                         &fence,
                         &held,
+                        &client,
                         Some((kv.value(), kv.create_revision())),
                     ),
-                    _ => publish(&leader, &fence, &held, None),
+                    _ => publish(&leader, &fence, &held, &client, None),
                 }
             }
         }
@@ -433,6 +473,7 @@ fn publish(
     leader: &watch::Sender<Option<String>>,
     fence: &watch::Sender<Option<i64>>,
     held: &Arc<Mutex<Option<Held>>>,
+    client: &Client,
     key: Option<(&[u8], i64)>,
 ) {
     let value = key.map(|(v, _)| String::from_utf8_lossy(v).into_owned());
@@ -445,6 +486,6 @@ fn publish(
     if let Some(ours) = ours
         && key.map(|(_, created)| created) != Some(ours.create_revision)
     {
-        lose(held, fence, ours);
+        lose(held, fence, ours, client);
     }
 }

@@ -494,3 +494,68 @@ async fn a_leader_cut_off_from_etcd_stops_before_its_successor_starts() {
     .expect("a follows b once healed")
     .expect("observer");
 }
+
+/// Commits `b`, retrying (as the writer does) while the store is unavailable, for at
+/// most `limit`.
+async fn commit_retrying(store: &Arc<EtcdStore>, b: Arc<WriteBatch>, limit: Duration) -> Committed {
+    let deadline = Instant::now() + limit;
+    loop {
+        match store.clone().commit(b.clone()).await {
+            Ok(committed) => return committed,
+            Err(Error::StoreUnavailable { cause }) if Instant::now() < deadline => {
+                tracing::debug!(%cause, "retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("commit: {e:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_survive_one_loss_and_quorum_loss_is_unavailable_and_loses_nothing() {
+    let Some(mut etcd) = Etcd::cluster(3) else {
+        return;
+    };
+    let p = prefix("three");
+    let mut options = EtcdOptions::new(etcd.endpoints());
+    options.request_timeout = Duration::from_secs(2);
+    let conn = Connection::connect(&options).await.expect("connect");
+    let election = Election::new(conn.clone(), ElectionOptions::new(&p, "a"));
+    election.campaign().await.expect("campaign");
+    let store = EtcdStore::new(conn, &p, election.fence(), DEFAULT_MAX_TXN_OPS);
+    store
+        .clone()
+        .commit(batch(0, &["a"], &[], 1))
+        .await
+        .expect("commit");
+
+    // One member of three gone: etcd keeps its quorum, and so does cbd's leader.
+    etcd.kill(0);
+    commit_retrying(&store, batch(1, &["b"], &[], 1), Duration::from_secs(10)).await;
+    assert!(
+        election.leadership().is_some(),
+        "one member lost deposes nobody"
+    );
+
+    // Two gone: no quorum. Writes are UNAVAILABLE, within the request timeout.
+    etcd.kill(1);
+    let started = Instant::now();
+    let failed = store.clone().commit(batch(2, &["c"], &[], 1)).await;
+    assert!(
+        matches!(failed, Err(Error::StoreUnavailable { .. })),
+        "{failed:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Quorum back: the leader (again, if its deadline passed meanwhile) commits, and
+    // everything acknowledged is there.
+    etcd.restart(1);
+    tokio::time::timeout(Duration::from_secs(15), election.campaign())
+        .await
+        .expect("leads again in time")
+        .expect("campaign");
+    commit_retrying(&store, batch(2, &["c"], &[], 1), Duration::from_secs(10)).await;
+    let loaded = store.load().expect("load");
+    let names: Vec<_> = loaded.breakers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!((loaded.revision, names), (3, vec!["a", "b", "c"]));
+}
