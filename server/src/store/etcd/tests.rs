@@ -559,3 +559,28 @@ async fn three_members_survive_one_loss_and_quorum_loss_is_unavailable_and_loses
     let names: Vec<_> = loaded.breakers.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!((loaded.revision, names), (3, vec!["a", "b", "c"]));
 }
+
+#[test]
+fn etcd_errors_map_to_unavailable_only_when_etcd_cannot_answer() {
+    use etcd_client::Error as E;
+    for status in [
+        tonic::Status::unavailable("etcdserver: no leader"),
+        tonic::Status::deadline_exceeded("etcdserver: request timed out"),
+    ] {
+        let mapped = etcd_error(E::GRpcStatus(status));
+        assert!(
+            matches!(mapped, Error::StoreUnavailable { .. }),
+            "{mapped:?}"
+        );
+    }
+    let io = E::IoError(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+    assert!(matches!(etcd_error(io), Error::StoreUnavailable { .. }));
+    for status in [
+        tonic::Status::invalid_argument("etcdserver: too many operations in txn request"),
+        tonic::Status::permission_denied("etcdserver: permission denied"),
+    ] {
+        let mapped = etcd_error(E::GRpcStatus(status));
+        assert!(matches!(mapped, Error::Storage(_)), "{mapped:?}");
+        assert_eq!(tonic::Status::from(mapped).code(), tonic::Code::Internal);
+    }
+}
