@@ -38,6 +38,11 @@ pub enum Error {
     /// expected: another writer moved it on (docs/DESIGN.md §9). Nothing was applied.
     #[error("store is at revision {found}, not {expected}: another writer moved it on")]
     StoreConflict { expected: u64, found: u64 },
+    /// This replica is not the leader (or no longer is: its etcd lease ended and the
+    /// fenced commit failed): it may not decide or write. Nothing was applied.
+    /// `leader` is who leads, when known.
+    #[error("not the leader{}", leader.as_ref().map(|l| format!("; the leader is {l}")).unwrap_or_default())]
+    NotLeader { leader: Option<String> },
     /// The data dir holds less than was committed (or cannot be read); the daemon
     /// refuses to serve it unless started with `--force-recover`.
     #[error("data dir {} is damaged: {reason}", data_dir.display())]
@@ -83,9 +88,10 @@ impl Error {
             Self::SequenceGap { .. } => Code::FailedPrecondition,
             Self::Compacted { .. } => Code::OutOfRange,
             Self::Storage(_) => Code::Internal,
-            Self::StoreUnavailable { .. } | Self::StoreConflict { .. } | Self::ShuttingDown => {
-                Code::Unavailable
-            }
+            Self::StoreUnavailable { .. }
+            | Self::StoreConflict { .. }
+            | Self::NotLeader { .. }
+            | Self::ShuttingDown => Code::Unavailable,
             Self::Damaged { .. } => Code::DataLoss,
             Self::Unauthenticated { .. } => Code::Unauthenticated,
             Self::PermissionDenied { .. } | Self::CallerNotYours { .. } => Code::PermissionDenied,
@@ -188,6 +194,12 @@ mod tests {
                 Code::Unavailable,
             ),
             (Error::ShuttingDown, Code::Unavailable),
+            (
+                Error::NotLeader {
+                    leader: Some("10.0.0.2:7411".into()),
+                },
+                Code::Unavailable,
+            ),
             (
                 Error::StoreUnavailable {
                     cause: "No space left on device (os error 28)".into(),

@@ -10,6 +10,7 @@ use std::{
 };
 
 pub mod browser;
+pub mod etcd;
 
 /// Signals for [`Daemon::signal`] and [`signal_process`].
 pub use rustix::process::Signal;

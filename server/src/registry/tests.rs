@@ -1140,3 +1140,55 @@ async fn leases_held_visits_only_breakers_with_live_leases() {
     registry.lease("a").await.expect("lease again");
     assert_eq!((registry.leases_held(), registry.leased_breakers()), (1, 1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_writer_splits_batches_to_the_stores_bound_keeping_every_revision() {
+    let memory = MemoryStore::new();
+    let (registry, store) = open_on(&memory);
+    // As the etcd store would advertise: at most 5 changes per commit.
+    store.set_max_batch(5);
+    registry.put("first", spec(1), &op()).await.expect("put");
+    // While a commit stalls, 9 breakers change: each an event and a put, 18 changes.
+    store.inject(When::Nth(1), Fault::Stall);
+    let stalled = tokio::spawn({
+        let registry = registry.clone();
+        async move { registry.put("stall", spec(1), &op()).await }
+    });
+    store.stalled(1).await;
+    let puts: Vec<_> = (0..9)
+        .map(|i| {
+            let registry = registry.clone();
+            tokio::spawn(async move { registry.put(&format!("b{i}"), spec(1), &op()).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    store.release();
+    stalled.await.expect("task").expect("put");
+    for put in puts {
+        put.await.expect("task").expect("put");
+    }
+    let changes = store.batch_changes();
+    assert!(
+        changes.iter().all(|&c| c <= 5),
+        "every batch within the bound: {changes:?}"
+    );
+    // The stalled commit and then 9 entries of 2 changes, 2 per batch: 5 more.
+    assert!(
+        changes.len() >= 2 + 5,
+        "the 18 changes were split: {changes:?}"
+    );
+    assert_eq!(memory.revision(), 11);
+    let revisions: Vec<u64> = registry
+        .events(1, 100)
+        .await
+        .expect("log")
+        .iter()
+        .map(|e| e.revision)
+        .collect();
+    assert_eq!(
+        revisions,
+        (1..=11).collect::<Vec<_>>(),
+        "none skipped or reused"
+    );
+    assert_eq!(memory.breakers("b").len(), 9);
+}

@@ -64,17 +64,22 @@ pub(crate) struct Drained {
 pub(crate) async fn run(shared: Arc<Shared>, mut dirty: mpsc::UnboundedReceiver<Arc<Entry>>) {
     let mut entries = Vec::new();
     while dirty.recv_many(&mut entries, MAX_ENTRIES_PER_BATCH).await > 0 {
-        let built = build_batch(&shared, &entries);
+        let mut rest = &entries[..];
+        while !rest.is_empty() {
+            // The store's own bound on one batch (etcd: its --max-txn-ops).
+            let (built, used) = build_batch(&shared, rest, shared.store.max_batch());
+            rest = &rest[used..];
+            if built.batch.events.is_empty() {
+                continue;
+            }
+            commit_until_done(&shared, &built).await;
+            shared.publish(&built);
+            for drained in &built.drained {
+                shared.forget_if_deleted(&drained.entry);
+            }
+            shared.commits.send_modify(|n| *n += 1);
+        }
         entries.clear();
-        if built.batch.events.is_empty() {
-            continue;
-        }
-        commit_until_done(&shared, &built).await;
-        shared.publish(&built);
-        for drained in &built.drained {
-            shared.forget_if_deleted(&drained.entry);
-        }
-        shared.commits.send_modify(|n| *n += 1);
     }
     tracing::debug!("writer stopped");
 }
@@ -135,18 +140,39 @@ async fn commit_until_done(shared: &Shared, built: &Built) {
     }
 }
 
-/// Takes every pending change out of `entries` and lays it out as one batch.
-fn build_batch(shared: &Shared, entries: &[Arc<Entry>]) -> Built {
+/// Takes the pending changes out of `entries` and lays them out as one batch of at
+/// most `max_changes` puts, deletes and events, if the store has a bound; returns it
+/// and how many entries it took. An entry is never split (its record and its events
+/// commit together), so the first one is always taken, whatever its size; the
+/// entries after the last one taken wait for the next batch.
+fn build_batch(
+    shared: &Shared,
+    entries: &[Arc<Entry>],
+    max_changes: Option<usize>,
+) -> (Built, usize) {
     let mut batch = WriteBatch::default();
     let mut drained = Vec::with_capacity(entries.len());
     let mut revision = shared.next_revision.load(Ordering::Relaxed);
     // The batch before this one is committed (one at a time): the store is here.
     batch.expect_revision = revision;
+    let mut changes = 0;
+    let mut used = 0;
     for entry in entries {
         let mut state = entry.state.lock();
         if state.pending.is_empty() {
+            used += 1;
             continue;
         }
+        // Its events and its one put or delete.
+        let cost = state.pending.len() + 1;
+        if changes > 0 && max_changes.is_some_and(|max| changes + cost > max) {
+            break;
+        }
+        if max_changes.is_some_and(|max| cost > max) {
+            tracing::error!(breaker = %entry.name, changes = cost, max = ?max_changes, "one breaker's pending changes exceed what the store takes in one batch");
+        }
+        changes += cost;
+        used += 1;
         for mut event in std::mem::take(&mut state.pending) {
             revision += 1;
             event.revision = revision;
@@ -175,8 +201,11 @@ fn build_batch(shared: &Shared, entries: &[Arc<Entry>]) -> Built {
         .oldest_retained
         .load(Ordering::Relaxed)
         .max((revision + 1).saturating_sub(retention));
-    Built {
-        batch: Arc::new(batch),
-        drained,
-    }
+    (
+        Built {
+            batch: Arc::new(batch),
+            drained,
+        },
+        used,
+    )
 }

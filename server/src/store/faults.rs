@@ -51,6 +51,8 @@ struct Plan {
     rules: Vec<Rule>,
     /// When each commit was attempted (tokio time).
     attempts: Vec<Instant>,
+    /// Each attempt's changes.
+    changes: Vec<usize>,
 }
 
 /// `inner` with commit faults injected on demand.
@@ -62,6 +64,8 @@ pub struct FaultStore {
     released: watch::Sender<u64>,
     /// Commits stalled right now.
     stalled: watch::Sender<usize>,
+    /// Advertised instead of the inner store's `max_batch`, when set.
+    max_batch: Mutex<Option<usize>>,
 }
 
 impl FaultStore {
@@ -72,7 +76,19 @@ impl FaultStore {
             plan: Mutex::default(),
             released: watch::Sender::new(0),
             stalled: watch::Sender::new(0),
+            max_batch: Mutex::new(None),
         })
+    }
+
+    /// Advertises `max` changes per batch (as the etcd store does), whatever the
+    /// inner store says.
+    pub fn set_max_batch(&self, max: usize) {
+        *self.max_batch.lock() = Some(max);
+    }
+
+    /// The changes (puts, deletes, events) of each commit attempt, in order.
+    pub fn batch_changes(&self) -> Vec<usize> {
+        self.plan.lock().changes.clone()
     }
 
     /// Adds a rule; the first rule matching an attempt decides it.
@@ -129,6 +145,10 @@ impl Store for FaultStore {
 
     fn commit(self: Arc<Self>, batch: Arc<WriteBatch>) -> StoreFuture<Committed> {
         let fault = self.attempt();
+        self.plan
+            .lock()
+            .changes
+            .push(batch.puts.len() + batch.deletes.len() + batch.events.len());
         // Subscribed now, so a release that comes before the future first runs counts.
         let mut released = self.released.subscribe();
         Box::pin(async move {
@@ -156,5 +176,9 @@ impl Store for FaultStore {
 
     fn size_on_disk(self: Arc<Self>) -> StoreFuture<Option<u64>> {
         self.inner.clone().size_on_disk()
+    }
+
+    fn max_batch(&self) -> Option<usize> {
+        self.max_batch.lock().or_else(|| self.inner.max_batch())
     }
 }

@@ -106,6 +106,10 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
 
+    crate::store::conformance::store_conformance!(async {
+        Some((MemoryStore::new() as Arc<dyn Store>, ()))
+    });
+
     fn batch(expect: u64, name: &str, delete: &[&str], oldest: u64) -> Arc<WriteBatch> {
         let revision = expect + 1;
         Arc::new(WriteBatch {

@@ -1,11 +1,16 @@
 //! Durable storage: breaker records, the event log and the revision counter.
 //!
 //! [`Store`] is the interface (docs/DESIGN.md §9): [`sled::SledStore`] is the default,
-//! [`memory::MemoryStore`] serves tests, [`faults::FaultStore`] wraps either to fail,
+//! [`memory::MemoryStore`] serves tests, `etcd::EtcdStore` (feature `etcd`) keeps a
+//! replicated cluster's state in etcd, [`faults::FaultStore`] wraps either to fail,
 //! delay or stall commits. Only the registry's writer task commits, one batch at a
 //! time, so a backend never sees concurrent commits (sled 0.34.7 deadlocks on
 //! concurrent `flush_async`; see docs/DESIGN.md §6).
 
+#[cfg(test)]
+pub(crate) mod conformance;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod faults;
 pub mod manifest;
 pub mod memory;
@@ -80,6 +85,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// nothing on disk. Reads file metadata, so a backend runs it off the workers.
     fn size_on_disk(self: Arc<Self>) -> StoreFuture<Option<u64>> {
         Box::pin(async { Ok(None) })
+    }
+    /// Most changes (puts, deletes and events together) one batch may carry: the
+    /// writer splits larger ones. `None`: no limit (sled, memory). etcd's
+    /// `--max-txn-ops` bounds a transaction, so the etcd store has one.
+    fn max_batch(&self) -> Option<usize> {
+        None
     }
 }
 

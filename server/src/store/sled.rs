@@ -764,6 +764,12 @@ impl SledStore {
 mod tests {
     use super::*;
 
+    crate::store::conformance::store_conformance!(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path()).expect("open");
+        Some((Arc::new(store) as Arc<dyn Store>, dir))
+    });
+
     fn event(revision: u64, name: &str) -> pb::Event {
         pb::Event {
             revision,
