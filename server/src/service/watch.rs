@@ -168,7 +168,8 @@ impl Watcher {
             let mut last = sub.revision;
             match first {
                 First::Snapshot(revision, records) => {
-                    for msg in snapshot(&registry, &filter, revision, records) {
+                    let status = |name, record| status_at(&registry, name, record);
+                    for msg in snapshot(revision, records, status) {
                         yield Ok(msg);
                     }
                 }
@@ -273,30 +274,31 @@ fn message(kind: Kind) -> pb::WatchResponse {
     pb::WatchResponse { kind: Some(kind) }
 }
 
-/// The snapshot at `revision` as messages of at most `CHUNK` breakers, the last
-/// marked `done` (one empty message when nothing matches).
-fn snapshot(
-    registry: &Registry,
-    filter: &Filter,
+/// The snapshot at `revision` (the records the filter matched, in name order) as
+/// messages of at most `CHUNK` breakers, the last marked `done` (one empty message
+/// when nothing matches). Each message is built when the client is ready for it, so
+/// only one chunk of statuses exists at a time beside the copied records.
+fn snapshot<F>(
     revision: u64,
     records: Vec<(String, StoredBreaker)>,
-) -> Vec<pb::WatchResponse> {
-    let statuses: Vec<pb::BreakerStatus> = records
-        .into_iter()
-        .filter(|(name, _)| filter.matches(name))
-        .map(|(name, record)| status_at(registry, name, record))
-        .collect();
-    let chunks = statuses.len().div_ceil(CHUNK).max(1);
-    let mut statuses = statuses.into_iter();
-    (0..chunks)
-        .map(|i| {
-            message(Kind::Snapshot(pb::Snapshot {
-                breakers: statuses.by_ref().take(CHUNK).collect(),
-                revision,
-                done: i + 1 == chunks,
-            }))
-        })
-        .collect()
+    status: F,
+) -> impl Iterator<Item = pb::WatchResponse>
+where
+    F: Fn(String, StoredBreaker) -> pb::BreakerStatus,
+{
+    let chunks = records.len().div_ceil(CHUNK).max(1);
+    let mut records = records.into_iter();
+    (0..chunks).map(move |i| {
+        message(Kind::Snapshot(pb::Snapshot {
+            breakers: records
+                .by_ref()
+                .take(CHUNK)
+                .map(|(name, record)| status(name, record))
+                .collect(),
+            revision,
+            done: i + 1 == chunks,
+        }))
+    })
 }
 
 /// A committed record as a status, with the live window counts added.
@@ -385,6 +387,42 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_comes_in_chunks_the_last_one_done() {
+        let records = |n: usize| -> Vec<(String, StoredBreaker)> {
+            (0..n)
+                .map(|i| (format!("b{i:04}"), StoredBreaker::default()))
+                .collect()
+        };
+        let status = |name, _| pb::BreakerStatus {
+            name,
+            ..Default::default()
+        };
+        let shape = |n: usize| -> Vec<(usize, bool, u64)> {
+            snapshot(7, records(n), status)
+                .map(|m| match m.kind {
+                    Some(Kind::Snapshot(s)) => (s.breakers.len(), s.done, s.revision),
+                    other => panic!("not a snapshot: {other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(shape(0), [(0, true, 7)], "one empty message");
+        assert_eq!(shape(CHUNK), [(CHUNK, true, 7)]);
+        assert_eq!(
+            shape(2 * CHUNK + 1),
+            [(CHUNK, false, 7), (CHUNK, false, 7), (1, true, 7)]
+        );
+        let names: Vec<String> = snapshot(7, records(CHUNK + 2), status)
+            .flat_map(|m| match m.kind {
+                Some(Kind::Snapshot(s)) => s.breakers,
+                _ => Vec::new(),
+            })
+            .map(|b| b.name)
+            .collect();
+        assert_eq!(names.len(), CHUNK + 2);
+        assert!(names.is_sorted(), "in the records' name order");
+    }
 
     #[test]
     fn nothing_below_the_start_is_deliverable() {
