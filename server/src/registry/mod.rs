@@ -140,6 +140,10 @@ pub struct Subscription {
     pub feed: broadcast::Receiver<Arc<pb::Event>>,
 }
 
+/// A breaker's name and its committed record, as a snapshot holds them: both shared
+/// with the entry, so taking a snapshot under the publish lock copies pointers only.
+pub type SnapshotRecord = (Arc<str>, Arc<crate::store::StoredBreaker>);
+
 /// What a new Watch stream starts from: the committed state at `revision` and, on
 /// `feed`, every event matching its filter committed after it (docs/DESIGN.md §5).
 #[derive(Debug)]
@@ -247,7 +251,7 @@ impl Registry {
             let entry = Arc::new(Entry::new(
                 name.clone(),
                 record.restore()?,
-                Some(record),
+                Some(Arc::new(record)),
                 config.metrics.breaker(&name),
             ));
             breakers.insert(name, entry);
@@ -597,10 +601,7 @@ impl Registry {
     /// names start with `prefix`, in name order, at exactly the subscription's
     /// revision. Taken from memory (each entry's last committed record), so it
     /// waits for no commit in progress: only for a publish, which does no I/O.
-    pub fn subscribe_with_snapshot(
-        &self,
-        prefix: &str,
-    ) -> (Subscription, Vec<(String, crate::store::StoredBreaker)>) {
+    pub fn subscribe_with_snapshot(&self, prefix: &str) -> (Subscription, Vec<SnapshotRecord>) {
         let _publish = self.shared.publish_lock.read();
         let records = self.shared.committed_records(&Interest {
             prefix: prefix.to_owned(),
@@ -623,10 +624,7 @@ impl Registry {
     pub fn watch_with_snapshot(
         &self,
         interest: &Interest,
-    ) -> (
-        WatchSubscription,
-        Vec<(String, crate::store::StoredBreaker)>,
-    ) {
+    ) -> (WatchSubscription, Vec<SnapshotRecord>) {
         let _publish = self.shared.publish_lock.read();
         let records = self.shared.committed_records(interest);
         (self.shared.watch_subscription(interest), records)
@@ -819,20 +817,22 @@ impl Shared {
     }
 
     /// The committed records of the breakers `interest` matches, in name order.
-    fn committed_records(&self, interest: &Interest) -> Vec<(String, crate::store::StoredBreaker)> {
+    fn committed_records(&self, interest: &Interest) -> Vec<SnapshotRecord> {
         let committed = |entry: &Arc<Entry>| entry.state.lock().committed.clone();
         let names = self.breakers.read();
         if interest.names.is_empty() {
             return names
                 .starting_with(&interest.prefix, "")
-                .filter_map(|(name, entry)| Some((name.to_string(), committed(entry)?)))
+                .filter_map(|(name, entry)| Some((name.clone(), committed(entry)?)))
                 .collect();
         }
         // Listed names (at most a thousand) and, if given, the prefix's range.
         let mut records = std::collections::BTreeMap::new();
         for name in &interest.names {
-            if let Some(record) = names.get(name).and_then(committed) {
-                records.insert(name.clone(), record);
+            if let Some(entry) = names.get(name)
+                && let Some(record) = committed(entry)
+            {
+                records.insert(entry.name.clone(), record);
             }
         }
         if !interest.prefix.is_empty() {
@@ -840,7 +840,7 @@ impl Shared {
                 if !records.contains_key(&**name)
                     && let Some(record) = committed(entry)
                 {
-                    records.insert(name.to_string(), record);
+                    records.insert(name.clone(), record);
                 }
             }
         }

@@ -819,7 +819,7 @@ async fn list_pages_walk_a_prefix_in_name_order_and_skip_deleted_breakers() {
     assert_eq!(page.breakers.len(), 39);
     assert!(page.next_page_token.is_empty());
     let (_, records) = registry.subscribe_with_snapshot("svc/");
-    let names: Vec<_> = records.into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = records.into_iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(names, expected, "snapshots come in name order too");
 }
 
@@ -1156,7 +1156,7 @@ async fn a_names_snapshot_holds_the_listed_names_and_the_prefix_in_name_order() 
     }
     let snapshot_names = |i: &super::Interest| -> Vec<String> {
         let (_, records) = registry.watch_with_snapshot(i);
-        records.into_iter().map(|(n, _)| n).collect()
+        records.into_iter().map(|(n, _)| n.to_string()).collect()
     };
     assert_eq!(
         snapshot_names(&interest("", &["zed", "other/x", "missing"])),

@@ -20,7 +20,7 @@ use tonic::Status;
 
 use crate::{
     error::Error,
-    registry::{Interest, Registry},
+    registry::{Interest, Registry, SnapshotRecord},
     store::StoredBreaker,
 };
 
@@ -168,7 +168,7 @@ impl Watcher {
             let mut last = sub.revision;
             match first {
                 First::Snapshot(revision, records) => {
-                    let status = |name, record| status_at(&registry, name, record);
+                    let status = |name: &str, record: &StoredBreaker| status_at(&registry, name, record);
                     for msg in snapshot(revision, records, status) {
                         yield Ok(msg);
                     }
@@ -254,7 +254,7 @@ enum Step {
 /// What a stream sends before going live.
 enum First {
     /// A snapshot of these records at this revision.
-    Snapshot(u64, Vec<(String, StoredBreaker)>),
+    Snapshot(u64, Vec<SnapshotRecord>),
     /// The logged events `from..=to`.
     Replay(u64, u64),
 }
@@ -280,11 +280,11 @@ fn message(kind: Kind) -> pb::WatchResponse {
 /// only one chunk of statuses exists at a time beside the copied records.
 fn snapshot<F>(
     revision: u64,
-    records: Vec<(String, StoredBreaker)>,
+    records: Vec<SnapshotRecord>,
     status: F,
 ) -> impl Iterator<Item = pb::WatchResponse>
 where
-    F: Fn(String, StoredBreaker) -> pb::BreakerStatus,
+    F: Fn(&str, &StoredBreaker) -> pb::BreakerStatus,
 {
     let chunks = records.len().div_ceil(CHUNK).max(1);
     let mut records = records.into_iter();
@@ -293,7 +293,7 @@ where
             breakers: records
                 .by_ref()
                 .take(CHUNK)
-                .map(|(name, record)| status(name, record))
+                .map(|(name, record)| status(&name, &record))
                 .collect(),
             revision,
             done: i + 1 == chunks,
@@ -302,9 +302,9 @@ where
 }
 
 /// A committed record as a status, with the live window counts added.
-fn status_at(registry: &Registry, name: String, record: StoredBreaker) -> pb::BreakerStatus {
+fn status_at(registry: &Registry, name: &str, record: &StoredBreaker) -> pb::BreakerStatus {
     let live = registry
-        .live_status(&name)
+        .live_status(name)
         .filter(|live| live.generation == record.generation);
     let mut status = pb::BreakerStatus {
         state: record.state,
@@ -316,7 +316,7 @@ fn status_at(registry: &Registry, name: String, record: StoredBreaker) -> pb::Br
         backoff_level: record.backoff_level,
         mod_revision: record.mod_revision,
         spec: record.spec,
-        name,
+        name: name.to_owned(),
         ..Default::default()
     };
     if let Some(live) = live {
@@ -390,13 +390,16 @@ mod tests {
 
     #[test]
     fn a_snapshot_comes_in_chunks_the_last_one_done() {
-        let records = |n: usize| -> Vec<(String, StoredBreaker)> {
+        let records = |n: usize| -> Vec<SnapshotRecord> {
             (0..n)
-                .map(|i| (format!("b{i:04}"), StoredBreaker::default()))
+                .map(|i| {
+                    let name: Arc<str> = format!("b{i:04}").into();
+                    (name, Arc::new(StoredBreaker::default()))
+                })
                 .collect()
         };
-        let status = |name, _| pb::BreakerStatus {
-            name,
+        let status = |name: &str, _: &StoredBreaker| pb::BreakerStatus {
+            name: name.to_owned(),
             ..Default::default()
         };
         let shape = |n: usize| -> Vec<(usize, bool, u64)> {
