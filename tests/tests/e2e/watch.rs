@@ -590,3 +590,48 @@ async fn a_one_name_watcher_gets_all_its_events_in_order_among_a_thousand_others
     assert_eq!(got, expected, "every change of the breaker, in order, once");
     drop(others);
 }
+
+/// A stream whose breaker is quiet is sent no other breaker's events, yet its progress
+/// messages carry the store's current revision (docs/DESIGN.md §5), so a resume from
+/// one skips what it never needed.
+#[tokio::test]
+async fn progress_on_a_one_name_stream_follows_other_breakers_commits() {
+    let daemon = Daemon::fresh(&[]).await;
+    let mut admin = daemon.admin().await;
+    put(&mut admin, "still", spec(3, 1000)).await;
+    let mut client = daemon.breakers().await;
+    let mut stream = watch(
+        &mut client,
+        pb::WatchRequest {
+            filter: Some(pb::WatchFilter {
+                prefix: String::new(),
+                names: vec!["still".into()],
+            }),
+            progress_interval: Some(ms(20)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (_, from) = snapshot(&mut stream).await;
+    let mut last = from;
+    for i in 0..5 {
+        last = put(&mut admin, &format!("busy/{i}"), spec(3, 1000))
+            .await
+            .revision;
+    }
+    assert!(last > from);
+    let mut seen = from;
+    loop {
+        match next(&mut stream).await {
+            Kind::ProgressRevision(r) if r >= last => {
+                assert_eq!(r, last, "no revision beyond the store's");
+                break;
+            }
+            Kind::ProgressRevision(r) => {
+                assert!(r >= seen, "progress went back from {seen} to {r}");
+                seen = r;
+            }
+            other => panic!("another breaker's change reached the stream: {other:?}"),
+        }
+    }
+}
