@@ -49,8 +49,9 @@ pub(crate) struct EntryState {
     /// The record as last committed; `None`: never committed (or its delete was).
     /// Readers are shown this while the entry has changes that are not durable, so
     /// that nothing a failed commit could take back is ever shown. Set by the writer
-    /// from the batch it committed, so the hot path never copies it.
-    pub committed: Option<StoredBreaker>,
+    /// from the batch it committed, so the hot path never copies it; shared, so a
+    /// watch snapshot copies a pointer, not the record (docs/DESIGN.md §5).
+    pub committed: Option<Arc<StoredBreaker>>,
     /// When the timer task is due to tick this breaker; `None`: not scheduled.
     pub timer_at: Option<Timestamp>,
     /// What the metric gauges show of this breaker.
@@ -67,7 +68,7 @@ impl Entry {
     pub(crate) fn new(
         name: Arc<str>,
         machine: Breaker,
-        committed: Option<StoredBreaker>,
+        committed: Option<Arc<StoredBreaker>>,
         metrics: BreakerMetrics,
     ) -> Self {
         let entry = Self {

@@ -13,6 +13,7 @@
 //! and readers are shown only what is committed.
 
 mod entry;
+mod fanout;
 mod leases;
 mod names;
 #[cfg(test)]
@@ -37,14 +38,20 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 pub use entry::Entry;
 use entry::EntryState;
+pub use fanout::{Feed, Interest};
 pub use leases::{LeaseAnswer, LeasedAnswer};
 use names::Names;
 pub use writer::LastCommit;
 
 use crate::{clock::Clock, error::Error, metrics::Metrics, store::Store};
 
-/// Capacity of the live event feed; a watcher further behind catches up from the log.
+/// Capacity of the live event feed (sessions' lease revocations); a receiver further
+/// behind catches up from the log.
 pub const FEED_CAPACITY: usize = 4096;
+
+/// Events queued for one Watch stream; a stream further behind catches up from the
+/// log (docs/DESIGN.md §5).
+pub const WATCH_QUEUE: usize = 4096;
 
 /// Capacity of the feed of changes as they are made ([`Registry::changes`]); a
 /// session further behind revokes every lease it holds.
@@ -133,6 +140,19 @@ pub struct Subscription {
     pub feed: broadcast::Receiver<Arc<pb::Event>>,
 }
 
+/// A breaker's name and its committed record, as a snapshot holds them: both shared
+/// with the entry, so taking a snapshot under the publish lock copies pointers only.
+pub type SnapshotRecord = (Arc<str>, Arc<crate::store::StoredBreaker>);
+
+/// What a new Watch stream starts from: the committed state at `revision` and, on
+/// `feed`, every event matching its filter committed after it (docs/DESIGN.md §5).
+#[derive(Debug)]
+pub struct WatchSubscription {
+    pub revision: u64,
+    pub oldest_retained: u64,
+    pub feed: Feed,
+}
+
 /// Whether the store can commit, as the writer last found out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreHealth {
@@ -168,8 +188,10 @@ pub(crate) struct Shared {
     /// entry's lock, never while holding one.
     leased: Mutex<std::collections::HashMap<Arc<str>, Arc<Entry>>>,
     oldest_retained: AtomicU64,
-    /// Committed events, in revision order.
+    /// Committed events, in revision order, for every receiver (sessions).
     feed: broadcast::Sender<Arc<pb::Event>>,
+    /// Committed events for Watch streams, each sent only to the streams it matches.
+    fanout: Arc<fanout::Fanout>,
     /// Every change as it is made, before its commit (see [`Change`]).
     changes: broadcast::Sender<Change>,
     /// Write side: held by the writer while it publishes a committed batch to memory
@@ -229,7 +251,7 @@ impl Registry {
             let entry = Arc::new(Entry::new(
                 name.clone(),
                 record.restore()?,
-                Some(record),
+                Some(Arc::new(record)),
                 config.metrics.breaker(&name),
             ));
             breakers.insert(name, entry);
@@ -247,6 +269,7 @@ impl Registry {
             leased: Mutex::new(std::collections::HashMap::new()),
             oldest_retained: AtomicU64::new(loaded.oldest_retained),
             feed: broadcast::Sender::new(FEED_CAPACITY),
+            fanout: Arc::new(fanout::Fanout::new(WATCH_QUEUE, loaded.revision)),
             changes: broadcast::Sender::new(CHANGES_CAPACITY),
             publish_lock: RwLock::new(()),
             failing: AtomicBool::new(false),
@@ -578,22 +601,33 @@ impl Registry {
     /// names start with `prefix`, in name order, at exactly the subscription's
     /// revision. Taken from memory (each entry's last committed record), so it
     /// waits for no commit in progress: only for a publish, which does no I/O.
-    pub fn subscribe_with_snapshot(
-        &self,
-        prefix: &str,
-    ) -> (Subscription, Vec<(String, crate::store::StoredBreaker)>) {
+    pub fn subscribe_with_snapshot(&self, prefix: &str) -> (Subscription, Vec<SnapshotRecord>) {
         let _publish = self.shared.publish_lock.read();
-        let records: Vec<_> = self
-            .shared
-            .breakers
-            .read()
-            .starting_with(prefix, "")
-            .filter_map(|(name, entry)| {
-                let committed = entry.state.lock().committed.clone()?;
-                Some((name.to_string(), committed))
-            })
-            .collect();
+        let records = self.shared.committed_records(&Interest {
+            prefix: prefix.to_owned(),
+            names: Default::default(),
+        });
         (self.shared.subscription(), records)
+    }
+
+    /// Registers a Watch stream of `interest`: the revision it starts after and a
+    /// feed of the matching events above it (docs/DESIGN.md §5).
+    pub fn watch(&self, interest: &Interest) -> WatchSubscription {
+        let _publish = self.shared.publish_lock.read();
+        self.shared.watch_subscription(interest)
+    }
+
+    /// Like [`Registry::watch`], plus the committed records of the breakers that
+    /// `interest` matches, in name order, at exactly the subscription's revision.
+    /// Costs what it returns: listed names are looked up, a prefix is a range of
+    /// the ordered index; only memory is read, under the publish lock's read side.
+    pub fn watch_with_snapshot(
+        &self,
+        interest: &Interest,
+    ) -> (WatchSubscription, Vec<SnapshotRecord>) {
+        let _publish = self.shared.publish_lock.read();
+        let records = self.shared.committed_records(interest);
+        (self.shared.watch_subscription(interest), records)
     }
 
     /// Up to `limit` logged events from revision `from` on, in revision order (a
@@ -770,6 +804,47 @@ impl Shared {
             oldest_retained: self.oldest_retained.load(Ordering::Acquire),
             feed: self.feed.subscribe(),
         }
+    }
+
+    /// The Watch side of [`Shared::subscription`]; under the publish lock's read side.
+    fn watch_subscription(&self, interest: &Interest) -> WatchSubscription {
+        let revision = self.revision.load(Ordering::Acquire);
+        WatchSubscription {
+            revision,
+            oldest_retained: self.oldest_retained.load(Ordering::Acquire),
+            feed: self.fanout.subscribe(interest, revision),
+        }
+    }
+
+    /// The committed records of the breakers `interest` matches, in name order.
+    fn committed_records(&self, interest: &Interest) -> Vec<SnapshotRecord> {
+        let committed = |entry: &Arc<Entry>| entry.state.lock().committed.clone();
+        let names = self.breakers.read();
+        if interest.names.is_empty() {
+            return names
+                .starting_with(&interest.prefix, "")
+                .filter_map(|(name, entry)| Some((name.clone(), committed(entry)?)))
+                .collect();
+        }
+        // Listed names (at most a thousand) and, if given, the prefix's range.
+        let mut records = std::collections::BTreeMap::new();
+        for name in &interest.names {
+            if let Some(entry) = names.get(name)
+                && let Some(record) = committed(entry)
+            {
+                records.insert(entry.name.clone(), record);
+            }
+        }
+        if !interest.prefix.is_empty() {
+            for (name, entry) in names.starting_with(&interest.prefix, "") {
+                if !records.contains_key(&**name)
+                    && let Some(record) = committed(entry)
+                {
+                    records.insert(name.clone(), record);
+                }
+            }
+        }
+        records.into_iter().collect()
     }
 
     fn lookup(&self, name: &str) -> Option<Arc<Entry>> {
@@ -1033,9 +1108,14 @@ impl Shared {
             self.oldest_retained
                 .store(batch.oldest_retained, Ordering::Release);
         }
-        for event in &batch.events {
-            // No receivers is fine: nobody is watching.
-            let _ = self.feed.send(Arc::new(event.clone()));
+        let events: Vec<Arc<pb::Event>> =
+            batch.events.iter().map(|e| Arc::new(e.clone())).collect();
+        self.fanout.dispatch(&events, batch.revision);
+        if self.feed.receiver_count() > 0 {
+            for event in &events {
+                // A receiver may go meanwhile: nobody listening is fine.
+                let _ = self.feed.send(event.clone());
+            }
         }
     }
 

@@ -819,7 +819,7 @@ async fn list_pages_walk_a_prefix_in_name_order_and_skip_deleted_breakers() {
     assert_eq!(page.breakers.len(), 39);
     assert!(page.next_page_token.is_empty());
     let (_, records) = registry.subscribe_with_snapshot("svc/");
-    let names: Vec<_> = records.into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = records.into_iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(names, expected, "snapshots come in name order too");
 }
 
@@ -1191,4 +1191,57 @@ async fn the_writer_splits_batches_to_the_stores_bound_keeping_every_revision() 
         "none skipped or reused"
     );
     assert_eq!(memory.breakers("b").len(), 9);
+}
+
+fn interest(prefix: &str, names: &[&str]) -> super::Interest {
+    super::Interest {
+        prefix: prefix.into(),
+        names: names.iter().map(|n| (*n).to_owned()).collect(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_names_snapshot_holds_the_listed_names_and_the_prefix_in_name_order() {
+    let (registry, _store) = open();
+    for name in ["svc/b", "svc/a", "other/x", "other/y", "zed"] {
+        registry.put(name, spec(3), &op()).await.expect("put");
+    }
+    let snapshot_names = |i: &super::Interest| -> Vec<String> {
+        let (_, records) = registry.watch_with_snapshot(i);
+        records.into_iter().map(|(n, _)| n.to_string()).collect()
+    };
+    assert_eq!(
+        snapshot_names(&interest("", &["zed", "other/x", "missing"])),
+        ["other/x", "zed"]
+    );
+    assert_eq!(
+        snapshot_names(&interest("svc/", &["zed", "svc/a"])),
+        ["svc/a", "svc/b", "zed"],
+        "a name also under the prefix appears once"
+    );
+    assert_eq!(snapshot_names(&interest("svc/", &[])), ["svc/a", "svc/b"]);
+    assert_eq!(snapshot_names(&interest("", &[])).len(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_feed_gets_only_the_committed_events_it_matches() {
+    let (registry, _store) = open();
+    registry.put("a", spec(3), &op()).await.expect("put");
+    let (sub, _) = registry.watch_with_snapshot(&interest("", &["a"]));
+    let mut feed = sub.feed;
+    let mut all = registry.watch(&interest("", &[])).feed;
+    registry.put("b", spec(3), &op()).await.expect("put");
+    let revision = registry
+        .put("a", spec(4), &op())
+        .await
+        .expect("put")
+        .revision;
+    let event = feed.recv().await.expect("a's event");
+    assert_eq!((event.name.as_str(), event.revision), ("a", revision));
+    assert_eq!(feed.progress(), Some(revision), "nothing else queued");
+    let names: Vec<String> = [all.recv().await, all.recv().await]
+        .into_iter()
+        .map(|e| e.expect("event").name.clone())
+        .collect();
+    assert_eq!(names, ["b", "a"]);
 }

@@ -57,7 +57,7 @@ pub(crate) struct Drained {
     /// The entry's change sequence the batch covers.
     pub seq: u64,
     /// The record the batch writes; `None`: the batch deletes it.
-    pub record: Option<StoredBreaker>,
+    pub record: Option<Arc<StoredBreaker>>,
 }
 
 /// Runs until every sender of `dirty` is gone, committing what is pending.
@@ -186,7 +186,7 @@ fn build_batch(
             let record =
                 StoredBreaker::of(&state.machine, state.override_operator.as_ref(), revision);
             batch.puts.push((entry.name.to_string(), record.clone()));
-            Some(record)
+            Some(Arc::new(record))
         };
         drained.push(Drained {
             entry: entry.clone(),

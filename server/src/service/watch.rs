@@ -3,7 +3,6 @@
 //! and never slow a breaker down.
 
 use std::{
-    collections::HashSet,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -16,13 +15,14 @@ use cbd_proto::{
     v1::{self as pb, watch_response::Kind},
 };
 use futures::Stream;
-use tokio::{
-    sync::{broadcast::error::RecvError, watch},
-    time::Instant,
-};
+use tokio::{sync::watch, time::Instant};
 use tonic::Status;
 
-use crate::{error::Error, registry::Registry, store::StoredBreaker};
+use crate::{
+    error::Error,
+    registry::{Interest, Registry, SnapshotRecord},
+    store::StoredBreaker,
+};
 
 /// Progress interval when the request leaves it unset.
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
@@ -44,12 +44,9 @@ pub struct Watcher {
     shutdown: watch::Receiver<bool>,
 }
 
-/// Which breakers a stream follows.
+/// Which breakers a stream follows (the registry indexes streams by it).
 #[derive(Debug)]
-struct Filter {
-    prefix: String,
-    names: HashSet<String>,
-}
+struct Filter(Interest);
 
 impl Filter {
     fn from_proto(f: Option<pb::WatchFilter>) -> Result<Self, Error> {
@@ -65,26 +62,14 @@ impl Filter {
             cbd_breaker::validate_name(name)
                 .map_err(|e| Error::invalid("filter.names", e.to_string()))?;
         }
-        Ok(Self {
+        Ok(Self(Interest {
             prefix: f.prefix,
             names: f.names.into_iter().collect(),
-        })
-    }
-
-    /// The prefix to read records by (everything when the filter lists names).
-    fn read_prefix(&self) -> String {
-        if self.names.is_empty() {
-            self.prefix.clone()
-        } else {
-            String::new()
-        }
+        }))
     }
 
     fn matches(&self, name: &str) -> bool {
-        if self.names.is_empty() {
-            return name.starts_with(&self.prefix);
-        }
-        self.names.contains(name) || (!self.prefix.is_empty() && name.starts_with(&self.prefix))
+        self.0.matches(name)
     }
 }
 
@@ -117,8 +102,9 @@ impl Watcher {
     }
 
     /// Validates `req` and starts its stream. The stream is polled by the transport
-    /// directly (no task or channel per watcher); it ends when the client goes away,
-    /// and a client that stops reading only holds its place in the shared feed.
+    /// directly (no task per watcher); it ends when the client goes away, and a
+    /// client that stops reading only fills its own bounded queue, then catches up
+    /// from the log.
     pub fn start(&self, req: pb::WatchRequest) -> Result<impl Stream<Item = Item> + use<>, Error> {
         let filter = Filter::from_proto(req.filter)?;
         let progress_interval = match req.progress_interval {
@@ -148,12 +134,12 @@ impl Watcher {
         // error and the snapshot is taken at the moment of the call.
         let (sub, first) = match req.start_revision {
             None => {
-                let (sub, records) = self.registry.subscribe_with_snapshot(&filter.read_prefix());
+                let (sub, records) = self.registry.watch_with_snapshot(&filter.0);
                 let revision = sub.revision;
                 (sub, First::Snapshot(revision, records))
             }
             Some(from) => {
-                let sub = self.registry.subscribe();
+                let sub = self.registry.watch(&filter.0);
                 if from < sub.oldest_retained {
                     return Err(Error::Compacted {
                         requested: from,
@@ -176,12 +162,14 @@ impl Watcher {
             let _slot = slot;
             let mut feed = sub.feed;
             // Every committed event up to `last` has been considered (sent if it matched
-            // and was at or after `start`). Progress messages report `last`: the
-            // store's revision, which is below `start` while the stream waits for it.
+            // and was at or after `start`). Progress messages report `last` brought up
+            // to the revision dispatched: the store's revision, which is below `start`
+            // while the stream waits for it.
             let mut last = sub.revision;
             match first {
                 First::Snapshot(revision, records) => {
-                    for msg in snapshot(&registry, &filter, revision, records) {
+                    let status = |name: &str, record: &StoredBreaker| status_at(&registry, name, record);
+                    for msg in snapshot(revision, records, status) {
                         yield Ok(msg);
                     }
                 }
@@ -198,25 +186,29 @@ impl Watcher {
             let mut progress_at = Instant::now() + progress_interval;
             loop {
                 // `yield` cannot sit inside `select!`: pick the step, then act on it.
+                // The feed first: progress is only due once the queue is read.
                 let step = tokio::select! {
+                    biased;
                     received = feed.recv() => Step::Feed(received),
                     () = tokio::time::sleep_until(progress_at) => Step::Progress,
                     () = stopped(&mut shutdown) => Step::Stop,
                 };
                 match step {
-                    Step::Feed(Ok(event)) => {
+                    Step::Feed(Some(event)) => {
+                        // The feed holds only matching events above the subscription's
+                        // revision, each once; the check keeps a resume's order exact.
                         if event.revision <= last {
                             continue;
                         }
                         last = event.revision;
-                        if deliverable(event.revision, start) && filter.matches(&event.name) {
+                        if deliverable(event.revision, start) {
                             yield Ok(message(Kind::Event((*event).clone())));
                             progress_at = Instant::now() + progress_interval;
                         }
                     }
-                    Step::Feed(Err(RecvError::Lagged(_))) => {
+                    Step::Feed(None) if feed.lagged() => {
                         // Fell behind the live feed: catch up from the log.
-                        let sub = registry.subscribe();
+                        let sub = registry.watch(&filter.0);
                         let from = catch_up_from(last, start);
                         if from < sub.oldest_retained {
                             yield Err(Status::from(Error::Compacted {
@@ -235,11 +227,17 @@ impl Watcher {
                         last = sub.revision;
                         feed = sub.feed;
                     }
-                    Step::Feed(Err(RecvError::Closed)) | Step::Stop => break,
-                    Step::Progress => {
-                        yield Ok(message(Kind::ProgressRevision(last)));
-                        progress_at = Instant::now() + progress_interval;
-                    }
+                    Step::Feed(None) | Step::Stop => break,
+                    Step::Progress => match feed.progress() {
+                        Some(dispatched) => {
+                            // Every matching event up to `dispatched` was received.
+                            last = last.max(dispatched);
+                            yield Ok(message(Kind::ProgressRevision(last)));
+                            progress_at = Instant::now() + progress_interval;
+                        }
+                        // Events queued meanwhile, or a lag: read the feed first.
+                        None => tokio::task::yield_now().await,
+                    },
                 }
             }
         })
@@ -248,7 +246,7 @@ impl Watcher {
 
 /// What woke a live stream.
 enum Step {
-    Feed(Result<Arc<pb::Event>, RecvError>),
+    Feed(Option<Arc<pb::Event>>),
     Progress,
     Stop,
 }
@@ -256,7 +254,7 @@ enum Step {
 /// What a stream sends before going live.
 enum First {
     /// A snapshot of these records at this revision.
-    Snapshot(u64, Vec<(String, StoredBreaker)>),
+    Snapshot(u64, Vec<SnapshotRecord>),
     /// The logged events `from..=to`.
     Replay(u64, u64),
 }
@@ -276,36 +274,37 @@ fn message(kind: Kind) -> pb::WatchResponse {
     pb::WatchResponse { kind: Some(kind) }
 }
 
-/// The snapshot at `revision` as messages of at most `CHUNK` breakers, the last
-/// marked `done` (one empty message when nothing matches).
-fn snapshot(
-    registry: &Registry,
-    filter: &Filter,
+/// The snapshot at `revision` (the records the filter matched, in name order) as
+/// messages of at most `CHUNK` breakers, the last marked `done` (one empty message
+/// when nothing matches). Each message is built when the client is ready for it, so
+/// only one chunk of statuses exists at a time beside the copied records.
+fn snapshot<F>(
     revision: u64,
-    records: Vec<(String, StoredBreaker)>,
-) -> Vec<pb::WatchResponse> {
-    let statuses: Vec<pb::BreakerStatus> = records
-        .into_iter()
-        .filter(|(name, _)| filter.matches(name))
-        .map(|(name, record)| status_at(registry, name, record))
-        .collect();
-    let chunks = statuses.len().div_ceil(CHUNK).max(1);
-    let mut statuses = statuses.into_iter();
-    (0..chunks)
-        .map(|i| {
-            message(Kind::Snapshot(pb::Snapshot {
-                breakers: statuses.by_ref().take(CHUNK).collect(),
-                revision,
-                done: i + 1 == chunks,
-            }))
-        })
-        .collect()
+    records: Vec<SnapshotRecord>,
+    status: F,
+) -> impl Iterator<Item = pb::WatchResponse>
+where
+    F: Fn(&str, &StoredBreaker) -> pb::BreakerStatus,
+{
+    let chunks = records.len().div_ceil(CHUNK).max(1);
+    let mut records = records.into_iter();
+    (0..chunks).map(move |i| {
+        message(Kind::Snapshot(pb::Snapshot {
+            breakers: records
+                .by_ref()
+                .take(CHUNK)
+                .map(|(name, record)| status(&name, &record))
+                .collect(),
+            revision,
+            done: i + 1 == chunks,
+        }))
+    })
 }
 
 /// A committed record as a status, with the live window counts added.
-fn status_at(registry: &Registry, name: String, record: StoredBreaker) -> pb::BreakerStatus {
+fn status_at(registry: &Registry, name: &str, record: &StoredBreaker) -> pb::BreakerStatus {
     let live = registry
-        .live_status(&name)
+        .live_status(name)
         .filter(|live| live.generation == record.generation);
     let mut status = pb::BreakerStatus {
         state: record.state,
@@ -317,7 +316,7 @@ fn status_at(registry: &Registry, name: String, record: StoredBreaker) -> pb::Br
         backoff_level: record.backoff_level,
         mod_revision: record.mod_revision,
         spec: record.spec,
-        name,
+        name: name.to_owned(),
         ..Default::default()
     };
     if let Some(live) = live {
@@ -388,6 +387,45 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_comes_in_chunks_the_last_one_done() {
+        let records = |n: usize| -> Vec<SnapshotRecord> {
+            (0..n)
+                .map(|i| {
+                    let name: Arc<str> = format!("b{i:04}").into();
+                    (name, Arc::new(StoredBreaker::default()))
+                })
+                .collect()
+        };
+        let status = |name: &str, _: &StoredBreaker| pb::BreakerStatus {
+            name: name.to_owned(),
+            ..Default::default()
+        };
+        let shape = |n: usize| -> Vec<(usize, bool, u64)> {
+            snapshot(7, records(n), status)
+                .map(|m| match m.kind {
+                    Some(Kind::Snapshot(s)) => (s.breakers.len(), s.done, s.revision),
+                    other => panic!("not a snapshot: {other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(shape(0), [(0, true, 7)], "one empty message");
+        assert_eq!(shape(CHUNK), [(CHUNK, true, 7)]);
+        assert_eq!(
+            shape(2 * CHUNK + 1),
+            [(CHUNK, false, 7), (CHUNK, false, 7), (1, true, 7)]
+        );
+        let names: Vec<String> = snapshot(7, records(CHUNK + 2), status)
+            .flat_map(|m| match m.kind {
+                Some(Kind::Snapshot(s)) => s.breakers,
+                _ => Vec::new(),
+            })
+            .map(|b| b.name)
+            .collect();
+        assert_eq!(names.len(), CHUNK + 2);
+        assert!(names.is_sorted(), "in the records' name order");
+    }
 
     #[test]
     fn nothing_below_the_start_is_deliverable() {

@@ -1,8 +1,11 @@
 //! Watch fan-out benchmark: attaches many watchers to one daemon, triggers
 //! transitions, and prints the delay from each transition (the event's time, taken
-//! by the daemon) to its delivery at every watcher: p50, p99, max.
+//! by the daemon) to its delivery at every watcher: p50, p99, max. With `--idle N`,
+//! N more watchers follow another breaker, which no transition touches: the cost of
+//! watchers an event does not match (docs/DESIGN.md §5).
 //!
 //! `cargo run --release -p cbd-tests --bin watch-bench -- --watchers 10000`
+//! `cargo run --release -p cbd-tests --bin watch-bench -- --watchers 1 --idle 10000 --transitions 200`
 
 use std::{
     sync::{
@@ -29,6 +32,9 @@ struct Args {
     /// Transitions to trigger (each is one event to every watcher).
     #[arg(long, default_value_t = 20)]
     transitions: usize,
+    /// Watchers of another breaker (one name each), attached before the others.
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
 }
 
 fn micros_since(t: &prost_types::Timestamp) -> u64 {
@@ -47,7 +53,7 @@ async fn main() {
         &dir.path().join("data"),
         &[
             "--max-watchers",
-            &(args.watchers + 10).to_string(),
+            &(args.watchers + args.idle + 10).to_string(),
             "--log-level",
             "warn",
         ],
@@ -64,16 +70,43 @@ async fn main() {
         .await
         .expect("put");
 
+    let attach = Instant::now();
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
         channels.push(daemon.channel().await);
+    }
+    // Idle watchers: opened, past their snapshot, then held open and never sent an event.
+    let mut idle = Vec::with_capacity(args.idle);
+    for i in 0..args.idle {
+        let mut client = BreakersClient::new(channels[i % channels.len()].clone());
+        let req = pb::WatchRequest {
+            filter: Some(pb::WatchFilter {
+                prefix: String::new(),
+                names: vec!["bench/idle".into()],
+            }),
+            ..Default::default()
+        };
+        let mut stream = client.watch(req).await.expect("watch").into_inner();
+        match stream.next().await {
+            Some(Ok(pb::WatchResponse {
+                kind: Some(Kind::Snapshot(_)),
+            })) => {}
+            other => panic!("idle watcher {i}: {other:?}"),
+        }
+        idle.push(stream);
+    }
+    if args.idle > 0 {
+        println!(
+            "{} idle watchers attached in {:?}",
+            args.idle,
+            attach.elapsed()
+        );
     }
     let ready = Arc::new(AtomicUsize::new(0));
     let delivered = Arc::new(AtomicUsize::new(0));
     let delays = Arc::new(Mutex::new(Vec::with_capacity(
         args.watchers * args.transitions,
     )));
-    let attach = Instant::now();
     for i in 0..args.watchers {
         let mut client = BreakersClient::new(channels[i % channels.len()].clone());
         let (ready, delivered, delays) = (ready.clone(), delivered.clone(), delays.clone());
@@ -138,6 +171,7 @@ async fn main() {
         }
     }
     // Stop the daemon: every stream ends and its watcher hands in its delays.
+    drop(idle);
     drop(daemon);
     while Arc::strong_count(&delays) > 1 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -147,8 +181,9 @@ async fn main() {
     let pct =
         |p: f64| delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)] as f64 / 1000.0;
     println!(
-        "watchers={} transitions={} deliveries={} in {:?}: delay p50={:.2} ms p99={:.2} ms max={:.2} ms",
+        "watchers={} idle={} transitions={} deliveries={} in {:?}: delay p50={:.2} ms p99={:.2} ms max={:.2} ms",
         args.watchers,
+        args.idle,
         args.transitions,
         delays.len(),
         run.elapsed(),

@@ -497,3 +497,141 @@ async fn a_start_beyond_the_store_waits_and_never_sends_an_earlier_event() {
     assert_eq!(events[0].revision, start, "{events:?}");
     assert_eq!(events[0].kind(), pb::EventKind::OverrideSet);
 }
+
+/// Fan-out by name and prefix (docs/DESIGN.md §5): with a thousand other streams
+/// open (one-name watches of other breakers, prefix watches, and watches of
+/// everything that never read and so fall behind), a one-name watcher still gets
+/// every event of its breaker, in order, once, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_name_watcher_gets_all_its_events_in_order_among_a_thousand_others() {
+    const OTHERS: usize = 1000;
+    const CHANGES: usize = 100;
+    let daemon = Daemon::fresh(&["--max-watchers", "1100"]).await;
+    let mut admin = daemon.admin().await;
+    put(&mut admin, "fan/target", spec(3, 1000)).await;
+    for i in 0..20 {
+        put(&mut admin, &format!("fan/other{i}"), spec(3, 1000)).await;
+    }
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(daemon.breakers().await);
+    }
+    let mut others = Vec::with_capacity(OTHERS);
+    for i in 0..OTHERS {
+        let filter = match i % 10 {
+            // Never read: these fall behind once the HTTP/2 window fills.
+            0 => pb::WatchFilter::default(),
+            1 => pb::WatchFilter {
+                prefix: "fan/other".into(),
+                names: vec![],
+            },
+            2 => pb::WatchFilter {
+                prefix: "nothing/".into(),
+                names: vec![],
+            },
+            _ => pb::WatchFilter {
+                prefix: String::new(),
+                names: vec![format!("fan/other{}", i % 20)],
+            },
+        };
+        let mut stream = watch(
+            &mut clients[i % 10],
+            pb::WatchRequest {
+                filter: Some(filter),
+                ..Default::default()
+            },
+        )
+        .await;
+        snapshot(&mut stream).await;
+        others.push(stream);
+    }
+    let mut client = daemon.breakers().await;
+    let mut target = watch(
+        &mut client,
+        pb::WatchRequest {
+            filter: Some(pb::WatchFilter {
+                prefix: String::new(),
+                names: vec!["fan/target".into()],
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (breakers, _) = snapshot(&mut target).await;
+    assert_eq!(
+        breakers.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
+        ["fan/target"],
+        "the snapshot holds the one name"
+    );
+
+    // The target's changes interleaved with changes to the other breakers.
+    let mut expected = Vec::with_capacity(CHANGES);
+    for i in 0..CHANGES {
+        let value = if i % 2 == 0 {
+            pb::Override::ForcedOpen
+        } else {
+            pb::Override::Unspecified
+        };
+        expected.push(set_override(&mut admin, "fan/target", value).await);
+        put(
+            &mut admin,
+            &format!("fan/other{}", i % 20),
+            spec(4 + (i % 5) as u32, 1000),
+        )
+        .await;
+    }
+    let last = *expected.last().expect("changes made");
+    let events = events_until(&mut target, |e| e.revision >= last).await;
+    assert!(
+        events.iter().all(|e| e.name == "fan/target"),
+        "only its own events"
+    );
+    let got: Vec<u64> = events.iter().map(|e| e.revision).collect();
+    assert_eq!(got, expected, "every change of the breaker, in order, once");
+    drop(others);
+}
+
+/// A stream whose breaker is quiet is sent no other breaker's events, yet its progress
+/// messages carry the store's current revision (docs/DESIGN.md §5), so a resume from
+/// one skips what it never needed.
+#[tokio::test]
+async fn progress_on_a_one_name_stream_follows_other_breakers_commits() {
+    let daemon = Daemon::fresh(&[]).await;
+    let mut admin = daemon.admin().await;
+    put(&mut admin, "still", spec(3, 1000)).await;
+    let mut client = daemon.breakers().await;
+    let mut stream = watch(
+        &mut client,
+        pb::WatchRequest {
+            filter: Some(pb::WatchFilter {
+                prefix: String::new(),
+                names: vec!["still".into()],
+            }),
+            progress_interval: Some(ms(20)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (_, from) = snapshot(&mut stream).await;
+    let mut last = from;
+    for i in 0..5 {
+        last = put(&mut admin, &format!("busy/{i}"), spec(3, 1000))
+            .await
+            .revision;
+    }
+    assert!(last > from);
+    let mut seen = from;
+    loop {
+        match next(&mut stream).await {
+            Kind::ProgressRevision(r) if r >= last => {
+                assert_eq!(r, last, "no revision beyond the store's");
+                break;
+            }
+            Kind::ProgressRevision(r) => {
+                assert!(r >= seen, "progress went back from {seen} to {r}");
+                seen = r;
+            }
+            other => panic!("another breaker's change reached the stream: {other:?}"),
+        }
+    }
+}
