@@ -74,30 +74,23 @@ impl Follow {
             }
             None => (0, dialled[&endpoints[0]].clone()),
         };
-        let url = endpoints[index].clone();
-        let follow = Self::with(endpoints, Some(dial), url, channel, dialled);
-        follow.shared.current.write().index = index;
-        Ok(follow)
+        Ok(Self::with(endpoints, Some(dial), index, channel, dialled))
     }
 
     /// One channel the caller dialled, never switched.
     pub(crate) fn fixed(url: String, channel: Channel) -> Self {
-        Self::with(
-            vec![url.clone()],
-            None,
-            url,
-            channel.clone(),
-            HashMap::new(),
-        )
+        Self::with(vec![url], None, 0, channel, HashMap::new())
     }
 
+    /// Starting at `endpoints[index]`, over `channel`.
     fn with(
         endpoints: Vec<String>,
         dial: Option<Dial>,
-        url: String,
+        index: usize,
         channel: Channel,
         dialled: HashMap<String, Channel>,
     ) -> Self {
+        let url = endpoints[index].clone();
         Self {
             shared: Arc::new(Shared {
                 endpoints,
@@ -106,7 +99,7 @@ impl Follow {
                     url,
                     channel,
                     generation: 0,
-                    index: 0,
+                    index,
                     dialled,
                 }),
             }),

@@ -16,6 +16,17 @@ use tonic_health::{
     },
 };
 
+/// UNAVAILABLE with `cbd-leader` set to `leader` (empty: none known).
+fn assert_points_to(err: &tonic::Status, leader: &str) {
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(
+        err.metadata()
+            .get(LEADER_METADATA)
+            .expect("cbd-leader present"),
+        leader
+    );
+}
+
 #[tokio::test]
 async fn every_call_is_unavailable_naming_the_current_leader() {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -46,9 +57,8 @@ async fn every_call_is_unavailable_naming_the_current_leader() {
         })
         .await
         .expect_err("a standby decides nothing");
-    assert_eq!(err.code(), Code::Unavailable);
     // Empty, not absent: a standby's answer, go to another endpoint.
-    assert_eq!(err.metadata().get(LEADER_METADATA).expect("present"), "");
+    assert_points_to(&err, "");
 
     hint_tx.send_replace(Some("http://127.0.0.1:7411".into()));
     let err = AdminClient::new(channel.clone())
@@ -58,21 +68,13 @@ async fn every_call_is_unavailable_naming_the_current_leader() {
         })
         .await
         .expect_err("a standby writes nothing");
-    assert_eq!(err.code(), Code::Unavailable);
-    assert_eq!(
-        err.metadata().get(LEADER_METADATA).expect("leader"),
-        "http://127.0.0.1:7411"
-    );
+    assert_points_to(&err, "http://127.0.0.1:7411");
     // A stream is refused the same way.
     let err = breakers
         .watch(pb::WatchRequest::default())
         .await
         .expect_err("no watch on a standby");
-    assert_eq!(err.code(), Code::Unavailable);
-    assert_eq!(
-        err.metadata().get(LEADER_METADATA).expect("leader"),
-        "http://127.0.0.1:7411"
-    );
+    assert_points_to(&err, "http://127.0.0.1:7411");
 
     let mut health = HealthClient::new(channel);
     let leader = health
