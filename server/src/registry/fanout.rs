@@ -132,7 +132,10 @@ impl Fanout {
 
     /// Registers a watcher of `interest` that is sent every matching event above
     /// `revision`. The caller holds the publish lock's read side, so no batch above
-    /// `revision` is dispatched before this returns (docs/DESIGN.md §5).
+    /// `revision` is published meanwhile; one published before may still be being
+    /// dispatched (after the write lock is dropped), and the sink's `last_sent =
+    /// revision` is what keeps such a batch from reaching this watcher twice
+    /// (docs/DESIGN.md §5).
     pub(crate) fn subscribe(self: &Arc<Self>, interest: &Interest, revision: u64) -> Feed {
         let (tx, events) = mpsc::channel(self.capacity);
         let lagged = Arc::new(AtomicBool::new(false));
