@@ -56,6 +56,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// The `--help` heading of the replica settings.
+const REPLICAS: &str = "Replicas (--store etcd)";
+
+/// Where breakers are kept (`--store`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded sled database in --data-dir: one daemon.
+    Sled,
+    /// etcd, shared by replicas of which one leads.
+    Etcd,
+}
+
 /// A `[[template]]` table: a spec for unknown names under `prefix`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -244,6 +257,69 @@ pub struct Config {
     #[arg(long, env = "CBD_FORCE_RECOVER")]
     #[serde(skip)]
     pub force_recover: bool,
+
+    /// Where breakers live: `sled`, the embedded database in --data-dir; or `etcd`,
+    /// shared by replicas of which one leads (docs/DESIGN.md §11): needs
+    /// --etcd-endpoints, and a cbd built with the `etcd` cargo feature.
+    #[arg(long, env = "CBD_STORE", value_name = "KIND", default_value = "sled", help_heading = REPLICAS)]
+    pub store: StoreKind,
+
+    /// etcd client URLs, comma-separated (`https://` with --etcd-ca). Only with
+    /// --store etcd.
+    #[arg(long, env = "CBD_ETCD_ENDPOINTS", value_name = "URLS", value_delimiter = ',', help_heading = REPLICAS)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub etcd_endpoints: Vec<String>,
+
+    /// This cbd cluster's key prefix in etcd: clusters with other prefixes can share
+    /// the same etcd.
+    #[arg(long, env = "CBD_ETCD_PREFIX", value_name = "PREFIX", default_value = "cbd", help_heading = REPLICAS)]
+    pub etcd_prefix: String,
+
+    /// The URL clients reach this replica at: what standbys name as the leader while
+    /// it leads. [default: http://<--listen> (https with --tls-cert), with the port
+    /// bound]; needed when --listen is an unspecified address such as 0.0.0.0.
+    #[arg(long, env = "CBD_ADVERTISE_URL", value_name = "URL", help_heading = REPLICAS)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_url: Option<String>,
+
+    /// The leader's etcd lease, in whole seconds: a leader cut off from etcd stops
+    /// deciding before it ends, and a standby takes over about this long after a
+    /// leader dies (a leader that stops cleanly hands over at once).
+    #[arg(long, env = "CBD_ETCD_LEASE_TTL", value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "2s", help_heading = REPLICAS)]
+    #[serde(with = "humantime_serde")]
+    pub etcd_lease_ttl: Duration,
+
+    /// etcd user, when etcd has authentication on; the password is read from
+    /// --etcd-password-file.
+    #[arg(long, env = "CBD_ETCD_USER", value_name = "NAME", help_heading = REPLICAS)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_user: Option<String>,
+
+    /// File holding the password of --etcd-user (one line; trailing newline ignored).
+    #[arg(long, env = "CBD_ETCD_PASSWORD_FILE", value_name = "FILE", help_heading = REPLICAS)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_password_file: Option<PathBuf>,
+
+    /// CA certificate(s) (PEM) etcd's server certificates are checked against; turns
+    /// TLS to etcd on (endpoints must be https://).
+    #[arg(long, env = "CBD_ETCD_CA", value_name = "FILE", help_heading = REPLICAS)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_ca: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) for etcd's mTLS. Needs --etcd-key and --etcd-ca.
+    #[arg(long, env = "CBD_ETCD_CERT", value_name = "FILE", help_heading = REPLICAS)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --etcd-cert.
+    #[arg(long, env = "CBD_ETCD_KEY", value_name = "FILE", help_heading = REPLICAS)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_key: Option<PathBuf>,
+
+    /// etcd's `--max-txn-ops` (operations per transaction): group commits are split
+    /// to fit.
+    #[arg(long, env = "CBD_ETCD_MAX_TXN_OPS", value_name = "N", default_value_t = 128, help_heading = REPLICAS)]
+    pub etcd_max_txn_ops: usize,
 
     /// Specs for unknown names by prefix: the file's `[[template]]` tables.
     #[arg(skip)]
@@ -457,7 +533,146 @@ impl Config {
             }
         }
         problems.extend(self.templates.iter().filter_map(|t| t.spec().err()));
+        problems.extend(self.replica_problems());
         problems
+    }
+
+    /// What is wrong with the replica settings (`--store` and `--etcd-*`).
+    fn replica_problems(&self) -> Vec<Error> {
+        let mut problems = Vec::new();
+        if self.store == StoreKind::Sled {
+            let given = [
+                ("--etcd-endpoints", !self.etcd_endpoints.is_empty()),
+                ("--advertise-url", self.advertise_url.is_some()),
+                ("--etcd-user", self.etcd_user.is_some()),
+                ("--etcd-password-file", self.etcd_password_file.is_some()),
+                ("--etcd-ca", self.etcd_ca.is_some()),
+                ("--etcd-cert", self.etcd_cert.is_some()),
+                ("--etcd-key", self.etcd_key.is_some()),
+            ];
+            // Forgetting `--store etcd` would run a lone daemon on sled beside the
+            // replicas: refused, never ignored.
+            for (flag, _) in given.iter().filter(|(_, set)| *set) {
+                problems.push(Error::invalid(
+                    *flag,
+                    "is only used with --store etcd; add --store etcd (or drop it)",
+                ));
+            }
+            return problems;
+        }
+        if self.etcd_endpoints.is_empty() {
+            problems.push(Error::invalid(
+                "--etcd-endpoints",
+                "--store etcd needs etcd's client URLs, e.g. http://127.0.0.1:2379",
+            ));
+        }
+        let tls = self.etcd_ca.is_some();
+        for url in &self.etcd_endpoints {
+            let scheme_ok = match url.split_once("://") {
+                Some(("https", rest)) => tls && !rest.is_empty(),
+                Some(("http", rest)) => !tls && !rest.is_empty(),
+                _ => false,
+            };
+            if !scheme_ok {
+                let want = if tls {
+                    "https://HOST:PORT (TLS is on: --etcd-ca)"
+                } else {
+                    "http://HOST:PORT (https:// needs --etcd-ca)"
+                };
+                problems.push(Error::invalid(
+                    "--etcd-endpoints",
+                    format!("{url:?} is not {want}"),
+                ));
+            }
+        }
+        if self.etcd_prefix.trim_matches('/').is_empty() {
+            problems.push(Error::invalid("--etcd-prefix", "must not be empty"));
+        }
+        let ttl = self.etcd_lease_ttl;
+        if ttl < Duration::from_secs(1) || ttl.subsec_nanos() != 0 {
+            problems.push(Error::invalid(
+                "--etcd-lease-ttl",
+                format!(
+                    "{} is not a whole number of seconds of at least 1s (etcd leases count seconds)",
+                    humantime::format_duration(ttl)
+                ),
+            ));
+        }
+        if self.etcd_max_txn_ops < 4 {
+            problems.push(Error::invalid(
+                "--etcd-max-txn-ops",
+                "must be at least 4 (etcd's default is 128)",
+            ));
+        }
+        match &self.advertise_url {
+            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                problems.push(Error::invalid(
+                    "--advertise-url",
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+            None if self.listen.ip().is_unspecified() => problems.push(Error::invalid(
+                "--advertise-url",
+                format!(
+                    "--listen {} says no address clients can reach: give the URL they use",
+                    self.listen
+                ),
+            )),
+            _ => {}
+        }
+        match (&self.etcd_cert, &self.etcd_key) {
+            (Some(_), None) => problems.push(Error::invalid(
+                "--etcd-cert",
+                "--etcd-cert and --etcd-key must be given together (--etcd-key is missing)",
+            )),
+            (None, Some(_)) => problems.push(Error::invalid(
+                "--etcd-key",
+                "--etcd-cert and --etcd-key must be given together (--etcd-cert is missing)",
+            )),
+            _ => {}
+        }
+        if self.etcd_cert.is_some() && !tls {
+            problems.push(Error::invalid(
+                "--etcd-cert",
+                "a client certificate needs TLS: give --etcd-ca too",
+            ));
+        }
+        match (&self.etcd_user, &self.etcd_password_file) {
+            (Some(_), None) => problems.push(Error::invalid(
+                "--etcd-user",
+                "needs its password: give --etcd-password-file",
+            )),
+            (None, Some(_)) => problems.push(Error::invalid(
+                "--etcd-password-file",
+                "is the password of --etcd-user: give it too",
+            )),
+            _ => {}
+        }
+        if self.metrics_listen.is_some() {
+            problems.push(Error::invalid(
+                "--metrics-listen",
+                "is not served with --store etcd yet (metrics and the dashboard follow one registry)",
+            ));
+        }
+        if self.force_recover {
+            problems.push(Error::invalid(
+                "--force-recover",
+                "repairs a sled data dir; etcd keeps its own replicas",
+            ));
+        }
+        problems
+    }
+
+    /// `--advertise-url`, or the URL of `bound` (the address `--listen` bound).
+    pub fn advertised(&self, bound: SocketAddr) -> String {
+        self.advertise_url.clone().unwrap_or_else(|| {
+            let scheme = if self.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{bound}")
+        })
     }
 
     /// What [`Config::problems`] leaves to the start: the auth file parses and the
@@ -662,6 +877,59 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_etcd_store_needs_its_endpoints_and_its_flags_need_it() {
+        let config = load(&[
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            "http://a:1,http://b:2",
+        ])
+        .expect("valid");
+        assert_eq!(config.store, StoreKind::Etcd);
+        assert_eq!(config.etcd_endpoints, ["http://a:1", "http://b:2"]);
+        assert_eq!(config.etcd_prefix, "cbd");
+        assert_eq!(config.etcd_lease_ttl, Duration::from_secs(2));
+        let back: Config = toml::from_str(&config.to_toml()).expect("round trip");
+        assert_eq!(back, config);
+        assert_eq!(
+            config.advertised("127.0.0.1:9".parse().expect("addr")),
+            "http://127.0.0.1:9"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cbd.toml");
+        std::fs::write(
+            &file,
+            "store = \"etcd\"\netcd_endpoints = [\"http://a:1\"]\n",
+        )
+        .expect("write");
+        let from_file = load(&["--config", file.to_str().expect("utf-8")]).expect("valid");
+        assert_eq!(from_file.store, StoreKind::Etcd);
+
+        let first = |list: &[&str]| load(list).unwrap_err().to_string();
+        assert!(first(&["--store", "etcd"]).starts_with("--etcd-endpoints: "));
+        // A forgotten --store etcd is refused, not a lone daemon on sled.
+        assert!(first(&["--etcd-endpoints", "http://a:1"]).contains("--store etcd"));
+        let etcd = ["--store", "etcd", "--etcd-endpoints", "http://a:1"];
+        let with = |extra: &[&str]| {
+            let mut list = etcd.to_vec();
+            list.extend_from_slice(extra);
+            first(&list)
+        };
+        assert!(with(&["--etcd-lease-ttl", "1500ms"]).starts_with("--etcd-lease-ttl: "));
+        assert!(with(&["--etcd-ca", "ca.pem"]).contains("https://"));
+        assert!(with(&["--etcd-user", "u"]).starts_with("--etcd-user: "));
+        assert!(with(&["--etcd-cert", "c.pem"]).starts_with("--etcd-cert: "));
+        assert!(
+            with(&["--listen", "0.0.0.0:7411", "--allow-unauthenticated"])
+                .starts_with("--advertise-url: ")
+        );
+        assert!(with(&["--advertise-url", "10.0.0.1:7411"]).starts_with("--advertise-url: "));
+        assert!(with(&["--metrics-listen", "127.0.0.1:0"]).starts_with("--metrics-listen: "));
+        assert!(with(&["--etcd-prefix", "/"]).starts_with("--etcd-prefix: "));
+        assert!(with(&["--etcd-max-txn-ops", "3"]).starts_with("--etcd-max-txn-ops: "));
+    }
+
     /// One non-default value per setting: the key in the file (TOML) and the flag's
     /// text. Every flag must have one (checked below, from clap's own list).
     const SAMPLES: &[(&str, &str, &str)] = &[
@@ -689,11 +957,40 @@ mod tests {
         ("metrics_listen", "\"127.0.0.1:9\"", "127.0.0.1:9"),
         ("metrics_max_breakers", "5", "5"),
         ("dashboard_allow_actions", "true", ""),
+        (
+            "etcd_endpoints",
+            "[\"https://127.0.0.2:2379\"]",
+            "https://127.0.0.2:2379",
+        ),
+        ("etcd_prefix", "\"other\"", "other"),
+        (
+            "advertise_url",
+            "\"http://10.0.0.1:7411\"",
+            "http://10.0.0.1:7411",
+        ),
+        ("etcd_lease_ttl", "\"5s\"", "5s"),
+        ("etcd_user", "\"sample\"", "sample"),
+        ("etcd_password_file", "\"/sample/pw\"", "/sample/pw"),
+        ("etcd_ca", "\"/sample/etcd-ca\"", "/sample/etcd-ca"),
+        ("etcd_cert", "\"/sample/etcd-cert\"", "/sample/etcd-cert"),
+        ("etcd_key", "\"/sample/etcd-key\"", "/sample/etcd-key"),
+        ("etcd_max_txn_ops", "64", "64"),
     ];
+
+    /// The base file of the replica settings' samples: an etcd store with every
+    /// setting that needs another given (and no --metrics-listen, refused with etcd).
+    const ETCD_BASE: &str = "tls_cert = \"/base/cert\"\ntls_key = \"/base/key\"\nstore = \"etcd\"\n\
+        etcd_endpoints = [\"https://127.0.0.1:2379\"]\netcd_ca = \"/base/etcd-ca\"\n\
+        etcd_cert = \"/base/etcd-cert\"\netcd_key = \"/base/etcd-key\"\n\
+        etcd_user = \"base\"\netcd_password_file = \"/base/etcd-pw\"\n";
 
     /// Flags that are not in the file on purpose: the file itself, and recovery,
     /// which must be asked for at each start.
     const NOT_IN_THE_FILE: &[&str] = &["config", "force_recover"];
+
+    /// Settings checked by a test of their own: `store` (it changes which other
+    /// settings are valid).
+    const CHECKED_APART: &[&str] = &["store"];
 
     #[test]
     fn every_flag_is_settable_from_the_file_and_the_environment_alike() {
@@ -702,15 +999,20 @@ mod tests {
         // TLS keys and certs come in pairs; the base gives both so each sample validates.
         // The dashboard's actions need its listener: the base gives one.
         let base = "tls_cert = \"/base/cert\"\ntls_key = \"/base/key\"\nmetrics_listen = \"127.0.0.1:19\"\n";
-        let base_file = dir.path().join("base.toml");
-        std::fs::write(&base_file, base).expect("write");
-        let base_file = base_file.to_str().expect("utf-8").to_owned();
-        let from = |extra: &[&str]| {
-            let mut list = vec!["--config", base_file.as_str()];
+        let write_base = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.to_str().expect("utf-8").to_owned()
+        };
+        let (base_file, etcd_base_file) = (
+            write_base("base.toml", base),
+            write_base("etcd-base.toml", ETCD_BASE),
+        );
+        let from = |base_file: &str, extra: &[&str]| {
+            let mut list = vec!["--config", base_file];
             list.extend_from_slice(extra);
             load(&list).expect("valid").to_toml()
         };
-        let unchanged = from(&[]);
         let command = Args::command();
         for arg in command.get_arguments() {
             let id = arg.get_id().as_str();
@@ -726,9 +1028,15 @@ mod tests {
                 Some(env.as_str()),
                 "--{long} has its CBD_* variable"
             );
-            if NOT_IN_THE_FILE.contains(&id) {
+            if NOT_IN_THE_FILE.contains(&id) || CHECKED_APART.contains(&id) {
                 continue;
             }
+            let (base, base_file) = if id.starts_with("etcd_") || id == "advertise_url" {
+                (ETCD_BASE, etcd_base_file.as_str())
+            } else {
+                (base, base_file.as_str())
+            };
+            let unchanged = from(base_file, &[]);
             let (_, toml_value, flag_value) = SAMPLES
                 .iter()
                 .find(|(key, _, _)| *key == id)
@@ -745,9 +1053,9 @@ mod tests {
                 .to_toml();
             let flag = format!("--{long}");
             let from_flag = if flag_value.is_empty() {
-                from(&[flag.as_str()])
+                from(base_file, &[flag.as_str()])
             } else {
-                from(&[flag.as_str(), flag_value])
+                from(base_file, &[flag.as_str(), flag_value])
             };
             assert_ne!(
                 from_flag, unchanged,

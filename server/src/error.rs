@@ -146,6 +146,8 @@ impl From<Error> for Status {
                 );
                 status
             }
+            // Who leads, in the metadata every client follows (docs/DESIGN.md §11.2).
+            Error::NotLeader { leader } => crate::standby::not_leader(leader.as_deref()),
             _ => Status::new(code, message),
         }
     }

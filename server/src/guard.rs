@@ -1,7 +1,7 @@
 //! The guard in front of every gRPC service (docs/DESIGN.md §7): the one-concern
 //! layers of [`crate::layers`] stacked in their order, outermost first: the RPC
-//! duration metric, authentication and roles, the overall request limit, the
-//! request timeout, and the message-size limit.
+//! duration metric, authentication and roles, leadership (replicas only), the
+//! overall request limit, the request timeout, and the message-size limit.
 //!
 //! Only `cbd.*` paths are guarded; `grpc.health.v1` and reflection need no token and
 //! are never limited, so probes and tooling keep working. For streaming RPCs (Watch,
@@ -20,8 +20,13 @@ use tower::{
 use crate::{
     auth::Auth,
     layers::{
-        AroundLayer, auth::Authenticate, limit::RequestLimit, message_size::MessageSize,
-        metrics::RecordRpcs, timeout::RequestTimeout,
+        AroundLayer,
+        auth::Authenticate,
+        leader::{LeaderOnly, Leading},
+        limit::RequestLimit,
+        message_size::MessageSize,
+        metrics::RecordRpcs,
+        timeout::RequestTimeout,
     },
     metrics::Metrics,
 };
@@ -39,6 +44,8 @@ pub struct GuardConfig {
     pub max_message_size: usize,
     /// Where RPC durations go.
     pub metrics: Metrics,
+    /// Whether this replica leads; `None`: a daemon on its own store, which always does.
+    pub leader: Option<Arc<dyn Leading>>,
 }
 
 /// The stacked layers; see the module docs.
@@ -49,7 +56,10 @@ pub type GuardLayer = ServiceBuilder<
             AroundLayer<RequestTimeout>,
             Stack<
                 AroundLayer<RequestLimit>,
-                Stack<AroundLayer<Authenticate>, Stack<AroundLayer<RecordRpcs>, Identity>>,
+                Stack<
+                    AroundLayer<LeaderOnly>,
+                    Stack<AroundLayer<Authenticate>, Stack<AroundLayer<RecordRpcs>, Identity>>,
+                >,
             >,
         >,
     >,
@@ -66,6 +76,7 @@ fn stack(config: GuardConfig, limit: RequestLimit) -> GuardLayer {
     ServiceBuilder::new()
         .layer(AroundLayer(RecordRpcs(config.metrics)))
         .layer(AroundLayer(Authenticate(config.auth)))
+        .layer(AroundLayer(LeaderOnly(config.leader)))
         .layer(AroundLayer(limit))
         .layer(AroundLayer(RequestTimeout(config.timeout)))
         .layer(AroundLayer(MessageSize(config.max_message_size)))
@@ -126,6 +137,7 @@ mod tests {
             timeout,
             max_message_size: 1024,
             metrics: Metrics::new(10),
+            leader: None,
         };
         (stack(config, limit.clone()).service(slow.clone()), slow)
     }
@@ -158,6 +170,68 @@ mod tests {
             .expect("infallible");
         assert_eq!(response_code(&r), Code::Ok);
         // Health is never limited.
+        let r = g
+            .call(request("/grpc.health.v1.Health/Check"))
+            .await
+            .expect("infallible");
+        assert_eq!(response_code(&r), Code::Ok);
+    }
+
+    /// A replica whose leadership `leads` says.
+    #[derive(Debug)]
+    struct Replica {
+        leads: std::sync::atomic::AtomicBool,
+    }
+
+    impl Leading for Replica {
+        fn check(&self) -> Result<(), crate::error::Error> {
+            if self.leads.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(crate::error::Error::NotLeader {
+                    leader: Some("http://127.0.0.1:7412".into()),
+                })
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_stopped_leading_refuses_without_calling_through() {
+        let replica = Arc::new(Replica { leads: true.into() });
+        let slow = Slow {
+            delay: Duration::ZERO,
+            calls: Arc::default(),
+        };
+        let config = GuardConfig {
+            auth: None,
+            max_requests: 10,
+            timeout: Duration::from_secs(5),
+            max_message_size: 1024,
+            metrics: Metrics::new(10),
+            leader: Some(replica.clone()),
+        };
+        let mut g = layer(config).service(slow.clone());
+        let r = g
+            .call(request("/cbd.v1.Breakers/Acquire"))
+            .await
+            .expect("infallible");
+        assert_eq!(response_code(&r), Code::Ok);
+        replica.leads.store(false, Ordering::SeqCst);
+        let r = g
+            .call(request("/cbd.v1.Breakers/Acquire"))
+            .await
+            .expect("infallible");
+        let status = Status::from_header_map(r.headers()).expect("status");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status
+                .metadata()
+                .get(cbd_proto::LEADER_METADATA)
+                .expect("leader named"),
+            "http://127.0.0.1:7412"
+        );
+        assert_eq!(slow.calls.load(Ordering::SeqCst), 1, "not called through");
+        // Health still answers: probes see a standby, not a dead process.
         let r = g
             .call(request("/grpc.health.v1.Health/Check"))
             .await

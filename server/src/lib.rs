@@ -16,8 +16,11 @@ pub mod methods;
 pub mod metrics;
 pub mod permit;
 pub mod registry;
+#[cfg(feature = "etcd")]
+pub mod replica;
 pub mod server;
 pub mod service;
+pub mod sever;
 pub mod standby;
 pub mod status;
 pub mod store;

@@ -48,6 +48,23 @@ impl PermitKey {
         Ok(Self(key))
     }
 
+    /// A key kept elsewhere (a replica's, in etcd): exactly 32 bytes; `origin` names
+    /// where it came from in the error.
+    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self, Error> {
+        let key: [u8; KEY_LEN] = bytes.try_into().map_err(|_| {
+            Error::Storage(format!(
+                "permit key {origin}: {} bytes, expected {KEY_LEN}",
+                bytes.len()
+            ))
+        })?;
+        Ok(Self(key))
+    }
+
+    /// The key's bytes, for storing it ([`PermitKey::from_bytes`] reads them back).
+    pub fn to_bytes(&self) -> [u8; KEY_LEN] {
+        self.0
+    }
+
     /// Reads `<dir>/permit.key`, creating it (atomically, fsynced, mode 0600) on the
     /// first start. A file of the wrong length is an error: a new key would turn every
     /// outstanding permit into garbage, so cbd does not pick one silently.

@@ -17,43 +17,109 @@ use tower::layer::util::{Identity, Stack};
 
 use crate::{
     auth::Auth,
-    config::Config,
+    config::{Config, StoreKind},
     error::Error,
     guard::{GuardConfig, GuardLayer},
     idle::{IdleTimeout, Timeouts},
+    layers::leader::Leading,
     metrics::Metrics,
     permit::{PermitKey, Permits},
     registry::{Registry, RegistryConfig, StoreHealth},
     service::{AdminService, BreakersService, watch::Watcher},
-    status::StatusSources,
+    sever::Severance,
+    status::{ReplicationRole, StatusSources},
     store::sled::SledStore,
 };
 
 /// How long in-flight RPCs get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs the daemon until `shutdown` resolves, then drains and flushes.
+/// Runs the daemon until `shutdown` resolves, then drains and flushes: one daemon on
+/// sled, or a replica on etcd (`--store etcd`, [`crate::replica`]).
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    // Everything that can be wrong with the configuration files is found before the
-    // store is opened.
-    let auth = match &config.auth_file {
-        Some(path) => Some(Arc::new(Auth::load(path)?)),
-        None => None,
-    };
-    let tls = crate::tls::server_config(&config)?;
-    let metrics = Metrics::new(config.metrics_max_breakers);
+    let prepared = Prepared::new(&config).await?;
+    match config.store {
+        StoreKind::Sled => run_on_sled(config, prepared, shutdown).await,
+        #[cfg(feature = "etcd")]
+        StoreKind::Etcd => crate::replica::run(config, prepared, shutdown).await,
+        #[cfg(not(feature = "etcd"))]
+        StoreKind::Etcd => Err(Error::invalid(
+            "--store",
+            "this cbd was built without etcd support; build it with \
+             `cargo build --release -p cbd --features etcd`",
+        )),
+    }
+}
 
-    // The address too is checked before the store is opened (and its files copied).
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| Error::invalid("--listen", format!("cannot bind {}: {e}", config.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::invalid("--listen", e.to_string()))?;
+/// What is set up once per process, before any store is opened: everything that can
+/// be wrong with the configuration files is found, and the address bound.
+pub(crate) struct Prepared {
+    pub(crate) auth: Option<Arc<Auth>>,
+    pub(crate) tls: Option<ServerTlsConfig>,
+    pub(crate) metrics: Metrics,
+    /// The bound `--listen` socket; each serving phase accepts on a duplicate of it,
+    /// so the port stays bound between a replica's phases.
+    listener: std::net::TcpListener,
+    /// The address bound.
+    pub(crate) addr: SocketAddr,
+}
 
+impl Prepared {
+    async fn new(config: &Config) -> Result<Self, Error> {
+        let auth = match &config.auth_file {
+            Some(path) => Some(Arc::new(Auth::load(path)?)),
+            None => None,
+        };
+        let tls = crate::tls::server_config(config)?;
+        let metrics = Metrics::new(config.metrics_max_breakers);
+        // The address too is checked before the store is opened (and its files copied).
+        let bind_error = |e: std::io::Error| {
+            Error::invalid("--listen", format!("cannot bind {}: {e}", config.listen))
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(bind_error)?
+            .into_std()
+            .map_err(bind_error)?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::invalid("--listen", e.to_string()))?;
+        spawn_reload_on_sighup(auth.clone());
+        Ok(Self {
+            auth,
+            tls,
+            metrics,
+            listener,
+            addr,
+        })
+    }
+
+    /// A listener accepting on the bound socket, for one serving phase.
+    pub(crate) fn listener(&self) -> Result<TcpListener, Error> {
+        self.listener
+            .try_clone()
+            .and_then(TcpListener::from_std)
+            .map_err(|e| Error::Storage(format!("listener: {e}")))
+    }
+
+    /// Writes `--addr-file`, once the address is served.
+    pub(crate) fn announce(&self, config: &Config) -> Result<(), Error> {
+        match &config.addr_file {
+            Some(path) => write_addr_file(path, self.addr),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One daemon on the sled store in `--data-dir`.
+async fn run_on_sled(
+    config: Config,
+    prepared: Prepared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let data_dir = config.data_dir.clone();
     let force_recover = config.force_recover;
     let (store, permit_key) = tokio::task::spawn_blocking(move || {
@@ -63,17 +129,80 @@ pub async fn run(
     .await
     .map_err(|e| Error::Storage(e.to_string()))??;
     let permits = Arc::new(Permits::for_this_boot(&permit_key)?);
-    let registry = Registry::open(
-        Arc::new(store),
-        RegistryConfig {
-            max_breakers: config.max_breakers,
-            watch_retention: config.watch_retention,
-            templates: config.template_specs()?,
-            metrics: metrics.clone(),
-            clock: crate::clock::Clock::wall(),
-        },
-    )?;
+    let registry = Registry::open(Arc::new(store), registry_config(&config, &prepared)?)?;
+    tracing::info!(
+        addr = %prepared.addr,
+        data_dir = %config.data_dir.display(),
+        tls = config.tls_cert.is_some(),
+        mtls = config.tls_client_ca.is_some(),
+        auth = config.auth_file.is_some(),
+        "cbd serving"
+    );
+    let serving = Serving {
+        registry,
+        permits,
+        leader: None,
+        role: ReplicationRole::Standalone,
+    };
+    serve_registry(
+        &config,
+        &prepared,
+        serving,
+        shutdown,
+        std::future::pending(),
+    )
+    .await?;
+    Ok(())
+}
 
+/// The registry's settings from the configuration.
+pub(crate) fn registry_config(
+    config: &Config,
+    prepared: &Prepared,
+) -> Result<RegistryConfig, Error> {
+    Ok(RegistryConfig {
+        max_breakers: config.max_breakers,
+        watch_retention: config.watch_retention,
+        templates: config.template_specs()?,
+        metrics: prepared.metrics.clone(),
+        clock: crate::clock::Clock::wall(),
+    })
+}
+
+/// A registry to serve, and how.
+pub(crate) struct Serving {
+    pub(crate) registry: Registry,
+    pub(crate) permits: Arc<Permits>,
+    /// Whether this replica still leads; `None` on a daemon of its own.
+    pub(crate) leader: Option<Arc<dyn Leading>>,
+    pub(crate) role: ReplicationRole,
+}
+
+/// How [`serve_registry`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// `shutdown` resolved: drained, and every change flushed.
+    Shutdown,
+    /// `lost` resolved (leadership ended): every connection was cut at once and
+    /// nothing more was committed.
+    Lost,
+}
+
+/// Serves `serving.registry` on the prepared listener until `shutdown` (drain and
+/// flush) or `lost` (cut every connection now: this replica no longer leads).
+pub(crate) async fn serve_registry(
+    config: &Config,
+    prepared: &Prepared,
+    serving: Serving,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    lost: impl Future<Output = ()> + Send + 'static,
+) -> Result<Ended, Error> {
+    let Serving {
+        registry,
+        permits,
+        leader,
+        role,
+    } = serving;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let (ready, ready_rx) = watch::channel(false);
     let health = Probes { reporter, ready };
@@ -87,47 +216,56 @@ pub async fn run(
     // Health follows the store (NOT_SERVING while a commit is being retried) until
     // shutdown. Shutdown: NOT_SERVING first, then end watch streams, then stop
     // accepting and let in-flight RPCs finish. One task does both, so a recovering
-    // store can never turn a stopping daemon SERVING again.
+    // store can never turn a stopping daemon SERVING again. Leadership lost: the same,
+    // and every connection is cut instead of drained.
     let (drain_tx, drain) = watch::channel(false);
+    let (lost_tx, lost_rx) = watch::channel(false);
     let mut store_health = registry.store_health();
     let recovered = registry.clone();
+    let mut ending = Box::pin(async move {
+        tokio::select! {
+            () = shutdown => Ended::Shutdown,
+            () = lost => Ended::Lost,
+        }
+    });
     tokio::spawn(async move {
-        let mut shutdown = std::pin::pin!(shutdown);
         let mut serving = false;
-        let stopped_early = tokio::select! {
-            () = &mut shutdown => true,
+        let mut ended = tokio::select! {
+            ended = &mut ending => Some(ended),
             synced = recovered.sync() => {
                 serving = synced.is_ok() && *store_health.borrow_and_update() == StoreHealth::Serving;
                 set_health(&health, serving).await;
-                false
+                None
             }
         };
-        if !stopped_early {
-            loop {
-                tokio::select! {
-                    () = &mut shutdown => break,
-                    changed = store_health.changed() => {
-                        if changed.is_err() {
-                            shutdown.as_mut().await;
-                            break;
-                        }
-                        let ok = *store_health.borrow_and_update() == StoreHealth::Serving;
-                        if ok != serving {
-                            serving = ok;
-                            tracing::warn!(serving, "health follows the store");
-                            set_health(&health, ok).await;
-                        }
+        while ended.is_none() {
+            tokio::select! {
+                e = &mut ending => ended = Some(e),
+                changed = store_health.changed() => {
+                    if changed.is_err() {
+                        ended = Some(ending.as_mut().await);
+                        break;
+                    }
+                    let ok = *store_health.borrow_and_update() == StoreHealth::Serving;
+                    if ok != serving {
+                        serving = ok;
+                        tracing::warn!(serving, "health follows the store");
+                        set_health(&health, ok).await;
                     }
                 }
             }
         }
-        tracing::info!("shutdown requested: draining");
         set_health(&health, false).await;
+        if ended == Some(Ended::Lost) {
+            tracing::warn!("leadership lost: cutting every connection");
+            let _ = lost_tx.send(true);
+        } else {
+            tracing::info!("shutdown requested: draining");
+        }
         let _ = stopping_tx.send(true);
         let _ = drain_tx.send(true);
     });
 
-    spawn_reload_on_sighup(auth.clone());
     if let Some(metrics_addr) = config.metrics_listen {
         let gauges = {
             let registry = registry.clone();
@@ -137,12 +275,12 @@ pub async fn run(
         let dashboard = crate::dashboard::Dashboard {
             registry: registry.clone(),
             watcher: watcher.clone(),
-            auth: auth.clone(),
+            auth: prepared.auth.clone(),
             allow_actions: config.dashboard_allow_actions,
         };
         crate::metrics::serve(
             metrics_addr,
-            metrics.clone(),
+            prepared.metrics.clone(),
             gauges,
             ready_rx.clone(),
             dashboard.router(),
@@ -152,50 +290,68 @@ pub async fn run(
     }
 
     let router = router(
-        &config,
+        config,
         Services {
             registry: registry.clone(),
             watcher,
             permits,
-            auth,
-            metrics,
+            auth: prepared.auth.clone(),
+            metrics: prepared.metrics.clone(),
             health: health_service,
+            leader,
+            role,
         },
-        tls,
+        prepared.tls.clone(),
     )?;
     let timeouts = Timeouts {
         handshake: config.handshake_timeout,
         idle: config.idle_timeout,
     };
+    let severance = Arc::new(Severance::default());
+    let cut = severance.clone();
     let server = router
         // Nagle off: otherwise two overlapping RPCs on one connection can wait ~40 ms
         // for a delayed ACK, longer than a client's Acquire deadline. Silent
         // connections are closed (crate::idle).
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener)
+            TcpIncoming::from(prepared.listener()?)
                 .with_nodelay(Some(true))
-                .map_ok(move |tcp| IdleTimeout::new(tcp, timeouts)),
+                .map_ok(move |tcp| cut.wrap(IdleTimeout::new(tcp, timeouts))),
             wait_true(drain.clone()),
         );
+    prepared.announce(config)?;
 
-    tracing::info!(
-        %addr,
-        data_dir = %config.data_dir.display(),
-        tls = config.tls_cert.is_some(),
-        mtls = config.tls_client_ca.is_some(),
-        auth = config.auth_file.is_some(),
-        "cbd serving"
-    );
-    if let Some(path) = &config.addr_file {
-        write_addr_file(path, addr)?;
-    }
-
-    tokio::select! {
-        served = server => served.map_err(|e| Error::Storage(format!("transport: {e}")))?,
+    let mut server = std::pin::pin!(server);
+    let mut served = None;
+    // The server also ends on the drain signal that follows a loss: the flag, not the
+    // branch taken, says which end this is.
+    let mut lost_signal = lost_rx.clone();
+    let lost = tokio::select! {
+        result = &mut server => {
+            served = Some(result);
+            *lost_rx.borrow()
+        }
+        // Err: the sender is gone, the health task having ended by shutdown.
+        Ok(_) = lost_signal.wait_for(|lost| *lost) => true,
         () = async {
             wait_true(drain).await;
             tokio::time::sleep(DRAIN_TIMEOUT).await;
-        } => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "drain timed out; closing remaining streams"),
+        } => {
+            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "drain timed out; closing remaining streams");
+            false
+        }
+    };
+    severance.cut();
+    if lost {
+        if served.is_none() {
+            // Every connection fails at once; the server ends with them.
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, server).await;
+        }
+        tracing::warn!(revision = registry.revision(), "stopped leading");
+        return Ok(Ended::Lost);
+    }
+    if let Some(result) = served {
+        result.map_err(|e| Error::Storage(format!("transport: {e}")))?;
     }
     // Every change is durable before it is answered; this only waits for changes
     // whose callers went away mid-flight.
@@ -204,7 +360,7 @@ pub async fn run(
         Err(_) => tracing::warn!("final sync timed out"),
     }
     tracing::info!(revision = registry.revision(), "cbd stopped");
-    Ok(())
+    Ok(Ended::Shutdown)
 }
 
 /// What the gRPC router serves.
@@ -222,6 +378,10 @@ pub struct Services<H> {
     pub metrics: Metrics,
     /// The health service (its reporter stays with the caller).
     pub health: HealthServer<H>,
+    /// Whether this replica leads; `None` on a daemon of its own store.
+    pub leader: Option<Arc<dyn Leading>>,
+    /// What `Status` says of this daemon among replicas.
+    pub role: ReplicationRole,
 }
 
 /// The gRPC router the daemon serves: connection settings, TLS, the guard, health,
@@ -252,6 +412,7 @@ pub fn router<H: Health>(
         services.registry.clone(),
         services.watcher,
         breakers_service.sessions().clone(),
+        services.role,
     );
     let breakers = BreakersServer::new(breakers_service)
         .max_decoding_message_size(max)
@@ -275,6 +436,7 @@ pub fn router<H: Health>(
         timeout: config.request_timeout,
         max_message_size: max,
         metrics: services.metrics,
+        leader: services.leader,
     });
     Ok(builder
         .layer(guard)

@@ -12,11 +12,17 @@ use crate::{
     service::{session::Sessions, watch::Watcher},
 };
 
-/// Where a daemon stands among replicas (docs/DESIGN.md §9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a daemon stands among replicas (docs/DESIGN.md §11). A standby serves no
+/// Status: it answers UNAVAILABLE naming the leader, which `cbctl status` shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReplicationRole {
-    /// One daemon on its own store; the only role until replicas exist.
+    /// One daemon on its own store.
     Standalone,
+    /// The replica that decides, reachable at `advertised` (`--advertise-url`).
+    Leader {
+        /// This replica's advertised URL.
+        advertised: String,
+    },
 }
 
 /// One daemon's status, as of [`StatusSources::gather`].
@@ -48,7 +54,7 @@ pub struct DaemonStatus {
     pub last_commit: Option<LastCommit>,
     /// Why commits fail, while they do; `None` while the store commits.
     pub store_fault: Option<String>,
-    /// Always [`ReplicationRole::Standalone`] for now.
+    /// Standalone, or the leader of replicas.
     pub role: ReplicationRole,
 }
 
@@ -58,16 +64,23 @@ pub struct StatusSources {
     registry: Registry,
     watcher: Watcher,
     sessions: Sessions,
+    role: ReplicationRole,
 }
 
 impl StatusSources {
     /// Reads `registry`, the Watch streams of `watcher` and the Session streams
-    /// counted in `sessions`.
-    pub fn new(registry: Registry, watcher: Watcher, sessions: Sessions) -> Self {
+    /// counted in `sessions`, on a daemon in `role`.
+    pub fn new(
+        registry: Registry,
+        watcher: Watcher,
+        sessions: Sessions,
+        role: ReplicationRole,
+    ) -> Self {
         Self {
             registry,
             watcher,
             sessions,
+            role,
         }
     }
 
@@ -101,7 +114,7 @@ impl StatusSources {
             store_size_bytes,
             last_commit: registry.last_commit(),
             store_fault,
-            role: ReplicationRole::Standalone,
+            role: self.role.clone(),
         }
     }
 }
@@ -132,7 +145,12 @@ mod tests {
         .expect("registry");
         let (_stop, stopping) = tokio::sync::watch::channel(false);
         let watcher = Watcher::new(registry.clone(), 10, stopping);
-        let sources = StatusSources::new(registry.clone(), watcher, Sessions::default());
+        let sources = StatusSources::new(
+            registry.clone(),
+            watcher,
+            Sessions::default(),
+            ReplicationRole::Standalone,
+        );
         (sources, registry)
     }
 

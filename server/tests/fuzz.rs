@@ -98,7 +98,12 @@ fn harness() -> &'static Harness {
             let key = PermitKey::random().expect("permit key");
             let permits = Arc::new(Permits::for_this_boot(&key).expect("boot id"));
             let breakers = BreakersService::new(registry.clone(), watcher.clone(), permits);
-            let status = StatusSources::new(registry.clone(), watcher, breakers.sessions().clone());
+            let status = StatusSources::new(
+                registry.clone(),
+                watcher,
+                breakers.sessions().clone(),
+                cbd::status::ReplicationRole::Standalone,
+            );
             (breakers, AdminService::new(registry, status))
         });
         Harness {

@@ -1,5 +1,5 @@
 //! The tower layers in front of every gRPC service, one concern each
-//! (docs/DESIGN.md §7), outermost first: [`metrics`], [`auth`], [`limit`],
+//! (docs/DESIGN.md §7), outermost first: [`metrics`], [`auth`], [`leader`], [`limit`],
 //! [`timeout`], [`message_size`]. [`crate::guard`] stacks them.
 //!
 //! Each concern is an [`Around`]: it sees the request and the next service and
@@ -7,6 +7,7 @@
 //! so the tower plumbing is written once.
 
 pub mod auth;
+pub mod leader;
 pub mod limit;
 pub mod message_size;
 pub mod metrics;

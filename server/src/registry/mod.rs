@@ -206,6 +206,8 @@ pub(crate) struct Shared {
     health: watch::Sender<StoreHealth>,
     /// When [`Registry::open`] finished loading, on the registry's clock.
     started: Timestamp,
+    /// Set by [`Registry::close`]: the writer and the timers stop.
+    closed: watch::Sender<bool>,
     /// The writer's latest successful commit; `None` before the first.
     last_commit: Mutex<Option<LastCommit>>,
 }
@@ -275,6 +277,7 @@ impl Registry {
             failing: AtomicBool::new(false),
             health: watch::Sender::new(StoreHealth::Serving),
             started,
+            closed: watch::Sender::new(false),
             last_commit: Mutex::new(None),
         });
         tokio::spawn(writer::run(shared.clone(), dirty_rx));
@@ -289,6 +292,13 @@ impl Registry {
             "store recovered"
         );
         Ok(Self { shared })
+    }
+
+    /// Stops the writer and the timers for good: a replica that stopped leading
+    /// (docs/DESIGN.md §11.3) drops its registry, whose tasks would otherwise keep it
+    /// alive. A change not committed yet is never acknowledged.
+    pub fn close(&self) {
+        self.shared.closed.send_replace(true);
     }
 
     /// The clock the registry reads (a test moves a manual one with it).

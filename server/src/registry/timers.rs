@@ -12,10 +12,11 @@ use super::{Shared, entry::Entry};
 /// A request to tick `entry` at `at`.
 pub(crate) type Schedule = (Timestamp, Arc<Entry>);
 
-/// Runs until every sender of `schedule` is gone.
+/// Runs until every sender of `schedule` is gone, or the registry is closed.
 pub(crate) async fn run(shared: Arc<Shared>, mut schedule: mpsc::UnboundedReceiver<Schedule>) {
     // Keyed by (deadline, entry address) so that two breakers due at once both stay.
     let mut due: BTreeMap<(Timestamp, usize), Arc<Entry>> = BTreeMap::new();
+    let mut closed = shared.closed.subscribe();
     loop {
         let sleep_for = due.first_key_value().map(|((at, _), _)| {
             at.saturating_duration_since(shared.config.clock.now()) + Duration::from_millis(1)
@@ -28,6 +29,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut schedule: mpsc::UnboundedReceiv
                 }
                 None => break,
             },
+            _ = closed.wait_for(|closed| *closed) => break,
             () = sleep(sleep_for) => {
                 let now = shared.config.clock.now();
                 while let Some(entry) = due.first_entry().and_then(|e| (e.key().0 <= now).then(|| e.remove())) {

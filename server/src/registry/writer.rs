@@ -60,10 +60,19 @@ pub(crate) struct Drained {
     pub record: Option<Arc<StoredBreaker>>,
 }
 
-/// Runs until every sender of `dirty` is gone, committing what is pending.
+/// Runs until every sender of `dirty` is gone, committing what is pending; or until
+/// the registry is closed, when what is not committed is dropped unacknowledged.
 pub(crate) async fn run(shared: Arc<Shared>, mut dirty: mpsc::UnboundedReceiver<Arc<Entry>>) {
     let mut entries = Vec::new();
-    while dirty.recv_many(&mut entries, MAX_ENTRIES_PER_BATCH).await > 0 {
+    let mut closed = shared.closed.subscribe();
+    loop {
+        let received = tokio::select! {
+            n = dirty.recv_many(&mut entries, MAX_ENTRIES_PER_BATCH) => n,
+            _ = closed.wait_for(|closed| *closed) => 0,
+        };
+        if received == 0 {
+            break;
+        }
         let mut rest = &entries[..];
         while !rest.is_empty() {
             // The store's own bound on one batch (etcd: its --max-txn-ops).
@@ -72,7 +81,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut dirty: mpsc::UnboundedReceiver<
             if built.batch.events.is_empty() {
                 continue;
             }
-            commit_until_done(&shared, &built).await;
+            if !commit_until_done(&shared, &built).await {
+                tracing::debug!("writer stopped: the registry was closed");
+                return;
+            }
             shared.publish(&built);
             for drained in &built.drained {
                 shared.forget_if_deleted(&drained.entry);
@@ -84,11 +96,13 @@ pub(crate) async fn run(shared: Arc<Shared>, mut dirty: mpsc::UnboundedReceiver<
     tracing::debug!("writer stopped");
 }
 
-/// Commits `built`, retrying with backoff (tokio time) until the store takes it.
-async fn commit_until_done(shared: &Shared, built: &Built) {
+/// Commits `built`, retrying with backoff (tokio time) until the store takes it:
+/// `true`; or until the registry is closed: `false`, nothing acknowledged.
+async fn commit_until_done(shared: &Shared, built: &Built) -> bool {
     let mut delay = RETRY_FIRST;
     let mut failures = 0u32;
     let batch = &built.batch;
+    let mut closed = shared.closed.subscribe();
     loop {
         let started = tokio::time::Instant::now();
         let result = shared.store.clone().commit(batch.clone()).await;
@@ -127,7 +141,10 @@ async fn commit_until_done(shared: &Shared, built: &Built) {
             tracing::warn!(%cause, revision, failures, retry_in = ?delay, "commit failed again");
         }
         shared.store_failed(cause);
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = closed.wait_for(|closed| *closed) => return false,
+        }
         delay = (delay * 2).min(RETRY_MAX);
     }
     if failures > 0 {
@@ -138,6 +155,7 @@ async fn commit_until_done(shared: &Shared, built: &Built) {
             "commit succeeded; serving again"
         );
     }
+    true
 }
 
 /// Takes the pending changes out of `entries` and lays them out as one batch of at

@@ -60,8 +60,12 @@ pub fn status_response(s: DaemonStatus) -> pb::StatusResponse {
         store_fault: s.store_fault.unwrap_or_default(),
         role: match s.role {
             ReplicationRole::Standalone => pb::ReplicationRole::Standalone,
+            ReplicationRole::Leader { .. } => pb::ReplicationRole::Leader,
         } as i32,
-        leader: String::new(),
+        leader: match s.role {
+            ReplicationRole::Standalone => String::new(),
+            ReplicationRole::Leader { advertised } => advertised,
+        },
     }
 }
 

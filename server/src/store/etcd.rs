@@ -31,7 +31,7 @@ use prost::Message;
 use tokio::sync::watch;
 
 use super::{Committed, Loaded, Store, StoreFuture, StoredBreaker, WriteBatch, check_expected};
-use crate::error::Error;
+use crate::{error::Error, permit::PermitKey};
 
 /// etcd 3.4's default `--max-txn-ops`.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
@@ -52,6 +52,8 @@ pub struct EtcdOptions {
     pub connect_timeout: Duration,
     /// User and password, if etcd has authentication on.
     pub user: Option<(String, String)>,
+    /// TLS to etcd (`https://` endpoints); `None`: plain HTTP/2.
+    pub tls: Option<etcd_client::TlsOptions>,
 }
 
 impl EtcdOptions {
@@ -62,6 +64,7 @@ impl EtcdOptions {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             user: None,
+            tls: None,
         }
     }
 }
@@ -121,6 +124,9 @@ impl Connection {
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
         if let Some((user, password)) = &options.user {
             connect = connect.with_user(user, password);
+        }
+        if let Some(tls) = &options.tls {
+            connect = connect.with_tls(tls.clone());
         }
         let endpoints = options.endpoints.clone();
         let client = runtime
@@ -193,6 +199,42 @@ impl Connection {
     }
 }
 
+/// The permit key every replica of the cluster under `prefix` signs permits with
+/// (docs/DESIGN.md §11.4): `P/permit-key`, created by the first replica to ask, so
+/// that a new leader knows the permits of the old one for what they are.
+pub async fn shared_permit_key(conn: &Connection, prefix: &str) -> Result<PermitKey, Error> {
+    let keys = Keys::new(prefix);
+    let candidate = PermitKey::random()?;
+    let bytes = conn
+        .run(move |mut client| {
+            let (key, candidate) = (keys.permit_key(), candidate.to_bytes().to_vec());
+            async move {
+                let txn = Txn::new()
+                    .when(vec![Compare::create_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then(vec![TxnOp::put(key.clone(), candidate.clone(), None)])
+                    .or_else(vec![TxnOp::get(key, None)]);
+                let response = client.txn(txn).await.map_err(etcd_error)?;
+                if response.succeeded() {
+                    return Ok(candidate);
+                }
+                response
+                    .op_responses()
+                    .into_iter()
+                    .find_map(|r| match r {
+                        TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
+                        _ => None,
+                    })
+                    .ok_or_else(|| Error::Storage("etcd: the permit key vanished".into()))
+            }
+        })
+        .await?;
+    PermitKey::from_bytes(&bytes, "in etcd")
+}
+
 /// The keys of one cbd cluster under its prefix.
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
@@ -226,6 +268,9 @@ impl Keys {
     }
     fn events(&self) -> Vec<u8> {
         self.key("events/")
+    }
+    fn permit_key(&self) -> Vec<u8> {
+        self.key("permit-key")
     }
     fn event(&self, revision: u64) -> Vec<u8> {
         self.key(&format!("events/{revision:020}"))

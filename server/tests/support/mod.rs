@@ -54,6 +54,8 @@ pub fn daemon_router(
             auth,
             metrics,
             health,
+            leader: None,
+            role: cbd::status::ReplicationRole::Standalone,
         },
         None,
     )

@@ -279,6 +279,17 @@ impl Election {
             .await
     }
 
+    /// Ends this replica's leadership here and now, for a replica that found its
+    /// deadline passed before the keep-alive task did: the fence goes, keep-alives
+    /// stop, and the lease is revoked in the background, best effort (etcd may be
+    /// out of reach). A later [`Election::campaign`] starts over with a new lease.
+    pub fn abandon(&self) {
+        if let Some(leadership) = self.leadership() {
+            let _runtime = self.conn.runtime.handle().enter();
+            lose(&self.held, &self.fence, leadership, &self.conn.client);
+        }
+    }
+
     /// Steps down: revokes the lease (etcd deletes `P/leader` at once, so a standby
     /// takes over without waiting for the TTL). For a graceful shutdown.
     pub async fn resign(&self) -> Result<(), Error> {
