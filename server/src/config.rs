@@ -56,6 +56,10 @@ pub enum LogFormat {
     Json,
 }
 
+/// Why `--store etcd` cannot run on a build without the `etcd` feature.
+pub const NO_ETCD: &str = "this cbd was built without etcd support; build it with \
+     `cargo build --release -p cbd --features etcd`";
+
 /// The `--help` heading of the replica settings.
 const REPLICAS: &str = "Replicas (--store etcd)";
 
@@ -687,6 +691,23 @@ impl Config {
         if let Err(e) = crate::tls::server_config(self) {
             problems.push(e);
         }
+        if self.store == StoreKind::Etcd {
+            if !cfg!(feature = "etcd") {
+                problems.push(Error::invalid("--store", NO_ETCD));
+            }
+            for (flag, path) in [
+                ("--etcd-password-file", &self.etcd_password_file),
+                ("--etcd-ca", &self.etcd_ca),
+                ("--etcd-cert", &self.etcd_cert),
+                ("--etcd-key", &self.etcd_key),
+            ] {
+                if let Some(path) = path
+                    && let Err(e) = std::fs::read(path)
+                {
+                    problems.push(Error::invalid(flag, format!("{}: {e}", path.display())));
+                }
+            }
+        }
         problems
     }
 
@@ -928,6 +949,32 @@ mod tests {
         assert!(with(&["--metrics-listen", "127.0.0.1:0"]).starts_with("--metrics-listen: "));
         assert!(with(&["--etcd-prefix", "/"]).starts_with("--etcd-prefix: "));
         assert!(with(&["--etcd-max-txn-ops", "3"]).starts_with("--etcd-max-txn-ops: "));
+    }
+
+    #[test]
+    fn check_config_reads_the_etcd_files_and_knows_whether_etcd_is_built_in() {
+        let config = load(&[
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            "https://127.0.0.1:2379",
+            "--etcd-ca",
+            "/nonexistent/etcd-ca.pem",
+        ])
+        .expect("valid flags");
+        let problems: Vec<String> = config
+            .check_files()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("--etcd-ca: /nonexistent/etcd-ca.pem")),
+            "{problems:?}"
+        );
+        let no_etcd = problems.iter().any(|p| p.contains("--features etcd"));
+        assert_eq!(no_etcd, !cfg!(feature = "etcd"), "{problems:?}");
     }
 
     /// One non-default value per setting: the key in the file (TOML) and the flag's

@@ -34,13 +34,17 @@ use crate::{
     status::ReplicationRole,
     store::etcd::{
         Connection, EtcdOptions, EtcdStore,
-        election::{Election, ElectionOptions},
+        election::{Election, ElectionOptions, Leadership},
         shared_permit_key,
+        warm::Warm,
     },
 };
 
 /// The pause before a campaign that failed (etcd unreachable) is tried again.
 const CAMPAIGN_RETRY: Duration = Duration::from_millis(200);
+/// How long a new leader waits for its warm copy to see its own election before it
+/// reads everything from etcd instead.
+const WARM_CATCH_UP: Duration = Duration::from_secs(1);
 
 /// Runs a replica until `shutdown` resolves.
 pub(crate) async fn run(
@@ -66,10 +70,7 @@ pub(crate) async fn run(
         "cbd replica serving as a standby until elected"
     );
     loop {
-        if !stand_by(&config, &prepared, &election, &advertised, stop.clone()).await? {
-            break;
-        }
-        match lead(
+        let Some((leadership, warm)) = stand_by(
             &config,
             &prepared,
             &conn,
@@ -77,8 +78,16 @@ pub(crate) async fn run(
             &advertised,
             stop.clone(),
         )
-        .await
-        {
+        .await?
+        else {
+            break;
+        };
+        let won = Won {
+            leadership,
+            warm,
+            advertised: &advertised,
+        };
+        match lead(&config, &prepared, &conn, &election, won, stop.clone()).await {
             Ok(Ended::Shutdown) => {
                 if let Err(e) = election.resign().await {
                     tracing::warn!(error = %e, "cannot resign; the lease ends by itself");
@@ -129,15 +138,26 @@ fn etcd_options(config: &Config) -> Result<EtcdOptions, Error> {
     Ok(options)
 }
 
-/// Serves the standby routes until this replica's campaign wins (`true`) or the
-/// process stops (`false`).
+/// What a standby hands its next phase when its campaign wins.
+struct Won<'a> {
+    leadership: Leadership,
+    /// The warm copy it kept while standing by.
+    warm: Warm,
+    advertised: &'a str,
+}
+
+/// Serves the standby routes, keeping a warm copy of the breakers, until this
+/// replica's campaign wins (its leadership and the copy) or the process stops
+/// (`None`).
 async fn stand_by(
     config: &Config,
     prepared: &Prepared,
+    conn: &Connection,
     election: &Election,
     advertised: &str,
     mut stop: watch::Receiver<bool>,
-) -> Result<bool, Error> {
+) -> Result<Option<(Leadership, Warm)>, Error> {
+    let warm = Warm::follow(conn, &config.etcd_prefix);
     let (reporter, health) = tonic_health::server::health_reporter();
     // The process serves (health answers), but does not lead: routers send clients
     // to the replica whose cbd.v1.Leader is SERVING.
@@ -175,11 +195,11 @@ async fn stand_by(
     prepared.announce(config)?;
     let won = loop {
         tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => break false,
+            _ = stop.wait_for(|stop| *stop) => break None,
             campaign = election.campaign() => match campaign {
                 Ok(leadership) => {
-                    tracing::info!(lease = leadership.lease, "elected: loading breakers from etcd");
-                    break true;
+                    tracing::info!(lease = leadership.lease, "elected");
+                    break Some(leadership);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?CAMPAIGN_RETRY, "campaign failed");
@@ -193,7 +213,7 @@ async fn stand_by(
     done_tx.send_replace(true);
     severance.cut();
     let _ = server.await;
-    Ok(won)
+    Ok(won.map(|leadership| (leadership, warm)))
 }
 
 /// `leader` without ourselves: a standby that still sees its own old leadership (its
@@ -223,20 +243,32 @@ async fn lead(
     prepared: &Prepared,
     conn: &Connection,
     election: &Arc<Election>,
-    advertised: &str,
+    won: Won<'_>,
     stop: watch::Receiver<bool>,
 ) -> Result<Ended, Error> {
+    let advertised = won.advertised;
+    let started = Instant::now();
     let store = EtcdStore::new(
         conn.clone(),
         &config.etcd_prefix,
         election.fence(),
         config.etcd_max_txn_ops,
     );
+    // The warm copy once it has seen our own key: then it holds every commit of the
+    // old leader. Otherwise the registry reads everything from etcd.
+    let warm = won
+        .warm
+        .loaded_at(won.leadership.create_revision, WARM_CATCH_UP)
+        .await;
+    let from = if warm.is_some() { "warm copy" } else { "etcd" };
+    if let Some(loaded) = warm {
+        store.preload(loaded);
+    }
+    drop(won.warm);
     let permits = Arc::new(Permits::for_this_boot(
         &shared_permit_key(conn, &config.etcd_prefix).await?,
     )?);
     let registry_config = registry_config(config, prepared)?;
-    let started = Instant::now();
     // The load is blocking (the Store contract); the registry spawns its tasks on
     // this runtime, which a blocking thread of it may do.
     let registry = tokio::task::spawn_blocking(move || Registry::open(store, registry_config))
@@ -245,6 +277,7 @@ async fn lead(
     tracing::info!(
         breakers = registry.len(),
         revision = registry.revision(),
+        from,
         took = ?started.elapsed(),
         "leading"
     );

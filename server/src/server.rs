@@ -46,11 +46,7 @@ pub async fn run(
         #[cfg(feature = "etcd")]
         StoreKind::Etcd => crate::replica::run(config, prepared, shutdown).await,
         #[cfg(not(feature = "etcd"))]
-        StoreKind::Etcd => Err(Error::invalid(
-            "--store",
-            "this cbd was built without etcd support; build it with \
-             `cargo build --release -p cbd --features etcd`",
-        )),
+        StoreKind::Etcd => Err(Error::invalid("--store", crate::config::NO_ETCD)),
     }
 }
 

@@ -51,7 +51,21 @@ struct Member {
     name: String,
     client: SocketAddr,
     peer: SocketAddr,
+    /// Plain-HTTP `/health` (and `/metrics`), whatever the client URLs speak.
+    metrics: SocketAddr,
     child: Option<Child>,
+}
+
+/// TLS for an etcd of [`Etcd::single_tls`]: its server certificate, and the CA client
+/// certificates must be signed by (client-certificate auth on); `client_cert` and
+/// `client_key` are what [`Etcd::etcdctl`] presents.
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 /// A running etcd cluster (one member or more). Every member is killed when dropped,
@@ -61,6 +75,9 @@ pub struct Etcd {
     bin: PathBuf,
     members: Vec<Member>,
     initial_cluster: String,
+    tls: Option<EtcdTls>,
+    /// `user:password` for [`Etcd::etcdctl`], once authentication is on.
+    etcdctl_user: Option<String>,
     scratch: tempfile::TempDir,
 }
 
@@ -72,6 +89,15 @@ impl Etcd {
 
     /// An `n`-member etcd cluster, every member healthy; `None` if etcd is missing.
     pub fn cluster(n: usize) -> Option<Self> {
+        Self::start(n, None)
+    }
+
+    /// A single-member etcd whose client URLs are `https://` with `tls`.
+    pub fn single_tls(tls: EtcdTls) -> Option<Self> {
+        Self::start(1, Some(tls))
+    }
+
+    fn start(n: usize, tls: Option<EtcdTls>) -> Option<Self> {
         let bin = etcd_bin()?;
         let scratch = tempfile::tempdir().expect("tempdir");
         let members: Vec<Member> = (0..n)
@@ -79,6 +105,7 @@ impl Etcd {
                 name: format!("m{i}"),
                 client: SocketAddr::from(([127, 0, 0, 1], free_port())),
                 peer: SocketAddr::from(([127, 0, 0, 1], free_port())),
+                metrics: SocketAddr::from(([127, 0, 0, 1], free_port())),
                 child: None,
             })
             .collect();
@@ -91,6 +118,8 @@ impl Etcd {
             bin,
             members,
             initial_cluster,
+            tls,
+            etcdctl_user: None,
             scratch,
         };
         for i in 0..n {
@@ -110,15 +139,29 @@ impl Etcd {
             .append(true)
             .open(self.scratch.path().join(format!("{}.log", m.name)))
             .expect("etcd log");
-        let child = Command::new(&self.bin)
+        let scheme = self.scheme();
+        let mut command = Command::new(&self.bin);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
             .arg(&dir)
             .arg("--listen-client-urls")
-            .arg(format!("http://{}", m.client))
+            .arg(format!("{scheme}://{}", m.client))
             .arg("--advertise-client-urls")
-            .arg(format!("http://{}", m.client))
+            .arg(format!("{scheme}://{}", m.client))
+            .arg("--listen-metrics-urls")
+            .arg(format!("http://{}", m.metrics))
             .arg("--listen-peer-urls")
             .arg(format!("http://{}", m.peer))
             .arg("--initial-advertise-peer-urls")
@@ -149,7 +192,7 @@ impl Etcd {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut pause = Duration::from_millis(10);
         loop {
-            if health(self.members[i].client) {
+            if health(self.members[i].metrics) {
                 return;
             }
             let exited = self.members[i]
@@ -178,12 +221,55 @@ impl Etcd {
         .unwrap_or_default()
     }
 
-    /// Every member's client URL (`http://127.0.0.1:PORT`), for a client to connect to.
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Every member's client URL (`http://127.0.0.1:PORT`, `https://` with TLS), for a
+    /// client to connect to.
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://{}", m.client))
+            .map(|m| format!("{}://{}", self.scheme(), m.client))
             .collect()
+    }
+
+    /// Runs `etcdctl` (Debian's `etcd-client`) against every member, with the TLS
+    /// files and the user of [`Etcd::enable_auth`] when set; its stdout. Panics when
+    /// it fails.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let mut command = Command::new("etcdctl");
+        command
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.endpoints().join(","));
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.client_cert)
+                .arg("--key")
+                .arg(&tls.client_key);
+        }
+        if let Some(user) = &self.etcdctl_user {
+            command.arg("--user").arg(user);
+        }
+        let out = command.args(args).output().expect("run etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Turns etcd's authentication on with the user `root` and `password`; later
+    /// [`Etcd::etcdctl`] calls log in as it.
+    pub fn enable_auth(&mut self, password: &str) {
+        self.etcdctl(&["user", "add", "root", "--new-user-password", password]);
+        self.etcdctl(&["auth", "enable"]);
+        self.etcdctl_user = Some(format!("root:{password}"));
     }
 
     /// Member `i`'s client address.

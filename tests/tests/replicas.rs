@@ -304,6 +304,12 @@ async fn a_leader_that_stops_hands_over_at_once_and_the_watch_resumes_on_the_nex
         a.log()
     );
 
+    // B served from the copy it kept warm while standing by, not a fresh read.
+    assert!(
+        b.log().contains("from=\"warm copy\""),
+        "b did not lead from its warm copy:\n{}",
+        b.log()
+    );
     // What the old leader acknowledged is there; revisions go on from it.
     assert_eq!(spec_failures(&follower.get("orders").await), Some(1));
     let second = follower.put("orders", 2).await;
@@ -652,4 +658,60 @@ async fn three_etcd_members_survive_one_loss_and_quorum_loss_refuses_writes() {
     // landed after all, as an etcd request that timed out may: its outcome was unknown.
     let after = spec_failures(&follower.get("quorum/x").await);
     assert!(matches!(after, Some(2 | 3)), "{after:?}");
+}
+
+#[tokio::test]
+async fn a_replica_reaches_etcd_over_mtls_as_a_user_with_a_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = cbd_tests::Pki::generate(&dir.path().join("pki"));
+    let tls = cbd_tests::etcd::EtcdTls {
+        ca: pki.ca.clone(),
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        client_cert: pki.client_cert.clone(),
+        client_key: pki.client_key.clone(),
+    };
+    let Some(mut etcd) = Etcd::single_tls(tls) else {
+        return;
+    };
+    etcd.enable_auth("s3cret");
+    let password = dir.path().join("etcd-password");
+    std::fs::write(&password, "s3cret\n").expect("write");
+    let path = |p: &std::path::Path| p.display().to_string();
+    let mut flags = replica_flags(&etcd.endpoints(), "secure", "1s");
+    flags.extend([
+        "--etcd-ca".into(),
+        path(&pki.ca),
+        "--etcd-cert".into(),
+        path(&pki.client_cert),
+        "--etcd-key".into(),
+        path(&pki.client_key),
+        "--etcd-user".into(),
+        "root".into(),
+        "--etcd-password-file".into(),
+        path(&password),
+    ]);
+    let replica = start_replica(&flags).await;
+    assert_eq!(wait_leader(&[&replica]).await, 0, "{}", replica.log());
+    cbd_tests::put(
+        &mut replica.admin().await,
+        "ledger",
+        pb::BreakerSpec {
+            consecutive_failures: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    // The record is in etcd, under the prefix, as etcd's own client reads it.
+    let keys = etcd.etcdctl(&["get", "--prefix", "--keys-only", "secure/breakers/"]);
+    assert!(keys.contains("secure/breakers/ledger"), "{keys}");
+
+    // A wrong password is refused at the start, naming etcd.
+    std::fs::write(&password, "wrong\n").expect("write");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let refused = Daemon::try_start(&dir.path().join("data"), &flags)
+        .await
+        .expect_err("a wrong etcd password");
+    assert!(!refused.status.success());
+    assert!(refused.stderr.contains("etcd"), "{}", refused.stderr);
 }

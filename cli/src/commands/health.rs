@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 /// The services cbd reports health for, besides the whole daemon ("").
-const KNOWN_SERVICES: &str = "cbd.v1.Breakers, cbd.v1.Admin";
+const KNOWN_SERVICES: &str = "cbd.v1.Breakers, cbd.v1.Admin, cbd.v1.Leader";
 
 #[derive(Serialize)]
 struct HealthJson {

@@ -5,6 +5,7 @@
 
 const { performance } = require('node:perf_hooks');
 const { durationMs } = require('./convert');
+const { isTransient } = require('./errors');
 
 /** The counts of one lease's outcomes since its last flush (cbd_breaker::Aggregate). */
 class Aggregate {
@@ -82,7 +83,12 @@ class LeaseSession {
     this.stream = stream;
     stream.on('data', (msg) => this.#onMessage(msg));
     const lost = () => this.#lost(stream);
-    stream.on('error', lost);
+    stream.on('error', (err) => {
+      // A standby naming the leader, or a replica gone: the next stream goes where
+      // the client's calls go next (DESIGN §11.2).
+      if (isTransient(err)) this.client._rotate(err);
+      lost();
+    });
     stream.on('end', lost);
     // Outcomes unanswered on the previous stream: resend in order, same sequence numbers.
     for (const lease of this.books) for (const msg of lease.unanswered) this.#sendOutcomes(lease, msg);

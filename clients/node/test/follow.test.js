@@ -59,3 +59,21 @@ test('a standby without a leader moves the client to the next endpoint', async (
     await client.close();
   }
 });
+
+test('a lease stream that meets a standby moves the client to the leader', async () => {
+  const standby = await startStandby(`http://${daemon.address}`);
+  standbys.push(standby);
+  const client = new Client({ endpoints: [standby.address, daemon.address] });
+  try {
+    // What an acquire answered with a lease offer does, without the unary call (which
+    // would move the client by itself): the lease stream opens on the standby.
+    client._session().request(client.breaker('follow.lease'));
+    const deadline = Date.now() + 5000;
+    while (client.endpoint !== daemon.address) {
+      assert.ok(Date.now() < deadline, `still on ${client.endpoint}`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  } finally {
+    await client.close();
+  }
+});

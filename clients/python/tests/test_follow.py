@@ -4,6 +4,7 @@ sends it to the next endpoint. The standby is the daemon's own standby routes
 (target/debug/standby); the leader a real cbd."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -63,3 +64,15 @@ def test_the_asyncio_client_follows_too(daemon, standby_of):
             await client.admin.put_breaker("follow.c", consecutive_failures=3)
 
     asyncio.run(main())
+
+
+def test_a_lease_stream_that_meets_a_standby_moves_the_client_to_the_leader(daemon, standby_of):
+    standby = standby_of(f"http://{daemon.address}")
+    with cbd_client.Client([standby.address, daemon.address], leases=True) as client:
+        # What the first acquire does, without its unary call (which would move the
+        # client by itself): the lease stream opens on the standby.
+        client._want_lease(client.breaker("follow.lease"))
+        deadline = time.monotonic() + 5
+        while client.endpoint != daemon.address:
+            assert time.monotonic() < deadline, f"still on {client.endpoint}"
+            time.sleep(0.01)

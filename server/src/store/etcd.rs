@@ -19,6 +19,7 @@
 //! [`Store`] contract) may wait for it from any thread, async tests included.
 
 pub mod election;
+pub mod warm;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -248,19 +249,19 @@ impl Keys {
             prefix: prefix.trim_end_matches('/').to_owned(),
         }
     }
-    fn key(&self, rest: &str) -> Vec<u8> {
+    pub(crate) fn key(&self, rest: &str) -> Vec<u8> {
         format!("{}/{rest}", self.prefix).into_bytes()
     }
-    fn rev(&self) -> Vec<u8> {
+    pub(crate) fn rev(&self) -> Vec<u8> {
         self.key("rev")
     }
-    fn oldest(&self) -> Vec<u8> {
+    pub(crate) fn oldest(&self) -> Vec<u8> {
         self.key("oldest")
     }
     pub(crate) fn leader(&self) -> Vec<u8> {
         self.key("leader")
     }
-    fn breakers(&self) -> Vec<u8> {
+    pub(crate) fn breakers(&self) -> Vec<u8> {
         self.key("breakers/")
     }
     fn breaker(&self, name: &str) -> Vec<u8> {
@@ -288,7 +289,7 @@ fn range_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 /// A u64 stored as decimal ASCII.
-fn parse_u64(key: &str, value: &[u8]) -> Result<u64, Error> {
+pub(crate) fn parse_u64(key: &str, value: &[u8]) -> Result<u64, Error> {
     std::str::from_utf8(value)
         .ok()
         .and_then(|s| s.parse().ok())
@@ -330,6 +331,9 @@ pub struct EtcdStore {
     keys: Keys,
     fence: Fence,
     max_txn_ops: usize,
+    /// What the first `load` returns instead of reading etcd: a standby's warm copy
+    /// ([`warm::Warm`]), complete as of this leadership's start.
+    preloaded: parking_lot::Mutex<Option<Loaded>>,
 }
 
 impl EtcdStore {
@@ -342,7 +346,14 @@ impl EtcdStore {
             keys: Keys::new(prefix),
             fence,
             max_txn_ops: max_txn_ops.max(FIXED_OPS + 1),
+            preloaded: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// Makes the first [`Store::load`] return `loaded` (a warm copy known to be
+    /// complete) instead of reading everything from etcd.
+    pub fn preload(&self, loaded: Loaded) {
+        *self.preloaded.lock() = Some(loaded);
     }
 
     async fn commit_txn(
@@ -436,7 +447,13 @@ impl EtcdStore {
         }
     }
 
-    async fn load_async(mut client: Client, keys: Keys) -> Result<Loaded, Error> {
+    async fn load_async(client: Client, keys: Keys) -> Result<Loaded, Error> {
+        Ok(Self::load_at(client, keys).await?.0)
+    }
+
+    /// Everything under the prefix, as one consistent read, and the etcd revision it
+    /// was read at.
+    pub(crate) async fn load_at(mut client: Client, keys: Keys) -> Result<(Loaded, i64), Error> {
         let first = client.get(keys.rev(), None).await.map_err(etcd_error)?;
         // Every later read at this etcd revision: one consistent snapshot.
         let at = first.header().map(|h| h.revision()).unwrap_or(0);
@@ -482,16 +499,22 @@ impl EtcdStore {
                 _ => break,
             }
         }
-        Ok(Loaded {
-            breakers,
-            revision,
-            oldest_retained,
-        })
+        Ok((
+            Loaded {
+                breakers,
+                revision,
+                oldest_retained,
+            },
+            at,
+        ))
     }
 }
 
 impl Store for EtcdStore {
     fn load(&self) -> Result<Loaded, Error> {
+        if let Some(loaded) = self.preloaded.lock().take() {
+            return Ok(loaded);
+        }
         let keys = self.keys.clone();
         self.conn
             .run_blocking(move |client| Self::load_async(client, keys.clone()))

@@ -240,5 +240,8 @@ class LeaseSession(SessionState):
                 self._answered(answer)
         except grpc.RpcError as e:
             log.debug("lease session lost: %s", e.code())
+            # A standby naming the leader, or a replica gone: the next stream goes
+            # where the client's calls go next (DESIGN §11.2).
+            self.client._failed_over(errors.from_rpc_error(e))
         finally:
             self._stream_lost()

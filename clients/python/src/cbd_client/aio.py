@@ -438,6 +438,8 @@ class _AioLeaseSession(SessionState):
                 self._answered(answer)
         except grpc.RpcError as e:
             log.debug("lease session lost: %s", e.code())
+            # As the sync session: the next stream goes where calls go next.
+            self.client._failed_over(errors.from_rpc_error(e))
         finally:
             self._stream_lost()
 

@@ -443,6 +443,7 @@ async fn observe(
             &fence,
             &held,
             &client,
+            at,
             got.kvs()
                 .first()
                 .map(|kv| (kv.value(), kv.create_revision())),
@@ -463,28 +464,34 @@ async fn observe(
                 break;
             }
             for event in response.events() {
+                let seen_at = event.kv().map_or(0, |kv| kv.mod_revision());
                 match (event.event_type(), event.kv()) {
                     (EventType::Put, Some(kv)) => publish(
                         &leader,
                         &fence,
                         &held,
                         &client,
+                        seen_at,
                         Some((kv.value(), kv.create_revision())),
                     ),
-                    _ => publish(&leader, &fence, &held, &client, None),
+                    _ => publish(&leader, &fence, &held, &client, seen_at, None),
                 }
             }
         }
     }
 }
 
-/// Publishes who leads (`key`: `P/leader`'s value and create revision, or none); a key
-/// that is not our leadership's ends it.
+/// Publishes who leads (`key`: `P/leader`'s value and create revision, or none, as
+/// etcd had it at revision `seen_at`); a key that is not our leadership's ends it,
+/// unless it was seen before our leadership began: the observer's first read can be
+/// answered after a campaign already won, and its stale "no leader" must not depose
+/// the winner (that race once failed a new leader's first commit).
 fn publish(
     leader: &watch::Sender<Option<String>>,
     fence: &watch::Sender<Option<i64>>,
     held: &Arc<Mutex<Option<Held>>>,
     client: &Client,
+    seen_at: i64,
     key: Option<(&[u8], i64)>,
 ) {
     let value = key.map(|(v, _)| String::from_utf8_lossy(v).into_owned());
@@ -495,8 +502,46 @@ fn publish(
     });
     let ours = held.lock().as_ref().map(|h| h.leadership);
     if let Some(ours) = ours
+        && seen_at >= ours.create_revision
         && key.map(|(_, created)| created) != Some(ours.create_revision)
     {
         lose(held, fence, ours, client);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cbd_tests::etcd::Etcd;
+
+    use super::*;
+    use crate::store::etcd::EtcdOptions;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_read_of_no_leader_does_not_depose_the_winner() {
+        let Some(etcd) = Etcd::single() else { return };
+        let conn = Connection::connect(&EtcdOptions::new(etcd.endpoints()))
+            .await
+            .expect("connect");
+        let election = Election::new(conn.clone(), ElectionOptions::new("cbd-test/stale", "a"));
+        let won = election.campaign().await.expect("campaign");
+        // The observer's first read, sent before the campaign's key landed and
+        // answered after it won: no leader, as of an older revision.
+        let observed = |seen_at| {
+            publish(
+                &election.leader,
+                &election.fence,
+                &election.held,
+                &conn.client(),
+                seen_at,
+                None,
+            );
+        };
+        observed(won.create_revision - 1);
+        assert_eq!(election.leadership(), Some(won), "deposed by a stale read");
+        assert_eq!(*election.fence().borrow(), Some(won.create_revision));
+        // The key gone after it was created does end the leadership.
+        observed(won.create_revision + 1);
+        assert_eq!(election.leadership(), None);
+        assert_eq!(*election.fence().borrow(), None);
     }
 }

@@ -562,3 +562,47 @@ fn etcd_errors_map_to_unavailable_only_when_etcd_cannot_answer() {
         assert_eq!(tonic::Status::from(mapped).code(), tonic::Code::Internal);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_copy_holds_what_a_fresh_read_does_once_it_saw_the_new_leader() {
+    let Some(etcd) = Etcd::single() else { return };
+    let p = prefix("warm");
+    let (store_a, a) = leader_store(&etcd, &p, "a").await;
+    store_a
+        .clone()
+        .commit(batch(0, &["x", "y"], &[], 1))
+        .await
+        .expect("commit");
+    // Started after the first commit (its first read has it) and before the rest
+    // (its watch has them): puts, a delete, compaction of the log.
+    let b_conn = connect(&etcd).await;
+    let warm = warm::Warm::follow(&b_conn, &p);
+    store_a
+        .clone()
+        .commit(batch(2, &["z", "y"], &["x"], 3))
+        .await
+        .expect("commit");
+    a.resign().await.expect("resign");
+    let b = Election::new(b_conn.clone(), ElectionOptions::new(&p, "b"));
+    let won = b.campaign().await.expect("b campaigns");
+    let copy = warm
+        .loaded_at(won.create_revision, Duration::from_secs(5))
+        .await
+        .expect("the copy sees the new leader's key");
+    let fresh = EtcdStore::new(b_conn, &p, b.fence(), DEFAULT_MAX_TXN_OPS)
+        .load()
+        .expect("load");
+    assert_eq!(copy.breakers, fresh.breakers);
+    let names: Vec<_> = copy.breakers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["y", "z"]);
+    assert_eq!((copy.revision, copy.oldest_retained), (4, 3));
+    assert_eq!(
+        (copy.revision, copy.oldest_retained),
+        (fresh.revision, fresh.oldest_retained)
+    );
+    // A revision it has not seen: no copy, the caller reads etcd.
+    let ahead = warm
+        .loaded_at(won.create_revision + 1000, Duration::from_millis(100))
+        .await;
+    assert!(ahead.is_none());
+}
