@@ -42,8 +42,8 @@ use crate::{
 
 /// The pause before a campaign that failed (etcd unreachable) is tried again.
 const CAMPAIGN_RETRY: Duration = Duration::from_millis(200);
-/// How long a new leader waits for its warm copy to see its own election before it
-/// reads everything from etcd instead.
+/// How long a new leader waits for its warm copy, once it has read everything, to see
+/// its own election before it reads everything from etcd instead.
 const WARM_CATCH_UP: Duration = Duration::from_secs(1);
 
 /// Runs a replica until `shutdown` resolves.

@@ -290,6 +290,8 @@ async fn a_leader_that_stops_hands_over_at_once_and_the_watch_resumes_on_the_nex
     let b = start_replica(&flags).await;
     let follower = Follower::new(vec![a.endpoint(), b.endpoint()]);
     let first = follower.put("orders", 1).await;
+    let permit = cbd_tests::acquire(&mut a.breakers().await, "orders").await;
+    assert!(permit.allowed);
 
     a.signal(Signal::TERM);
     let stopped = Instant::now();
@@ -312,6 +314,18 @@ async fn a_leader_that_stops_hands_over_at_once_and_the_watch_resumes_on_the_nex
     );
     // What the old leader acknowledged is there; revisions go on from it.
     assert_eq!(spec_failures(&follower.get("orders").await), Some(1));
+    // The old leader's permit is known for what it is (all replicas share the permit
+    // key): stale, counted nowhere. With consecutive_failures 1 a counted failure
+    // would have tripped the breaker.
+    let reported = cbd_tests::report(
+        &mut b.breakers().await,
+        &permit.permit,
+        pb::Outcome::Failure,
+    )
+    .await;
+    assert!(reported.stale, "{reported:?}");
+    assert_eq!(reported.state(), pb::State::Closed);
+
     let second = follower.put("orders", 2).await;
     assert!(
         second.revision > first.revision,

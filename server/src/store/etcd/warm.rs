@@ -18,6 +18,9 @@ use tokio::{sync::watch, task::JoinHandle};
 use super::{Connection, EtcdStore, Keys, parse_u64};
 use crate::store::{Loaded, StoredBreaker};
 
+/// Longest a new leader waits for a warm copy's first read to finish.
+pub const FIRST_READ: Duration = Duration::from_secs(30);
+
 /// The copy as last applied.
 #[derive(Debug, Default)]
 struct Copy {
@@ -55,9 +58,16 @@ impl Warm {
     }
 
     /// The copy as a [`Loaded`], once it is complete up to etcd revision `at_least`;
-    /// `None` if it is not within `wait` (the caller reads etcd instead).
+    /// `None` if it is not within `wait` of its first read (the caller reads etcd
+    /// instead). The first read itself is waited for up to [`FIRST_READ`]: it is
+    /// what the caller would do instead (at 100k breakers, waiting a fixed second
+    /// for a copy still reading and then reading again cost 2.7 s instead of 1.7).
     pub async fn loaded_at(&self, at_least: i64, wait: Duration) -> Option<Loaded> {
         let mut complete_at = self.complete_at.clone();
+        tokio::time::timeout(FIRST_READ, complete_at.wait_for(|at| *at > 0))
+            .await
+            .ok()?
+            .ok()?;
         tokio::time::timeout(wait, complete_at.wait_for(|at| *at >= at_least))
             .await
             .ok()?
