@@ -83,22 +83,29 @@ fn single(c: &mut Criterion) {
     });
 }
 
+/// Pairs over 10,000 named breakers, each found by its name first: with the hasher
+/// the daemon's registry uses (foldhash, `server/src/registry/names.rs`), and with
+/// std's SipHash for comparison.
 fn many(c: &mut Criterion) {
-    let names = names();
-    let mut map: HashMap<Box<str>, Breaker> = names
-        .iter()
-        .map(|n| (n.clone(), Breaker::new(Spec::default())))
-        .collect();
-    let mut i = 0;
-    let mut now = T0;
-    c.bench_function("pair/10k_breakers_with_lookup", |bench| {
-        bench.iter(|| {
-            i = (i + 1) % BREAKERS;
-            now += 1_000;
-            let b = map.get_mut(black_box(&*names[i])).unwrap();
-            pair(b, now);
-        })
-    });
+    fn run<S: std::hash::BuildHasher + Default>(c: &mut Criterion, id: &str) {
+        let names = names();
+        let mut map: HashMap<Box<str>, Breaker, S> = names
+            .iter()
+            .map(|n| (n.clone(), Breaker::new(Spec::default())))
+            .collect();
+        let mut i = 0;
+        let mut now = T0;
+        c.bench_function(id, |bench| {
+            bench.iter(|| {
+                i = (i + 1) % BREAKERS;
+                now += 1_000;
+                let b = map.get_mut(black_box(&*names[i])).unwrap();
+                pair(b, now);
+            })
+        });
+    }
+    run::<foldhash::fast::RandomState>(c, "pair/10k_breakers_with_lookup");
+    run::<std::hash::RandomState>(c, "pair/10k_breakers_with_siphash_lookup");
 }
 
 /// Two threads, each doing pairs on the shared map's breakers (one `Mutex` each),

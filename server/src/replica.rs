@@ -226,10 +226,16 @@ fn others(
     let not_us = move |l: &Option<String>| l.clone().filter(|l| *l != ourselves);
     let (tx, rx) = watch::channel(not_us(&leader.borrow_and_update()));
     tokio::spawn(async move {
-        while leader.changed().await.is_ok() {
-            let next = not_us(&leader.borrow_and_update());
-            if tx.send(next).is_err() {
-                return;
+        loop {
+            tokio::select! {
+                // The standby phase that read it is over.
+                () = tx.closed() => return,
+                changed = leader.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    tx.send_replace(not_us(&leader.borrow_and_update()));
+                }
             }
         }
     });

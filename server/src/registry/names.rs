@@ -11,17 +11,21 @@ use std::{
 use super::entry::Entry;
 
 /// Both indexes hold the same entries; only [`Names::insert`] and [`Names::remove`]
-/// change them, so they cannot drift apart.
+/// change them, so they cannot drift apart. The hashed one uses foldhash, seeded at
+/// random per process: every Acquire and Report hashes a name, and std's SipHash was
+/// most of the lookup's cost (`cargo bench -p cbd-breaker --bench decision`, the
+/// README's numbers); a random seed keeps names chosen by clients from colliding on
+/// purpose.
 #[derive(Debug, Default)]
 pub(crate) struct Names {
-    hashed: HashMap<Arc<str>, Arc<Entry>>,
+    hashed: HashMap<Arc<str>, Arc<Entry>, foldhash::fast::RandomState>,
     ordered: BTreeMap<Arc<str>, Arc<Entry>>,
 }
 
 impl Names {
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         Self {
-            hashed: HashMap::with_capacity(capacity),
+            hashed: HashMap::with_capacity_and_hasher(capacity, Default::default()),
             ordered: BTreeMap::new(),
         }
     }
