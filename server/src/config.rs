@@ -652,10 +652,10 @@ impl Config {
             )),
             _ => {}
         }
-        if self.metrics_listen.is_some() {
+        if self.dashboard_allow_actions {
             problems.push(Error::invalid(
-                "--metrics-listen",
-                "is not served with --store etcd yet (metrics and the dashboard follow one registry)",
+                "--dashboard-allow-actions",
+                "replicas serve /metrics and the probes but no dashboard yet",
             ));
         }
         if self.force_recover {
@@ -946,7 +946,15 @@ mod tests {
                 .starts_with("--advertise-url: ")
         );
         assert!(with(&["--advertise-url", "10.0.0.1:7411"]).starts_with("--advertise-url: "));
-        assert!(with(&["--metrics-listen", "127.0.0.1:0"]).starts_with("--metrics-listen: "));
+        assert!(
+            with(&[
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--dashboard-allow-actions"
+            ])
+            .starts_with("--dashboard-allow-actions: ")
+        );
+        assert!(load(&[&etcd[..], &["--metrics-listen", "127.0.0.1:0"]].concat()).is_ok());
         assert!(with(&["--etcd-prefix", "/"]).starts_with("--etcd-prefix: "));
         assert!(with(&["--etcd-max-txn-ops", "3"]).starts_with("--etcd-max-txn-ops: "));
     }
@@ -1025,7 +1033,7 @@ mod tests {
     ];
 
     /// The base file of the replica settings' samples: an etcd store with every
-    /// setting that needs another given (and no --metrics-listen, refused with etcd).
+    /// setting that needs another given.
     const ETCD_BASE: &str = "tls_cert = \"/base/cert\"\ntls_key = \"/base/key\"\nstore = \"etcd\"\n\
         etcd_endpoints = [\"https://127.0.0.1:2379\"]\netcd_ca = \"/base/etcd-ca\"\n\
         etcd_cert = \"/base/etcd-cert\"\netcd_key = \"/base/etcd-key\"\n\

@@ -28,7 +28,7 @@ use crate::{
     layers::leader::Leading,
     permit::Permits,
     registry::Registry,
-    server::{Ended, Prepared, Serving, registry_config, serve_registry},
+    server::{Ended, MetricsSlot, Prepared, Serving, registry_config, serve_registry},
     sever::Severance,
     standby::{self, LEADER_HEALTH_SERVICE},
     status::ReplicationRole,
@@ -62,6 +62,31 @@ pub(crate) async fn run(
         shutdown.await;
         stop_tx.send_replace(true);
     });
+    // One metrics listener for the process: /metrics and /readyz follow whichever
+    // phase leads (nothing held and not ready while standing by).
+    let metrics_slot = match config.metrics_listen {
+        Some(addr) => {
+            let slot = Arc::new(MetricsSlot::default());
+            let gauges = {
+                let slot = slot.clone();
+                move || slot.gauges()
+            };
+            let mut stopping = stop.clone();
+            crate::metrics::serve(
+                addr,
+                prepared.metrics.clone(),
+                gauges,
+                slot.ready.subscribe(),
+                axum::Router::new(),
+                async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                },
+            )
+            .await?;
+            Some(slot)
+        }
+        None => None,
+    };
     tracing::info!(
         addr = %prepared.addr,
         %advertised,
@@ -86,6 +111,7 @@ pub(crate) async fn run(
             leadership,
             warm,
             advertised: &advertised,
+            metrics_slot: metrics_slot.clone(),
         };
         match lead(&config, &prepared, &conn, &election, won, stop.clone()).await {
             Ok(Ended::Shutdown) => {
@@ -144,6 +170,8 @@ struct Won<'a> {
     /// The warm copy it kept while standing by.
     warm: Warm,
     advertised: &'a str,
+    /// Where the process's metrics listener reads the leader's registry.
+    metrics_slot: Option<Arc<MetricsSlot>>,
 }
 
 /// Serves the standby routes, keeping a warm copy of the breakers, until this
@@ -298,6 +326,7 @@ async fn lead(
         role: ReplicationRole::Leader {
             advertised: advertised.to_owned(),
         },
+        metrics_slot: won.metrics_slot,
     };
     let mut stop = stop;
     let ended = serve_registry(

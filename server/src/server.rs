@@ -139,6 +139,7 @@ async fn run_on_sled(
         permits,
         leader: None,
         role: ReplicationRole::Standalone,
+        metrics_slot: None,
     };
     serve_registry(
         &config,
@@ -172,6 +173,53 @@ pub(crate) struct Serving {
     /// Whether this replica still leads; `None` on a daemon of its own.
     pub(crate) leader: Option<Arc<dyn Leading>>,
     pub(crate) role: ReplicationRole,
+    /// A replica's metrics listener, which outlives this phase: it reads the registry
+    /// from here. `None`: this phase serves `--metrics-listen` itself.
+    pub(crate) metrics_slot: Option<Arc<MetricsSlot>>,
+}
+
+/// What a replica's process-wide metrics listener reads (docs/DESIGN.md §11.3): the
+/// registry of the phase that leads, and readiness.
+#[derive(Default)]
+pub(crate) struct MetricsSlot {
+    /// The leading phase's registry and Watch streams; `None` while standing by.
+    current: parking_lot::Mutex<Option<(Registry, Watcher)>>,
+    /// What `/readyz` says: the leader's health.
+    pub(crate) ready: Arc<watch::Sender<bool>>,
+}
+
+impl std::fmt::Debug for MetricsSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsSlot")
+            .field("leading", &self.current.lock().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricsSlot {
+    /// Breakers held and Watch streams open; zero while standing by.
+    #[cfg_attr(
+        not(feature = "etcd"),
+        expect(dead_code, reason = "only replicas (feature etcd) have a slot to read")
+    )]
+    pub(crate) fn gauges(&self) -> (usize, usize) {
+        self.current
+            .lock()
+            .as_ref()
+            .map_or((0, 0), |(registry, watcher)| {
+                (registry.len(), watcher.active())
+            })
+    }
+}
+
+/// Empties the slot when its phase ends, however it ends.
+struct Occupied(Arc<MetricsSlot>);
+
+impl Drop for Occupied {
+    fn drop(&mut self) {
+        self.0.current.lock().take();
+        self.0.ready.send_replace(false);
+    }
 }
 
 /// How [`serve_registry`] ended.
@@ -198,9 +246,14 @@ pub(crate) async fn serve_registry(
         permits,
         leader,
         role,
+        metrics_slot,
     } = serving;
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let (ready, ready_rx) = watch::channel(false);
+    let ready = metrics_slot.as_ref().map_or_else(
+        || Arc::new(watch::Sender::new(false)),
+        |slot| slot.ready.clone(),
+    );
+    let ready_rx = ready.subscribe();
     let health = Probes { reporter, ready };
     // NOT_SERVING until what recovery changed (OPEN breakers whose deadline passed
     // while the daemon was down are HALF_OPEN now) is durable: reads show only what
@@ -262,7 +315,13 @@ pub(crate) async fn serve_registry(
         let _ = drain_tx.send(true);
     });
 
-    if let Some(metrics_addr) = config.metrics_listen {
+    let occupied = metrics_slot.map(|slot| {
+        *slot.current.lock() = Some((registry.clone(), watcher.clone()));
+        Occupied(slot)
+    });
+    if occupied.is_some() {
+        // The replica's own listener serves the metrics.
+    } else if let Some(metrics_addr) = config.metrics_listen {
         let gauges = {
             let registry = registry.clone();
             let watcher = watcher.clone();
@@ -446,7 +505,7 @@ pub fn router<H: Health>(
 /// Where health is shown: gRPC health, and `/readyz` on the metrics listener.
 struct Probes {
     reporter: tonic_health::server::HealthReporter,
-    ready: watch::Sender<bool>,
+    ready: Arc<watch::Sender<bool>>,
 }
 
 /// Sets the overall status and that of each service, and what `/readyz` answers.

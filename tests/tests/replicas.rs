@@ -203,14 +203,52 @@ impl Follower {
     }
 }
 
+/// Puts `name` on `daemon` with `consecutive_failures` and the rest defaults.
+async fn put_on(daemon: &Daemon, name: &str, consecutive_failures: u32) -> pb::PutBreakerResponse {
+    let spec = pb::BreakerSpec {
+        consecutive_failures: Some(consecutive_failures),
+        ..Default::default()
+    };
+    cbd_tests::put(&mut daemon.admin().await, name, spec).await
+}
+
 fn spec_failures(status: &pb::BreakerStatus) -> Option<u32> {
     status.spec.as_ref().and_then(|s| s.consecutive_failures)
+}
+
+/// `GET path` on the metrics listener `daemon` logged: the status line and the body.
+fn http_get(daemon: &Daemon, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let log = daemon.log();
+    let addr = log
+        .lines()
+        .find(|l| l.contains("metrics serving"))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+        .map(|a| a.trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':'))
+        .unwrap_or_else(|| panic!("no metrics address in:\n{log}"));
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// The value of the sample line `name value` in a Prometheus text scrape.
+fn sample(scrape: &str, name: &str) -> Option<String> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
 }
 
 #[tokio::test]
 async fn one_replica_leads_and_a_standby_names_it() {
     let Some(etcd) = Etcd::single() else { return };
-    let flags = replica_flags(&etcd.endpoints(), "one", "1s");
+    let mut flags = replica_flags(&etcd.endpoints(), "one", "1s");
+    flags.extend(["--metrics-listen".into(), "127.0.0.1:0".into()]);
     let a = start_replica(&flags).await;
     let b = start_replica(&flags).await;
     let leader_index = wait_leader(&[&a, &b]).await;
@@ -222,20 +260,13 @@ async fn one_replica_leads_and_a_standby_names_it() {
     assert!(!leads(standby).await, "two leaders");
 
     // The leader decides and writes.
-    let mut admin = leader.admin().await;
-    let put = cbd_tests::put(
-        &mut admin,
-        "payments",
-        pb::BreakerSpec {
-            consecutive_failures: Some(3),
-            ..Default::default()
-        },
-    )
-    .await;
+    let put = put_on(leader, "payments", 3).await;
     assert!(put.created);
     let acquired = cbd_tests::acquire(&mut leader.breakers().await, "payments").await;
     assert!(acquired.allowed);
-    let status = admin
+    let status = leader
+        .admin()
+        .await
         .status(pb::StatusRequest {})
         .await
         .expect("status")
@@ -243,6 +274,25 @@ async fn one_replica_leads_and_a_standby_names_it() {
     assert_eq!(status.role(), pb::ReplicationRole::Leader);
     assert_eq!(status.leader, leader.endpoint());
     assert_eq!(status.revision, put.revision);
+
+    // One metrics listener per process: the leader's is ready and counts the breaker,
+    // the standby's answers but is not ready and holds nothing.
+    let (ready, _) = http_get(leader, "/readyz");
+    assert!(ready.contains("200"), "{ready}");
+    let (_, scrape) = http_get(leader, "/metrics");
+    assert_eq!(
+        sample(&scrape, "cbd_breakers").as_deref(),
+        Some("1"),
+        "{scrape}"
+    );
+    let (not_ready, _) = http_get(standby, "/readyz");
+    assert!(not_ready.contains("503"), "{not_ready}");
+    let (_, scrape) = http_get(standby, "/metrics");
+    assert_eq!(
+        sample(&scrape, "cbd_breakers").as_deref(),
+        Some("0"),
+        "{scrape}"
+    );
 
     // The standby serves health (it is alive) but not cbd.v1.Leader, and sends every
     // call to the leader.
@@ -532,15 +582,7 @@ async fn a_leader_cut_off_from_etcd_stops_deciding_before_a_standby_starts() {
     let a = start_replica(&replica_flags(&[proxy.endpoint()], "partition", "1s")).await;
     assert_eq!(wait_leader(&[&a]).await, 0);
     let b = start_replica(&replica_flags(&etcd.endpoints(), "partition", "1s")).await;
-    let put = cbd_tests::put(
-        &mut a.admin().await,
-        "inventory",
-        pb::BreakerSpec {
-            consecutive_failures: Some(5),
-            ..Default::default()
-        },
-    )
-    .await;
+    let put = put_on(&a, "inventory", 5).await;
     assert!(
         try_acquire(&a, "inventory")
             .await
@@ -707,15 +749,7 @@ async fn a_replica_reaches_etcd_over_mtls_as_a_user_with_a_password() {
     ]);
     let replica = start_replica(&flags).await;
     assert_eq!(wait_leader(&[&replica]).await, 0, "{}", replica.log());
-    cbd_tests::put(
-        &mut replica.admin().await,
-        "ledger",
-        pb::BreakerSpec {
-            consecutive_failures: Some(2),
-            ..Default::default()
-        },
-    )
-    .await;
+    put_on(&replica, "ledger", 2).await;
     // The record is in etcd, under the prefix, as etcd's own client reads it.
     let keys = etcd.etcdctl(&["get", "--prefix", "--keys-only", "secure/breakers/"]);
     assert!(keys.contains("secure/breakers/ledger"), "{keys}");
