@@ -15,20 +15,16 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use futures::TryStreamExt as _;
-
 use tokio::{sync::watch, time::Instant};
-use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::ServingStatus;
 
 use crate::{
     config::Config,
     error::Error,
-    idle::{IdleTimeout, Timeouts},
     layers::leader::Leading,
     permit::Permits,
     registry::Registry,
-    server::{Ended, MetricsSlot, Prepared, Serving, registry_config, serve_registry},
+    server::{Ended, MetricsSlot, Prepared, Serving, registry_config, serve_registry, transport},
     sever::Severance,
     standby::{self, LEADER_HEALTH_SERVICE},
     status::ReplicationRole,
@@ -192,33 +188,17 @@ async fn stand_by(
     reporter
         .set_service_status(LEADER_HEALTH_SERVICE, ServingStatus::NotServing)
         .await;
-    let mut builder = Server::builder();
-    if let Some(tls) = prepared.tls.clone() {
-        builder = builder
-            .tls_config(tls.timeout(config.handshake_timeout))
-            .map_err(|e| Error::invalid("--tls-cert/--tls-key", e.to_string()))?;
-    }
-    let timeouts = Timeouts {
-        handshake: config.handshake_timeout,
-        idle: config.idle_timeout,
-    };
     let severance = Arc::new(Severance::default());
-    let cut = severance.clone();
     let (done_tx, done) = watch::channel(false);
-    let server = builder
+    let server = transport(config, prepared.tls.clone())?
         .add_routes(standby::routes(
             health,
             others(election.observe(), advertised),
         ))
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(prepared.listener()?)
-                .with_nodelay(Some(true))
-                .map_ok(move |tcp| cut.wrap(IdleTimeout::new(tcp, timeouts))),
-            async move {
-                let mut done = done;
-                let _ = done.wait_for(|done| *done).await;
-            },
-        );
+        .serve_with_incoming_shutdown(prepared.incoming(config, &severance)?, async move {
+            let mut done = done;
+            let _ = done.wait_for(|done| *done).await;
+        });
     let server = tokio::spawn(server);
     prepared.announce(config)?;
     let won = loop {
@@ -390,5 +370,24 @@ impl Leading for Lease {
                 Err(Error::NotLeader { leader })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_standby_never_names_itself_as_the_leader() {
+        let (leader_tx, leader) = watch::channel(Some("http://a:7411".to_owned()));
+        let mut hint = others(leader, "http://a:7411");
+        // Its own old leadership, still in its watch: no leader known.
+        assert_eq!(*hint.borrow_and_update(), None);
+        leader_tx.send_replace(Some("http://b:7411".to_owned()));
+        hint.changed().await.expect("forwarded");
+        assert_eq!(hint.borrow_and_update().as_deref(), Some("http://b:7411"));
+        leader_tx.send_replace(Some("http://a:7411".to_owned()));
+        hint.changed().await.expect("forwarded");
+        assert_eq!(*hint.borrow_and_update(), None);
     }
 }

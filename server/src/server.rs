@@ -26,7 +26,7 @@ use crate::{
     permit::{PermitKey, Permits},
     registry::{Registry, RegistryConfig, StoreHealth},
     service::{AdminService, BreakersService, watch::Watcher},
-    sever::Severance,
+    sever::{Severable, Severance},
     status::{ReplicationRole, StatusSources},
     store::sled::SledStore,
 };
@@ -99,6 +99,30 @@ impl Prepared {
             .try_clone()
             .and_then(TcpListener::from_std)
             .map_err(|e| Error::Storage(format!("listener: {e}")))
+    }
+
+    /// The connections of one serving phase, accepted on the bound socket. Nagle off:
+    /// otherwise two overlapping RPCs on one connection can wait ~40 ms for a delayed
+    /// ACK, longer than a client's Acquire deadline. Silent connections are closed
+    /// (crate::idle), and every one ends when `severance` cuts.
+    pub(crate) fn incoming(
+        &self,
+        config: &Config,
+        severance: &Arc<Severance>,
+    ) -> Result<
+        impl futures::Stream<Item = std::io::Result<Severable<IdleTimeout<tokio::net::TcpStream>>>>
+        + Send
+        + 'static,
+        Error,
+    > {
+        let timeouts = Timeouts {
+            handshake: config.handshake_timeout,
+            idle: config.idle_timeout,
+        };
+        let severance = severance.clone();
+        Ok(TcpIncoming::from(self.listener()?)
+            .with_nodelay(Some(true))
+            .map_ok(move |tcp| severance.wrap(IdleTimeout::new(tcp, timeouts))))
     }
 
     /// Writes `--addr-file`, once the address is served.
@@ -248,6 +272,7 @@ pub(crate) async fn serve_registry(
         role,
         metrics_slot,
     } = serving;
+    let replica = leader.is_some();
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let ready = metrics_slot.as_ref().map_or_else(
         || Arc::new(watch::Sender::new(false)),
@@ -319,9 +344,10 @@ pub(crate) async fn serve_registry(
         *slot.current.lock() = Some((registry.clone(), watcher.clone()));
         Occupied(slot)
     });
-    if occupied.is_some() {
-        // The replica's own listener serves the metrics.
-    } else if let Some(metrics_addr) = config.metrics_listen {
+    // A replica's own listener serves its metrics; a daemon of its own serves them here.
+    if occupied.is_none()
+        && let Some(metrics_addr) = config.metrics_listen
+    {
         let gauges = {
             let registry = registry.clone();
             let watcher = watcher.clone();
@@ -358,22 +384,16 @@ pub(crate) async fn serve_registry(
         },
         prepared.tls.clone(),
     )?;
-    let timeouts = Timeouts {
-        handshake: config.handshake_timeout,
-        idle: config.idle_timeout,
-    };
-    let severance = Arc::new(Severance::default());
-    let cut = severance.clone();
-    let server = router
-        // Nagle off: otherwise two overlapping RPCs on one connection can wait ~40 ms
-        // for a delayed ACK, longer than a client's Acquire deadline. Silent
-        // connections are closed (crate::idle).
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(prepared.listener()?)
-                .with_nodelay(Some(true))
-                .map_ok(move |tcp| cut.wrap(IdleTimeout::new(tcp, timeouts))),
-            wait_true(drain.clone()),
-        );
+    // Only a leader cuts its connections (when it stops leading).
+    let severance = Arc::new(if replica {
+        Severance::default()
+    } else {
+        Severance::never()
+    });
+    let server = router.serve_with_incoming_shutdown(
+        prepared.incoming(config, &severance)?,
+        wait_true(drain.clone()),
+    );
     prepared.announce(config)?;
 
     let mut server = std::pin::pin!(server);
@@ -476,15 +496,7 @@ pub fn router<H: Health>(
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
 
-    let mut builder = Server::builder()
-        .max_concurrent_streams(Some(config.max_concurrent_streams))
-        .http2_keepalive_interval(Some(config.http2_keepalive_interval))
-        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout));
-    if let Some(tls) = tls {
-        builder = builder
-            .tls_config(tls.timeout(config.handshake_timeout))
-            .map_err(|e| Error::invalid("--tls-cert/--tls-key", e.to_string()))?;
-    }
+    let builder = transport(config, tls)?;
     let guard = crate::guard::layer(GuardConfig {
         auth: services.auth,
         max_requests: config.max_concurrent_requests,
@@ -500,6 +512,21 @@ pub fn router<H: Health>(
         .add_service(reflection_v1alpha)
         .add_service(breakers)
         .add_service(admin))
+}
+
+/// The transport every serving phase uses, a standby's included: connection settings
+/// and TLS.
+pub(crate) fn transport(config: &Config, tls: Option<ServerTlsConfig>) -> Result<Server, Error> {
+    let builder = Server::builder()
+        .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .http2_keepalive_interval(Some(config.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout));
+    match tls {
+        Some(tls) => builder
+            .tls_config(tls.timeout(config.handshake_timeout))
+            .map_err(|e| Error::invalid("--tls-cert/--tls-key", e.to_string())),
+        None => Ok(builder),
+    }
 }
 
 /// Where health is shown: gRPC health, and `/readyz` on the metrics listener.

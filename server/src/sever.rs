@@ -22,31 +22,47 @@ use tonic::transport::server::Connected;
 
 /// Cuts every [`Severable`] made from it, at once and for good.
 #[derive(Debug)]
-pub struct Severance(watch::Sender<bool>);
+pub struct Severance(Option<watch::Sender<bool>>);
 
 impl Default for Severance {
     fn default() -> Self {
-        Self(watch::Sender::new(false))
+        Self(Some(watch::Sender::new(false)))
     }
 }
 
 impl Severance {
+    /// One that never cuts, for a daemon on its own store: its connections pay
+    /// nothing per read or write.
+    pub fn never() -> Self {
+        Self(None)
+    }
+
     /// Wraps `inner` so that [`Severance::cut`] ends it.
     pub fn wrap<IO>(&self, inner: IO) -> Severable<IO> {
-        let mut cut = self.0.subscribe();
+        let Some(sender) = &self.0 else {
+            return Severable {
+                inner,
+                is_cut: false,
+                cut_signal: None,
+            };
+        };
+        let mut cut = sender.subscribe();
         let is_cut = *cut.borrow();
         Severable {
             inner,
             is_cut,
-            cut_signal: Box::pin(async move {
+            cut_signal: Some(Box::pin(async move {
                 let _ = cut.wait_for(|cut| *cut).await;
-            }),
+            })),
         }
     }
 
-    /// Fails every wrapped connection's reads and writes from now on.
+    /// Fails every wrapped connection's reads and writes from now on (nothing for
+    /// [`Severance::never`]).
     pub fn cut(&self) {
-        self.0.send_replace(true);
+        if let Some(sender) = &self.0 {
+            sender.send_replace(true);
+        }
     }
 }
 
@@ -54,8 +70,9 @@ impl Severance {
 pub struct Severable<IO> {
     inner: IO,
     is_cut: bool,
-    /// Resolves when cut (or when the [`Severance`] is dropped: the server is gone).
-    cut_signal: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
+    /// Resolves when cut (or when the [`Severance`] is dropped: the server is gone);
+    /// `None`: never cut.
+    cut_signal: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
 }
 
 impl<IO: std::fmt::Debug> std::fmt::Debug for Severable<IO> {
@@ -70,7 +87,10 @@ impl<IO: std::fmt::Debug> std::fmt::Debug for Severable<IO> {
 impl<IO> Severable<IO> {
     /// Whether the cut has come; registers the task to be woken when it does.
     fn poll_cut(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.is_cut && self.cut_signal.as_mut().poll(cx).is_ready() {
+        if !self.is_cut
+            && let Some(signal) = &mut self.cut_signal
+            && signal.as_mut().poll(cx).is_ready()
+        {
             self.is_cut = true;
         }
         self.is_cut
@@ -163,5 +183,17 @@ mod tests {
         let (near, _far2) = tokio::io::duplex(64);
         let mut late = severance.wrap(near);
         assert!(late.write_all(b"x").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn one_that_never_cuts_leaves_its_connections_alone() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let severance = Severance::never();
+        let mut wrapped = severance.wrap(near);
+        severance.cut();
+        wrapped.write_all(b"still").await.expect("not cut");
+        let mut got = [0; 5];
+        far.read_exact(&mut got).await.expect("delivered");
+        assert_eq!(&got, b"still");
     }
 }

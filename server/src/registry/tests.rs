@@ -172,6 +172,35 @@ async fn a_failed_commit_is_retried_with_backoff_until_it_succeeds() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_closed_registry_stops_retrying_and_lets_go_of_its_tasks() {
+    let (registry, store) = open();
+    store.inject(When::Always, enospc());
+    assert_unavailable(
+        registry.put("a", spec(3), &op()).await,
+        "put during the fault",
+    );
+    // The writer and the timers each hold the registry's shared state.
+    assert!(Arc::strong_count(&registry.shared) > 1);
+
+    registry.close();
+    for _ in 0..1000 {
+        if Arc::strong_count(&registry.shared) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        Arc::strong_count(&registry.shared),
+        1,
+        "the writer and the timers ended"
+    );
+    let attempts = store.attempts().len();
+    tokio::time::sleep(writer::RETRY_MAX * 10).await;
+    assert_eq!(store.attempts().len(), attempts, "no commit after close");
+    assert!(matches!(registry.get("a"), Err(Error::NotFound { .. })));
+}
+
+#[tokio::test(start_paused = true)]
 async fn during_a_fault_writes_are_refused_and_reads_show_only_what_is_committed() {
     let (registry, store) = open();
     registry.put("a", spec(3), &op()).await.expect("put");

@@ -447,10 +447,6 @@ impl EtcdStore {
         }
     }
 
-    async fn load_async(client: Client, keys: Keys) -> Result<Loaded, Error> {
-        Ok(Self::load_at(client, keys).await?.0)
-    }
-
     /// Everything under the prefix, as one consistent read, and the etcd revision it
     /// was read at.
     pub(crate) async fn load_at(mut client: Client, keys: Keys) -> Result<(Loaded, i64), Error> {
@@ -516,8 +512,10 @@ impl Store for EtcdStore {
             return Ok(loaded);
         }
         let keys = self.keys.clone();
-        self.conn
-            .run_blocking(move |client| Self::load_async(client, keys.clone()))
+        self.conn.run_blocking(move |client| {
+            let keys = keys.clone();
+            async move { Ok(Self::load_at(client, keys).await?.0) }
+        })
     }
 
     fn commit(self: Arc<Self>, batch: Arc<WriteBatch>) -> StoreFuture<Committed> {
